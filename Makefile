@@ -1,0 +1,35 @@
+# Every target creates .venv and installs the project on first use, so each works on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CA := $(VENV)/bin/changeagent
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-all lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=23.2"
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(CA) demo --out runs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check changeagent tests tools
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(PY) tools/bench.py --out runs/bench
+
+clean:
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
