@@ -61,6 +61,11 @@ def _parse_override(item: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads `3e-4` as a string; users mean a float
+            value = float(value) if any(c in value.lower() for c in "e.") else value
+        except ValueError:
+            pass
     return key, value
 
 
