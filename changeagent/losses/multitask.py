@@ -1,0 +1,132 @@
+"""Per-task losses of the joint model: the "mask" group (change + per-dataset semantic heads) and "caption".
+
+Label spaces (SPEC §1.4): every item supervises the shared binary change head; LEVIR-MCI items also
+supervise the 3-class head, SECOND-CC items the 7-class head of each date. Rows of a head whose
+dataset differs from the item's never contribute.
+
+Why the SECOND head keeps 7 outputs although class 0 ("unchanged") is never its target: SECOND
+land cover is labelled only on changed pixels, so unchanged/IGNORE pixels are dropped from its loss
+and the head only learns to rank classes 1..6. At prediction time a pixel is "unchanged" when the
+change head says so, and otherwise takes the argmax over classes 1..6; keeping the 7-wide layout
+means head outputs, targets and metrics share the SECOND class ids without any re-indexing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from changeagent.data.constants import DATASETS, IGNORE_INDEX, NUM_CLASSES
+from changeagent.errors import ChangeAgentError
+from changeagent.losses.caption import caption_loss
+from changeagent.losses.mask import binary_change_loss, semantic_loss, zero_like_graph
+
+MASK_DEFAULTS: dict[str, Any] = {"ce": 1.0, "dice": 0.0, "lovasz": 0.0, "change_weight": 1.0,
+                                 "class_weights": None}
+CAPTION_DEFAULTS: dict[str, Any] = {"label_smoothing": 0.0}
+TASKS = ("mask", "caption")  # the groups the weighting strategies balance
+
+
+def _section(cfg: Mapping[str, Any] | None, key: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    given = dict((cfg or {}).get(key) or {})
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ChangeAgentError(f"loss config: unknown key(s) {unknown} in '{key}'; known: {sorted(defaults)}")
+    out = {**defaults, **given}
+    for name, value in out.items():
+        if name != "class_weights" and (not isinstance(value, (int, float)) or value < 0):
+            raise ChangeAgentError(f"loss config: {key}.{name} must be a number >= 0, got {value!r}")
+    return out
+
+
+def parse_loss_config(cfg: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Validated (mask, caption) sections with defaults filled in; see `compute_losses`."""
+    unknown = sorted(set(cfg or {}) - {"mask", "caption", "weighting"})
+    if unknown:
+        raise ChangeAgentError(f"loss config: unknown key(s) {unknown}; known: ['caption', 'mask', 'weighting']")
+    mask = _section(cfg, "mask", MASK_DEFAULTS)
+    caption = _section(cfg, "caption", CAPTION_DEFAULTS)
+    weights = mask["class_weights"]
+    if weights is not None:
+        if not isinstance(weights, Mapping):
+            raise ChangeAgentError(
+                "loss config: mask.class_weights must map a dataset id to one weight per class, e.g. "
+                "{levir_mci: [1, 2, 2]}; a plain list is ambiguous across heads"
+            )
+        for name, w in weights.items():
+            if name not in NUM_CLASSES:
+                raise ChangeAgentError(f"loss config: mask.class_weights has unknown dataset {name!r}")
+            if w is not None and len(w) != NUM_CLASSES[name]:
+                raise ChangeAgentError(
+                    f"loss config: mask.class_weights.{name} has {len(w)} values, need {NUM_CLASSES[name]}"
+                )
+    return mask, caption
+
+
+def _rows(datasets: list[str], name: str, device: torch.device) -> Tensor:
+    return torch.tensor([i for i, d in enumerate(datasets) if d == name], dtype=torch.long, device=device)
+
+
+def compute_losses(out: Mapping[str, Any], batch: Mapping[str, Any],
+                   cfg: Mapping[str, Any] | None = None) -> dict[str, Tensor]:
+    """Per-task losses from the model output and the collated batch.
+
+    out: "change" float [B,1,H,W]; "masks" {"levir_mci": [B,3,H,W], "second_cc": [B,2,7,H,W]}
+    (either head may be absent); "caption" float [B,L-1,V] or absent/None (mask-only stage).
+    batch: "change" int64 [B,H,W]; "mask" int64 [B,H,W]; "sem" int64 [B,2,H,W];
+    "caption_ids" int64 [B,L] (one caption per item); "dataset" list[str] of length B.
+    cfg (the `loss` section; a "weighting" key is allowed and ignored here):
+        mask:    {ce: 1.0, dice: 0.0, lovasz: 0.0, change_weight: 1.0,
+                  class_weights: null | {levir_mci: [3 floats], second_cc: [7 floats]}}
+        caption: {label_smoothing: 0.0}
+    ce/dice/lovasz weight the terms of both the binary change loss and the semantic losses;
+    class_weights apply to CE and Dice of the semantic heads.
+
+    Returns float32 scalars: "mask" = change_weight * "mask/change" + "mask/levir_mci" +
+    "mask/second_cc"; a semantic part is present only when the batch has items of that dataset
+    (otherwise a graph-connected zero joins "mask" so DDP sees the head used); "caption" only when
+    caption logits are given. "mask" and "caption" are the tasks for the weighting; "mask/*" are
+    for logging.
+    """
+    mcfg, ccfg = parse_loss_config(cfg)
+    datasets = list(batch["dataset"])
+    unknown = sorted(set(datasets) - set(DATASETS))
+    if unknown:
+        raise ChangeAgentError(f"batch: unknown dataset id(s) {unknown}; known: {list(DATASETS)}")
+    terms = {"ce": mcfg["ce"], "dice": mcfg["dice"], "lovasz": mcfg["lovasz"]}
+    class_weights = mcfg["class_weights"] or {}
+
+    losses: dict[str, Tensor] = {}
+    change = binary_change_loss(out["change"], batch["change"], **terms)
+    losses["mask/change"] = change
+    mask_total = mcfg["change_weight"] * change
+
+    for name, logits in (out.get("masks") or {}).items():
+        if name not in NUM_CLASSES:
+            raise ChangeAgentError(f"model output: unknown mask head {name!r}; known: {list(DATASETS)}")
+        idx = _rows(datasets, name, logits.device)
+        if idx.numel() == 0:
+            mask_total = mask_total + zero_like_graph(logits)
+            continue
+        if name == "levir_mci":
+            lg, target, classes = logits[idx], batch["mask"][idx], None
+        else:
+            if logits.dim() != 5 or logits.shape[1] != 2:
+                raise ChangeAgentError(f"model output: second_cc head must be [B,2,7,H,W], got {tuple(logits.shape)}")
+            lg = logits[idx].flatten(0, 1)  # both dates as separate images: [2n, 7, H, W]
+            target = batch["sem"][idx].flatten(0, 1)
+            # land cover is labelled only on changed pixels: unchanged is "no label" for this head
+            target = torch.where(target == 0, torch.full_like(target, IGNORE_INDEX), target)
+            classes = list(range(1, NUM_CLASSES[name]))
+        part = semantic_loss(lg, target, class_weights=class_weights.get(name), classes=classes,
+                             what=f"{name} semantic mask", **terms)
+        losses[f"mask/{name}"] = part
+        mask_total = mask_total + part
+
+    losses["mask"] = mask_total
+    if out.get("caption") is not None:
+        losses["caption"] = caption_loss(out["caption"], batch["caption_ids"], ccfg["label_smoothing"])
+    return losses
