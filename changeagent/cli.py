@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from changeagent import __version__
 from changeagent.errors import ChangeAgentError
@@ -32,13 +32,22 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
 
 def _available(module: str) -> bool:
     """True when the command's module exists (lets the tree grow one concern at a time)."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
+    # a file check, not find_spec: that would import the parent packages (torch, torchmetrics...)
+    rel = Path(*module.split(".")[1:]).with_suffix(".py")
+    return (Path(__file__).resolve().parent / rel).is_file()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv: Sequence[str]) -> tuple[str, ...] | None:
+    """The command path named by argv (e.g. ("data", "check")), so only its module is imported."""
+    words = [a for a in argv if not a.startswith("-")]
+    for n in (2, 1):
+        if tuple(words[:n]) in COMMANDS:
+            return tuple(words[:n])
+    return None
+
+
+def build_parser(only: tuple[str, ...] | None = None) -> argparse.ArgumentParser:
+    """The full command tree; with `only`, just that command's module is imported (fast start)."""
     parser = argparse.ArgumentParser(
         prog="changeagent", description="Remote-sensing change understanding: change masks and captions."
     )
@@ -54,22 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
                 g = subs[prefix[:-1]].add_parser(prefix[-1], help=f"{prefix[-1]} commands")
                 groups[prefix] = g
                 subs[prefix] = g.add_subparsers(dest="_".join(prefix) + "_command")
-        mod = importlib.import_module(module)
-        adder = getattr(mod, f"add_{stem}_arguments", None)
-        runner = getattr(mod, f"run_{stem}", None)
-        if adder is None or runner is None:
-            continue
         p = subs[path[:-1]].add_parser(
             path[-1], help=help_text, description=help_text,
             formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         )
-        adder(p)
-        p.set_defaults(_run=runner)
+        if only is not None and path != only:
+            continue
+        mod = importlib.import_module(module)
+        getattr(mod, f"add_{stem}_arguments")(p)
+        p.set_defaults(_run=getattr(mod, f"run_{stem}"))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(only=_command_of(argv) or ())
     args = parser.parse_args(argv)
     run = getattr(args, "_run", None)
     if run is None:
