@@ -1,0 +1,158 @@
+"""`changeagent score-captions`: COCO caption metrics of a hypothesis file against a reference file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from changeagent.errors import ChangeAgentError
+from changeagent.metrics.captions import METRIC_KEYS, METRIC_LABELS, SUBSETS, caption_report, score_captions
+
+
+def add_score_captions_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hyp", required=True, type=Path, metavar="HYP.json",
+                        help='hypotheses: {"id": "caption", ...} (exactly one per id)')
+    parser.add_argument("--refs", required=True, type=Path, metavar="REFS.json",
+                        help='references: {"id": ["caption", ...], ...} (all of them, e.g. 5 per pair)')
+    parser.add_argument("--id-level", action="store_true",
+                        help="score strings of vocabulary ids instead of words, as the reference code "
+                             "does (needs --vocab); use it to compare with published tables")
+    parser.add_argument("--vocab", type=Path, metavar="VOCAB.json",
+                        help='vocabulary {"word": id, ...} for --id-level; unknown words map to <UNK>')
+    parser.add_argument("--subsets", action="store_true",
+                        help="also score the change / no-change subsets (a pair is no-change when all its "
+                             "references are no-change sentences) and report the no-change accuracy")
+    parser.add_argument("--no-meteor", action="store_true",
+                        help="skip METEOR (no Java process); METEOR and S*m are then reported as missing")
+    parser.add_argument("--json", type=Path, metavar="OUT", dest="json_out",
+                        help="write the metrics as fractions to this JSON file")
+
+
+def _load_json(path: Path, what: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise ChangeAgentError(f"{what} file not found: {path}") from None
+    except IsADirectoryError:
+        raise ChangeAgentError(f"{what} path is a directory, not a JSON file: {path}") from None
+    except json.JSONDecodeError as e:
+        raise ChangeAgentError(f"{path}: malformed JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except (UnicodeDecodeError, OSError) as e:
+        raise ChangeAgentError(f"{path}: cannot read {what} file ({e})") from None
+
+
+def _load_hyps(path: Path) -> dict[str, str]:
+    data = _load_json(path, "hypothesis")
+    if not isinstance(data, dict):
+        raise ChangeAgentError(f'{path}: expected a JSON object {{"id": "caption"}}, got {type(data).__name__}')
+    out = {}
+    for i, h in data.items():
+        if isinstance(h, list) and len(h) == 1:  # COCO-style [caption] is accepted
+            h = h[0]
+        if not isinstance(h, str):
+            raise ChangeAgentError(f"{path}: id {i!r} must map to exactly one caption string, got {h!r:.80}")
+        out[i] = h
+    return out
+
+
+def _load_refs(path: Path) -> dict[str, list[str]]:
+    data = _load_json(path, "reference")
+    if not isinstance(data, dict):
+        raise ChangeAgentError(f'{path}: expected a JSON object {{"id": ["caption", ...]}}, '
+                               f"got {type(data).__name__}")
+    for i, rs in data.items():
+        if not isinstance(rs, list) or not rs or not all(isinstance(r, str) for r in rs):
+            raise ChangeAgentError(f"{path}: id {i!r} must map to a non-empty list of caption strings")
+    return data
+
+
+def _load_vocab(path: Path) -> dict[str, int]:
+    data = _load_json(path, "vocabulary")
+    if not isinstance(data, dict) or not all(isinstance(k, str) and type(v) is int for k, v in data.items()):
+        raise ChangeAgentError(f'{path}: a vocabulary must be a JSON object {{"word": id, ...}} with integer ids')
+    if "<UNK>" not in data:
+        raise ChangeAgentError(f"{path}: vocabulary has no <UNK> entry")
+    return data
+
+
+def _pct(value: float | None) -> str:
+    return "missing" if value is None else f"{100 * value:.2f}"
+
+
+def _table(rows: dict[str, dict | None], counts: dict[str, int], level: str) -> str:
+    names = list(rows)
+    head = f"caption metrics, {level} level, in percent (CIDEr-D x100)"
+    lines = [head, "  " + f"{'':9}" + "".join(f"{n:>12}" for n in names),
+             "  " + f"{'pairs':9}" + "".join(f"{counts[n]:>12}" for n in names)]
+    for key in METRIC_KEYS:
+        cells = "".join(f"{_pct(r[key]) if (r := rows[n]) is not None else '-':>12}" for n in names)
+        lines.append(f"  {METRIC_LABELS[key]:9}{cells}")
+    return "\n".join(lines)
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    path = path.resolve()
+    if not path.parent.is_dir():
+        raise ChangeAgentError(f"--json: folder does not exist: {path.parent}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_score_captions(args: argparse.Namespace) -> int:
+    if args.id_level and args.vocab is None:
+        raise ChangeAgentError("--id-level needs --vocab VOCAB.json")
+    if args.vocab is not None and not args.id_level:
+        raise ChangeAgentError("--vocab is only used with --id-level")
+    hyps, refs = _load_hyps(args.hyp), _load_refs(args.refs)
+    vocab = _load_vocab(args.vocab) if args.id_level else None
+    missing = [i for i in refs if i not in hyps]
+    extra = [i for i in hyps if i not in refs]
+    if missing:
+        raise ChangeAgentError(f"{args.hyp}: no hypothesis for {len(missing)} id(s) of {args.refs}, "
+                               f"e.g. {', '.join(map(repr, missing[:3]))}")
+    if extra:
+        raise ChangeAgentError(f"{args.refs}: no references for {len(extra)} id(s) of {args.hyp}, "
+                               f"e.g. {', '.join(map(repr, extra[:3]))}")
+    if not refs:
+        raise ChangeAgentError(f"{args.refs}: no ids to score")
+    level = "id" if args.id_level else "word"
+    kwargs = dict(id_level=args.id_level, vocab=vocab, meteor=not args.no_meteor, progress=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if args.subsets:
+                report = caption_report(hyps, refs, **kwargs)
+            else:
+                report = {"all": score_captions(hyps, refs, **kwargs), "counts": {"all": len(refs)}}
+        except ChangeAgentError as e:
+            raise ChangeAgentError(f"{args.hyp} / {args.refs}: {e}") from None
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    shown = SUBSETS if args.subsets else ("all",)
+    print(_table({s: report[s] for s in shown}, report["counts"], level))
+    if args.subsets:
+        acc = report["no_change_accuracy"]
+        print(f"  no-change accuracy: {'-' if acc is None else f'{100 * acc:.2f}'} "
+              f"(no-change pairs captioned with a no-change sentence)")
+    if args.json_out is not None:
+        out: dict[str, Any] = dict(report["all"])
+        if args.subsets:
+            out.update(level=level, counts=report["counts"], no_change_accuracy=report["no_change_accuracy"],
+                       subsets={s: report[s] for s in ("change", "no_change")})
+        _write_json_atomic(args.json_out, out)
+        print(f"wrote {args.json_out}")
+    return 0
