@@ -1,0 +1,178 @@
+"""Transformer caption decoder over the fused tokens of the deepest level(s), with a KV cache.
+
+Teacher forcing runs the whole caption at once (causal attention); decoding feeds one token per step
+and keeps each layer's keys/values, so a step costs O(t) instead of re-running the prefix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from changeagent.data.constants import DATASETS
+from changeagent.errors import ChangeAgentError
+
+Cache = list[dict[str, Tensor]]
+
+
+def sinusoid(pos: Tensor, dim: int) -> Tensor:
+    """Fixed sine/cosine encoding: pos float [N] -> [N, dim] (works for any length or map size)."""
+    half = dim // 2
+    freq = torch.exp(-math.log(10000.0) * torch.arange(half, device=pos.device, dtype=torch.float32) / half)
+    ang = pos.float()[:, None] * freq[None]
+    out = torch.cat([ang.sin(), ang.cos()], dim=1)
+    return F.pad(out, (0, dim - 2 * half))
+
+
+def position_2d(h: int, w: int, dim: int, device: torch.device) -> Tensor:
+    """[h*w, dim] encoding: first half rows, second half columns."""
+    ys = sinusoid(torch.arange(h, device=device), dim // 2)
+    xs = sinusoid(torch.arange(w, device=device), dim - dim // 2)
+    return torch.cat([ys[:, None].expand(h, w, -1), xs[None].expand(h, w, -1)], dim=-1).reshape(h * w, dim)
+
+
+class _Attention(nn.Module):
+    """Multi-head attention on [N, T, C] with separate q / kv projections (so kv can be cached)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def split(self, x: Tensor) -> Tensor:
+        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # [N, h, T, C/h]
+
+    def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        k, v = self.kv(x).chunk(2, dim=-1)
+        return self.split(k), self.split(v)
+
+    def attend(self, x: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
+        q = self.split(self.q(x))
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), dropout_p=p, is_causal=causal)
+        return self.out(y.transpose(1, 2).flatten(2))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm layer: causal self-attention, cross-attention to the image tokens, FFN."""
+
+    def __init__(self, dim: int, heads: int, ffn_ratio: float, dropout: float) -> None:
+        super().__init__()
+        self.norm1, self.self_attn = nn.LayerNorm(dim), _Attention(dim, heads, dropout)
+        self.norm2, self.cross_attn = nn.LayerNorm(dim), _Attention(dim, heads, dropout)
+        hidden = max(1, int(round(dim * ffn_ratio)))
+        self.norm3 = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mem_k: Tensor, mem_v: Tensor, cache: dict[str, Tensor] | None = None) -> Tensor:
+        """x: [N, T, C] (T = 1 when `cache` is given: one decoding step that extends the cache)."""
+        h = self.norm1(x)
+        k, v = self.self_attn.keys_values(h)
+        if cache is not None:
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
+        x = x + self.drop(self.self_attn.attend(h, k, v, causal=cache is None))
+        x = x + self.drop(self.cross_attn.attend(self.norm2(x), mem_k, mem_v, causal=False))
+        return x + self.drop(self.ffn(self.norm3(x)))
+
+
+class CaptionDecoder(nn.Module):
+    """Caption decoder.
+
+    Args:
+        vocab_size: V. in_channels: channels of the fused maps it reads (deepest last).
+        dim, layers, heads, ffn_ratio, dropout: Transformer sizes.
+        dataset_token: prepend a learned per-dataset token to the image tokens, so one decoder
+            serves each dataset's caption style (one extra row for "unknown dataset").
+        tie_embeddings: share the word embedding with the output projection.
+    """
+
+    def __init__(self, vocab_size: int, in_channels: Sequence[int], dim: int = 256, layers: int = 2,
+                 heads: int = 8, ffn_ratio: float = 4.0, dropout: float = 0.1,
+                 dataset_token: bool = True, tie_embeddings: bool = False) -> None:
+        super().__init__()
+        if not isinstance(vocab_size, int) or vocab_size < 5:
+            raise ChangeAgentError(f"caption decoder: vocab_size must be an integer >= 5, got {vocab_size!r}")
+        if not isinstance(dim, int) or not isinstance(heads, int) or heads < 1 or dim % heads or dim < 2:
+            raise ChangeAgentError(f"caption decoder: heads={heads!r} must divide dim={dim!r}")
+        if not isinstance(layers, int) or layers < 1:
+            raise ChangeAgentError(f"caption decoder: layers must be a positive integer, got {layers!r}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ChangeAgentError(f"caption decoder: dropout must be in [0, 1), got {dropout!r}")
+        self.dim, self.vocab_size = dim, vocab_size
+        self.memory_proj = nn.ModuleList(nn.Linear(c, dim) for c in in_channels)
+        self.memory_norm = nn.LayerNorm(dim)
+        self.level_embed = nn.Parameter(torch.zeros(len(in_channels), dim)) if len(in_channels) > 1 else None
+        self.dataset_embed = nn.Embedding(len(DATASETS) + 1, dim) if dataset_token else None
+        self.embed = nn.Embedding(vocab_size, dim)
+        self.layers = nn.ModuleList(DecoderLayer(dim, heads, float(ffn_ratio), float(dropout)) for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, vocab_size)
+        if tie_embeddings:
+            self.head.weight = self.embed.weight
+        self.drop = nn.Dropout(float(dropout))
+
+    def decoder_layers(self) -> list[DecoderLayer]:
+        return cast(list[DecoderLayer], list(self.layers))
+
+    def memory(self, maps: Sequence[Tensor], dataset_ids: Tensor | None = None) -> Tensor:
+        """maps: fused [B, C_l, h, w] -> image tokens [B, M, dim] (+1 dataset token in front)."""
+        tokens = []
+        for i, (m, proj) in enumerate(zip(maps, self.memory_proj)):
+            b, _, h, w = m.shape
+            t = proj(m.flatten(2).transpose(1, 2)) + position_2d(h, w, self.dim, m.device).to(m.dtype)
+            if self.level_embed is not None:
+                t = t + self.level_embed[i]
+            tokens.append(t)
+        mem = torch.cat(tokens, dim=1)
+        if self.dataset_embed is not None:
+            if dataset_ids is None:  # the extra last row means "unknown dataset"
+                dataset_ids = torch.full((mem.shape[0],), len(DATASETS), dtype=torch.long, device=mem.device)
+            mem = torch.cat([self.dataset_embed(dataset_ids)[:, None].to(mem.dtype), mem], dim=1)
+        return self.memory_norm(mem)
+
+    def _embed(self, tokens: Tensor, start: int) -> Tensor:
+        pos = sinusoid(torch.arange(start, start + tokens.shape[1], device=tokens.device), self.dim)
+        return self.drop(self.embed(tokens) + pos.to(self.embed.weight.dtype))
+
+    def forward(self, memory: Tensor, captions: Tensor) -> Tensor:
+        """Teacher forcing: memory [B, M, dim], captions int64 [B, L] -> logits [B, L-1, V]."""
+        x = self._embed(captions[:, :-1], 0)
+        for layer in self.decoder_layers():
+            k, v = layer.cross_attn.keys_values(memory)
+            x = layer(x, k, v)
+        return self.head(self.norm(x))
+
+    def start(self, memory: Tensor) -> Cache:
+        """Decoding state for memory [N, M, dim]: the per-layer image keys/values, empty self-attn cache."""
+        cache: Cache = []
+        for layer in self.decoder_layers():
+            k, v = layer.cross_attn.keys_values(memory)
+            cache.append({"mk": k, "mv": v})
+        return cache
+
+    def step(self, tokens: Tensor, cache: Cache, position: int) -> Tensor:
+        """One step: last tokens int64 [N] at `position` -> next-token logits [N, V]; extends `cache`."""
+        x = self._embed(tokens[:, None], position)
+        for layer, c in zip(self.decoder_layers(), cache):
+            self_cache: dict[str, Tensor] = {k: c[k] for k in ("k", "v") if k in c}
+            x = layer(x, c["mk"], c["mv"], self_cache)
+            c.update(self_cache)
+        return self.head(self.norm(x[:, 0]))
+
+    @staticmethod
+    def reorder(cache: Cache, index: Tensor) -> None:
+        """Keep rows `index` of the self-attention cache (beam search); image keys are per item."""
+        for c in cache:
+            for key in ("k", "v"):
+                if key in c:
+                    c[key] = c[key].index_select(0, index)

@@ -1,0 +1,167 @@
+"""ChangeCaptioner: shared encoder on both dates -> fusion neck(s) -> mask decoder + caption decoder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from changeagent.data.constants import DATASETS
+from changeagent.errors import ChangeAgentError
+from changeagent.models.caption_decoder import CaptionDecoder
+from changeagent.models.decoding import beam_search, greedy_decode
+from changeagent.models.encoder import STRIDE, Encoder
+from changeagent.models.mask_decoder import MaskDecoder
+from changeagent.models.necks import FusionNeck
+
+
+class Necks(nn.Module):
+    """The fusion neck(s): one shared by both heads, or a mask neck and a caption-only neck.
+
+    forward(feats_a, feats_b) -> (fused maps of every level for the mask decoder,
+                                  fused maps of the `caption_levels` deepest levels for captions)
+    """
+
+    def __init__(self, mask: FusionNeck, caption: FusionNeck | None, caption_levels: int) -> None:
+        super().__init__()
+        self.mask = mask
+        self.caption = caption
+        self.caption_levels = caption_levels
+
+    def forward(self, feats_a: Sequence[Tensor], feats_b: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        fused = self.mask(feats_a, feats_b)
+        if self.caption is None:
+            return fused, fused[-self.caption_levels:]
+        return fused, self.caption(feats_a, feats_b)
+
+
+def dataset_ids(dataset: Sequence[str] | None, batch: int, device: torch.device) -> Tensor | None:
+    """list[str] of dataset names -> int64 [B] indices into `DATASETS` (None stays None)."""
+    if dataset is None:
+        return None
+    if isinstance(dataset, str):
+        dataset = [dataset] * batch
+    if len(dataset) != batch:
+        raise ChangeAgentError(f"model: got {len(dataset)} dataset names for a batch of {batch}")
+    unknown = sorted({d for d in dataset if d not in DATASETS})
+    if unknown:
+        raise ChangeAgentError(f"model: unknown dataset name(s) {unknown}; known: {list(DATASETS)}")
+    return torch.tensor([DATASETS.index(d) for d in dataset], dtype=torch.long, device=device)
+
+
+def check_image(image: Any) -> None:
+    """Raise ChangeAgentError unless image is float [B, 2, C, H, W] with H, W multiples of 32."""
+    if not isinstance(image, Tensor) or image.ndim != 5 or image.shape[1] != 2:
+        shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+        raise ChangeAgentError(f"model: image must be a tensor [B, 2, C, H, W], got {shape}")
+    if not image.is_floating_point():
+        raise ChangeAgentError(f"model: image must be a float tensor, got {image.dtype}")
+    h, w = image.shape[-2:]
+    if h % STRIDE or w % STRIDE or h == 0 or w == 0:
+        raise ChangeAgentError(f"model: image height and width must be positive multiples of {STRIDE}, got {h}x{w}")
+
+
+class ChangeCaptioner(nn.Module):
+    """Joint change-mask and change-caption model (see docs/design.md, "Model").
+
+    Build it with `create_model(cfg, vocab_size)`; `config` is the resolved model dict it came from.
+    """
+
+    def __init__(self, encoder: Encoder, neck: Necks, mask_decoder: MaskDecoder,
+                 caption_decoder: CaptionDecoder, config: dict[str, Any], vocab_size: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.neck = neck
+        self.mask_decoder = mask_decoder
+        self.caption_decoder = caption_decoder
+        self.config = config
+        self.vocab_size = vocab_size
+        self.vocab: Any = None  # a changeagent.data.vocab.Vocabulary, attached by the engine
+
+    def features(self, image: Tensor, dataset: Sequence[str] | None = None
+                 ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """One encoder pass: image [B, 2, C, H, W] -> change [B,1,H,W], masks, caption memory [B,M,d]."""
+        check_image(image)
+        b, _, c, h, w = image.shape
+        in_ch = self.config.get("in_channels", 3)
+        if c != in_ch:
+            raise ChangeAgentError(f"model: image has {c} channels, the model expects {in_ch}")
+        # both dates in one batch: one encoder call, shared (Siamese) weights
+        x = torch.cat([image[:, 0], image[:, 1]], dim=0)
+        if self.config.get("channels_last", True):
+            x = x.contiguous(memory_format=torch.channels_last)
+        feats = self.encoder(x)
+        feats_a = [f[:b] for f in feats]
+        feats_b = [f[b:] for f in feats]
+        mask_feats, caption_maps = self.neck(feats_a, feats_b)
+        change, masks = self.mask_decoder(mask_feats, (h, w))
+        memory = self.caption_decoder.memory(caption_maps, dataset_ids(dataset, b, image.device))
+        return change, masks, memory
+
+    def forward(self, image: Tensor, captions: Tensor | None = None,
+                dataset: Sequence[str] | None = None) -> dict[str, Any]:
+        """Teacher-forced pass.
+
+        image float [B, 2, C, H, W]; captions int64 [B, L] (`<START> ... <END> <NULL>...`);
+        dataset list[str] of length B. Returns {"change": [B,1,H,W], "masks": {name: logits},
+        "caption": [B, L-1, V] (position t predicts captions[:, t+1]; only with captions)}.
+        """
+        change, masks, memory = self.features(image, dataset)
+        out: dict[str, Any] = {"change": change, "masks": masks}
+        if captions is not None:
+            if not isinstance(captions, Tensor) or captions.ndim != 2 or captions.shape[0] != image.shape[0] \
+                    or captions.shape[1] < 2 or captions.dtype != torch.long:
+                shape = tuple(captions.shape) if isinstance(captions, Tensor) else type(captions).__name__
+                raise ChangeAgentError(f"model: captions must be int64 [B={image.shape[0]}, L>=2], got {shape}")
+            if int(captions.max()) >= self.vocab_size or int(captions.min()) < 0:
+                raise ChangeAgentError(f"model: caption ids must be in [0, {self.vocab_size}), "
+                                       f"got {int(captions.min())}..{int(captions.max())}")
+            out["caption"] = self.caption_decoder(memory, captions)
+        return out
+
+    @torch.no_grad()
+    def predict(self, image: Tensor, dataset: Sequence[str] | None = None, method: str = "greedy",
+                beam_size: int = 3, max_len: int = 41, length_penalty: float = 1.0,
+                min_len: int = 0) -> dict[str, Any]:
+        """Masks and captions from one encoder pass, in eval mode (the previous mode is restored).
+
+        Returns {"change", "masks"} as in `forward` and "tokens": int64 [B, T] without `<START>`,
+        cut at `<END>` (excluded), padded with `<NULL>`. `min_len` forbids `<END>` before that
+        many tokens (benchmarks use it to decode a fixed length).
+        """
+        if method not in ("greedy", "beam"):
+            raise ChangeAgentError(f"predict: method must be 'greedy' or 'beam', got {method!r}")
+        was_training = self.training
+        self.eval()
+        try:
+            change, masks, memory = self.features(image, dataset)
+            if method == "greedy":
+                tokens = greedy_decode(self.caption_decoder, memory, max_len, min_len)
+            else:
+                tokens = beam_search(self.caption_decoder, memory, beam_size, max_len, length_penalty, min_len)
+        finally:
+            self.train(was_training)
+        return {"change": change, "masks": masks, "tokens": tokens}
+
+    def param_counts(self) -> dict[str, int]:
+        """Parameters per part: total, encoder, neck, mask_decoder, caption_decoder (shared counted once)."""
+        def count(m: nn.Module) -> int:
+            return sum(p.numel() for p in m.parameters())
+        return {"total": count(self), "encoder": count(self.encoder), "neck": count(self.neck),
+                "mask_decoder": count(self.mask_decoder), "caption_decoder": count(self.caption_decoder)}
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write config.json, model.safetensors and (if attached) vocab.json into `directory`."""
+        from changeagent.models.hub import save_pretrained
+
+        save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> ChangeCaptioner:
+        """Rebuild a model saved by `save_pretrained` (safetensors + JSON; nothing is unpickled)."""
+        from changeagent.models.hub import load_pretrained
+
+        return load_pretrained(directory, map_location)

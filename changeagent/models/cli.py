@@ -1,0 +1,109 @@
+"""`changeagent model-info` and `changeagent bench`: size a model config before training it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from changeagent.errors import ChangeAgentError
+
+PARTS = ("encoder", "neck", "mask_decoder", "caption_decoder")
+
+
+def _model_config(overrides: list[str]) -> dict[str, Any]:
+    from changeagent.config import load_config, to_dict
+
+    if not any(o.startswith("model=") for o in overrides):
+        raise ChangeAgentError("give a model config: model=NAME (a file in configs/model/) or model=path.yaml, "
+                               "then optional overrides such as model.encoder=resnet34")
+    cfg = to_dict(load_config(None, overrides))
+    model = cfg.get("model")
+    if not isinstance(model, dict):
+        raise ChangeAgentError("give a model config: model=NAME (a file in configs/model/) or model=path.yaml, "
+                               "then optional overrides such as model.encoder=resnet34")
+    if model.get("name") is None:
+        names = [o.split("=", 1)[1] for o in overrides if o.startswith("model=")]
+        model["name"] = names[-1] if names else None
+    return model
+
+
+def write_json(path: str, data: dict[str, Any]) -> None:
+    from changeagent.data.io import write_text_atomic
+
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="model=NAME (configs/model/NAME.yaml) and dotted overrides, e.g. model.encoder=resnet34")
+    parser.add_argument("--vocab-size", type=int, default=468, help="caption vocabulary size (reference: 468)")
+    parser.add_argument("--json", metavar="OUT", default=None, help="also write the result as JSON here")
+
+
+def add_model_info_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_common(parser)
+
+
+def run_model_info(args: argparse.Namespace) -> int:
+    from changeagent.models.factory import create_model
+
+    cfg = _model_config(args.overrides)
+    model = create_model(cfg, args.vocab_size, device="meta")  # shapes only: nothing allocated
+    counts = model.param_counts()
+    print(f"model {cfg.get('name') or '?'}: encoder {model.config['encoder']}, neck {model.config['neck']['name']}"
+          f"{' (separate caption neck)' if model.config['separate_necks'] else ''}, vocabulary {args.vocab_size}")
+    print(f"{'part':<16}{'parameters':>14}{'share':>8}")
+    for part in (*PARTS, "total"):
+        n = counts[part]
+        print(f"{part:<16}{n:>14,}{100 * n / counts['total']:>7.1f}%")
+    if args.json:
+        write_json(args.json, {"model": cfg.get("name"), "vocab_size": args.vocab_size, "params": counts,
+                               "config": model.config})
+    return 0
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_common(parser)
+    parser.add_argument("--batch", type=int, default=8, help="training batch size")
+    parser.add_argument("--size", type=int, default=256, help="image height and width (multiple of 32)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement (median reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before each measurement")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--caption-len", type=int, default=25, help="caption length L in training steps")
+    parser.add_argument("--decode-len", type=int, default=12,
+                        help="tokens generated per caption at inference (fixed, so models compare fairly)")
+    parser.add_argument("--infer-batches", default="1,16", help="comma-separated inference batch sizes")
+    parser.add_argument("--skip-train", action="store_true", help="time inference only")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from changeagent.models.bench import run_benchmark
+
+    if args.size <= 0 or args.size % 32:
+        raise ChangeAgentError(f"--size must be a positive multiple of 32, got {args.size}")
+    for name in ("batch", "steps", "threads", "caption_len", "decode_len"):
+        if getattr(args, name) < 1 or (name == "caption_len" and args.caption_len < 2):
+            raise ChangeAgentError(f"--{name.replace('_', '-')} is too small: {getattr(args, name)}")
+    try:
+        batches = [int(b) for b in args.infer_batches.split(",") if b.strip()]
+    except ValueError:
+        raise ChangeAgentError(f"--infer-batches must be comma-separated integers, got {args.infer_batches!r}") from None
+    cfg = _model_config(args.overrides)
+    result = run_benchmark(cfg, vocab_size=args.vocab_size, batch=args.batch, size=args.size, steps=args.steps,
+                           warmup=args.warmup, device=args.device, threads=args.threads,
+                           caption_len=args.caption_len, decode_len=args.decode_len, infer_batches=batches,
+                           seed=args.seed, train=not args.skip_train)
+    print(f"model {cfg.get('name') or '?'}: {result['params']['total']:,} parameters, "
+          f"{args.size}x{args.size}, {args.threads} threads, device {args.device}")
+    if "train_s_per_pair" in result:
+        print(f"  train   batch {args.batch:>3}: {result['train_s_per_pair'] * 1000:9.1f} ms/pair")
+    for b in batches:
+        print(f"  predict batch {b:>3}: {result[f'infer_s_per_pair_b{b}'] * 1000:9.1f} ms/pair "
+              f"(mask + greedy caption of {args.decode_len} tokens)")
+    print(f"  peak RSS: {result['peak_rss_mb']:.0f} MB")
+    if args.json:
+        write_json(args.json, result)
+    return 0

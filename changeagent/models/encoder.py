@@ -1,0 +1,123 @@
+"""Shared Siamese encoder: one smp encoder applied to both dates in a single batched pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import segmentation_models_pytorch as smp
+import torch
+from torch import Tensor, nn
+
+from changeagent.errors import ChangeAgentError
+
+# families we test; any other smp encoder name is accepted as well
+TESTED_ENCODERS = (
+    "resnet18", "resnet34", "resnet50",
+    "mit_b0", "mit_b1", "mit_b2",
+    "efficientnet-b0", "efficientnet-b1", "efficientnet-b2", "efficientnet-b3",
+)
+# encoder outputs used by the necks: strides 4, 8, 16, 32 (smp index 0 is the input, 1 is stride 2,
+# which mit_* leaves empty)
+LEVELS = (2, 3, 4, 5)
+STRIDE = 32
+
+
+def _load_state(path: Path) -> dict[str, Tensor]:
+    """Tensors of a local weights file; `.safetensors` or a torch file read with weights_only."""
+    state: Any
+    if not path.is_file():
+        raise ChangeAgentError(f"encoder weights file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any parse failure is a bad file for the user
+        raise ChangeAgentError(f"cannot read encoder weights {path}: {e}") from None
+    for key in ("state_dict", "model"):  # common checkpoint wrappers
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ChangeAgentError(f"encoder weights {path} do not hold a flat name -> tensor mapping")
+    return state
+
+
+def _adapt_in_channels(w: Tensor, target: torch.Size) -> Tensor:
+    """First-conv kernel for a different input channel count: cycle the RGB kernels, rescale."""
+    n_in = target[1]
+    idx = torch.arange(n_in) % w.shape[1]
+    return w[:, idx] * (w.shape[1] / n_in)
+
+
+def load_encoder_weights(encoder: nn.Module, path: Path) -> None:
+    """Load a local weights file into an smp encoder (prefixes `encoder.`/`backbone.`/`module.` stripped)."""
+    state = _load_state(path)
+    own = encoder.state_dict()
+    matched: dict[str, Tensor] = {}
+    for key, value in state.items():
+        name = key
+        for prefix in ("module.", "encoder.", "backbone.", "model."):
+            if name.startswith(prefix) and name not in own:
+                name = name[len(prefix):]
+        if name not in own:
+            continue
+        target = own[name].shape
+        if value.shape != target:
+            if value.ndim == 4 and value.shape[0] == target[0] and value.shape[2:] == target[2:]:
+                value = _adapt_in_channels(value, target)
+            else:
+                raise ChangeAgentError(
+                    f"encoder weights {path}: {key} has shape {tuple(value.shape)}, "
+                    f"the encoder expects {tuple(target)}"
+                )
+        matched[name] = value
+    if not matched:
+        raise ChangeAgentError(f"encoder weights {path}: no tensor name matches the encoder's parameters")
+    encoder.load_state_dict(matched, strict=False)
+
+
+class Encoder(nn.Module):
+    """smp encoder returning the stride 4/8/16/32 feature maps.
+
+    Args:
+        name: smp encoder name (`resnet18`, `mit_b1`, `efficientnet-b0`, ...).
+        in_channels: image channels (multispectral: smp keeps the RGB kernels when weights are given).
+        weights: None (random init, offline), an smp weights name such as `imagenet` (downloads),
+            or a path to a local `.safetensors`/`.pth` file.
+    """
+
+    def __init__(self, name: str, in_channels: int = 3, weights: str | None = None) -> None:
+        super().__init__()
+        if name not in smp.encoders.encoders and not name.startswith("tu-"):
+            raise ChangeAgentError(
+                f"unknown encoder {name!r}; tested choices: {', '.join(TESTED_ENCODERS)} "
+                f"(any segmentation-models-pytorch encoder name works)"
+            )
+        if not isinstance(in_channels, int) or in_channels < 1:
+            raise ChangeAgentError(f"encoder in_channels must be a positive integer, got {in_channels!r}")
+        local = weights is not None and (Path(weights).suffix in (".pth", ".pt", ".bin", ".safetensors")
+                                         or Path(weights).exists())
+        try:
+            self.body = smp.encoders.get_encoder(
+                name, in_channels=in_channels, depth=5, weights=None if local else weights
+            )
+        except (KeyError, ValueError) as e:
+            raise ChangeAgentError(f"cannot build encoder {name!r} with weights {weights!r}: {e}") from None
+        if name.startswith("efficientnet-"):
+            # smp keeps the classifier's head conv, which its forward never calls: dead weights
+            # would only cost memory and make DDP complain about unused parameters
+            for dead in ("_conv_head", "_bn1"):
+                if hasattr(self.body, dead):
+                    delattr(self.body, dead)
+        if local:
+            load_encoder_weights(self.body, Path(str(weights)))
+        self.name = name
+        self.out_channels: list[int] = [self.body.out_channels[i] for i in LEVELS]
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """x: float [N, C, H, W] (H, W multiples of 32) -> 4 maps [N, C_l, H/s, W/s], s = 4, 8, 16, 32."""
+        feats = self.body(x)
+        return [feats[i] for i in LEVELS]

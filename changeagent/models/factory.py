@@ -1,0 +1,102 @@
+"""`create_model(cfg, vocab_size)`: a ChangeCaptioner from a plain dict of names and sizes."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Any
+
+import torch
+
+from changeagent.data.constants import DATASETS
+from changeagent.errors import ChangeAgentError
+from changeagent.models.caption_decoder import CaptionDecoder
+from changeagent.models.change_captioner import ChangeCaptioner, Necks
+from changeagent.models.encoder import Encoder
+from changeagent.models.mask_decoder import MaskDecoder
+from changeagent.models.necks import build_neck
+
+# every key a model config may hold, with its default (configs/model/*.yaml override these)
+DEFAULTS: dict[str, Any] = {
+    "name": None,                 # informative only
+    "encoder": "resnet18",
+    "encoder_weights": None,      # None (offline), "imagenet", or a local weights file
+    "in_channels": 3,
+    "neck": {"name": "diff"},
+    "separate_necks": False,      # the reference uses one neck per head
+    "caption_neck": {},           # keys overriding `neck` for the caption neck when separate
+    "mask_decoder": {"channels": 64, "dropout": 0.0},
+    "caption_decoder": {"dim": 256, "layers": 2, "heads": 8, "ffn_ratio": 4.0, "dropout": 0.1,
+                        "levels": 1, "dataset_token": True, "tie_embeddings": False},
+    "datasets": list(DATASETS),   # which per-dataset semantic heads exist
+    "compile": False,             # torch.compile the encoder, necks and decoders' forward
+    "channels_last": True,        # NHWC activations: 20-30 % faster convolutions on CPU and GPU
+}
+_SECTIONS = ("mask_decoder", "caption_decoder")
+
+
+def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Defaults filled in and keys checked: the dict a model is built from and saved with."""
+    if not isinstance(cfg, dict):
+        raise ChangeAgentError(f"model config must be a mapping, got {type(cfg).__name__}")
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise ChangeAgentError(f"model config: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
+    out = copy.deepcopy(DEFAULTS)
+    for key, value in copy.deepcopy(cfg).items():
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise ChangeAgentError(f"model config: {key} must be a mapping, got {value!r}")
+            bad = sorted(set(value) - set(DEFAULTS[key]))
+            if bad:
+                raise ChangeAgentError(f"model config: unknown {key} key(s) {bad}; known: {sorted(DEFAULTS[key])}")
+            out[key].update(value)
+        else:
+            out[key] = value
+    for key in ("neck", "caption_neck"):
+        if not isinstance(out[key], dict):
+            raise ChangeAgentError(f"model config: {key} must be a mapping, got {out[key]!r}")
+    return out
+
+
+def create_model(cfg: dict[str, Any], vocab_size: int,
+                 device: str | torch.device | None = None) -> ChangeCaptioner:
+    """Build the model described by `cfg` (see `DEFAULTS` and configs/model/*.yaml).
+
+    `device` builds the parameters there directly (`"meta"`: shapes only, for counting).
+    """
+    cfg = resolve_config(cfg)
+    # smp's mit_* constructor calls .item(), which the meta device cannot do: build it on the CPU
+    encoder = Encoder(cfg["encoder"], in_channels=cfg["in_channels"], weights=cfg["encoder_weights"])
+    if device is not None:
+        encoder.to(device)
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        return _assemble(cfg, vocab_size, encoder)
+
+
+def _assemble(cfg: dict[str, Any], vocab_size: int, encoder: Encoder) -> ChangeCaptioner:
+    n_levels = len(encoder.out_channels)
+    cap_cfg = dict(cfg["caption_decoder"])
+    cap_levels = cap_cfg.pop("levels")
+    if not isinstance(cap_levels, int) or not 1 <= cap_levels <= n_levels:
+        raise ChangeAgentError(f"model config: caption_decoder.levels must be in 1..{n_levels}, got {cap_levels!r}")
+    mask_neck = build_neck(cfg["neck"], encoder.out_channels)
+    caption_neck = None
+    if cfg["separate_necks"]:
+        caption_neck = build_neck({**cfg["neck"], **cfg["caption_neck"]}, encoder.out_channels,
+                                  levels=list(range(n_levels - cap_levels, n_levels)))
+    necks = Necks(mask_neck, caption_neck, cap_levels)
+    cap_in = (caption_neck if caption_neck is not None else mask_neck).out_channels[-cap_levels:]
+    mask_decoder = MaskDecoder(mask_neck.out_channels, datasets=cfg["datasets"], **cfg["mask_decoder"])
+    caption_decoder = CaptionDecoder(vocab_size, cap_in, **cap_cfg)
+    model = ChangeCaptioner(encoder, necks, mask_decoder, caption_decoder, cfg, vocab_size)
+    if cfg["compile"]:
+        compile_model(model)
+    return model
+
+
+def compile_model(model: ChangeCaptioner, **kwargs: Any) -> ChangeCaptioner:
+    """`torch.compile` each part in place (state-dict names unchanged); kwargs go to torch.compile."""
+    for part in (model.encoder, model.neck, model.mask_decoder, model.caption_decoder):
+        part.compile(**kwargs)
+    return model
