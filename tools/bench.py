@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--skip-inference", action="store_true",
+                        help="skip the folder/scene inference benchmark (15-30 min on 2 CPU cores)")
+    parser.add_argument("--scene-sizes", default="8192", help="scene-mode GeoTIFF sizes, comma-separated")
     args = parser.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
     out = Path(args.out)
@@ -90,7 +93,18 @@ def main(argv: list[str] | None = None) -> int:
         if subprocess.run([sys.executable, "-m", "changeagent", *cmd]).returncode != 0:
             failed.append(name)
         print(f"   ({time.perf_counter() - t0:.0f} s)", flush=True)
+    if not args.skip_inference:
+        # folder-mode pairs/s and scene-mode MP/s + peak RSS (changeagent.inference.bench)
+        print("== inference: folder mode (batch 16) and scene mode", flush=True)
+        code = ("import sys; from changeagent.inference.bench import main; "
+                "sys.exit(main(sys.argv[1:]))")
+        cmd = [sys.executable, "-c", code, "--out", str(out / "inference"), "--scene-sizes", args.scene_sizes]
+        if subprocess.run(cmd).returncode != 0:
+            failed.append("inference")
     table = report(args, out)
+    inf = out / "inference" / "inference_bench.json"
+    if inf.is_file():
+        table += "\n\ninference benchmark (inference_bench.json):\n" + inf.read_text()
     (out / "table.md").write_text(table + "\n")
     print("\n" + table)
     if failed:
