@@ -84,7 +84,9 @@ def load_config(
         file_cfg = _read_yaml(Path(path))
         if isinstance(file_cfg.get("model"), str):
             file_cfg["model"] = load_model_config(file_cfg["model"])
-        base = OmegaConf.merge(base, OmegaConf.create(file_cfg))
+        merged = OmegaConf.merge(base, OmegaConf.create(file_cfg))
+        assert isinstance(merged, DictConfig)  # a mapping merged into a mapping stays a mapping
+        base = merged
     parsed = [_parse_override(item) for item in overrides]
     # `model=NAME` replaces the whole model dict, so it goes before any `model.x=...` edit
     parsed.sort(key=lambda kv: 0 if kv[0] == "model" else 1)

@@ -37,7 +37,8 @@ class JointDataset(ConcatDataset):
             raise ChangeAgentError("JointDataset needs at least one dataset")
         super().__init__(parts)
         self.names: list[str] = names
-        self.lengths: list[int] = [len(d) for d in parts]
+        # ConcatDataset has already measured every part: cumulative_sizes[i] = len(parts[0..i])
+        self.lengths: list[int] = [end - start for start, end in zip([0, *self.cumulative_sizes], self.cumulative_sizes)]
         self.offsets: list[int] = [0, *self.cumulative_sizes[:-1]]
 
     def locate(self, index: int) -> tuple[int, int]:

@@ -43,8 +43,16 @@ def _matrix(element: str) -> np.ndarray:
 
 MATRICES = {g: _matrix(g) for g in DIHEDRAL}
 _UNIT = [(x, y) for x in (-1, 0, 1) for y in (-1, 0, 1)]
+
+
+def _apply(m: np.ndarray, v: tuple[int, int]) -> tuple[int, int]:
+    """Direction `v` moved by the int [2, 2] matrix `m`."""
+    x, y = (int(c) for c in m @ np.array(v))
+    return x, y
+
+
 # per element: where each unit/diagonal direction goes (a dict lookup per word, no matrix product)
-_MOVED = {g: {v: tuple(int(c) for c in MATRICES[g] @ np.array(v)) for v in _UNIT} for g in DIHEDRAL}
+_MOVED = {g: {v: _apply(MATRICES[g], v) for v in _UNIT} for g in DIHEDRAL}
 
 # direction words: vector (dx, dy) and family; a family names the word for each vector it can express
 _FAMILIES: dict[str, dict[tuple[int, int], str]] = {
@@ -151,8 +159,9 @@ def allowed_rewrites(captions: list[str], elements: tuple[str, ...] = DIHEDRAL) 
     out = {}
     for g in elements:
         new = [rewrite_caption(c, g) for c in captions]
-        if all(c is not None for c in new):
-            out[g] = new
+        done = [c for c in new if c is not None]
+        if len(done) == len(new):
+            out[g] = done
     return out
 
 
@@ -238,8 +247,9 @@ class PairedTransform:
             # the first element of a random order whose rewrite works: uniform over the allowed ones
             for cand in self._rng.permutation([e for e in self.elements if e != "e"]).tolist():
                 new = [rewrite_caption(c, cand) for c in caps]
-                if all(c is not None for c in new):
-                    g, caps = cand, new
+                done = [c for c in new if c is not None]
+                if len(done) == len(new):
+                    g, caps = cand, done
                     break
         if g != "e":
             a, b = np.ascontiguousarray(d4(a, g)), np.ascontiguousarray(d4(b, g))

@@ -7,6 +7,9 @@ no-change sentences. The word list is kept small (about 130 words) so a small mo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TypeVar
+
 import numpy as np
 
 from changeagent.data.constants import NO_CHANGE_SENTENCES
@@ -36,6 +39,8 @@ APPEAR = (("appears", "appear"), ("is built", "are built"), ("has been built", "
 GONE = (("is removed", "are removed"), ("disappears", "disappear"), ("is demolished", "are demolished"))
 ROAD_ADJ = {"vertical": "vertical", "horizontal": "horizontal", "bent": "curved"}
 
+T = TypeVar("T")
+
 # SECOND land-cover words: (definite noun phrase, is plural), and the indefinite form for "becomes X"
 COVER_THE = {
     "ground": (("the bare ground", False), ("the bare land", False)),
@@ -53,11 +58,11 @@ COVER_A = {
 }
 
 
-def _pick(rng: np.random.Generator, options) -> str:
+def _pick(rng: np.random.Generator, options: Sequence[T]) -> T:
     return options[int(rng.integers(len(options)))]
 
 
-def _verb(rng: np.random.Generator, table, plural: bool) -> str:
+def _verb(rng: np.random.Generator, table: Sequence[tuple[str, str]], plural: bool) -> str:
     return _pick(rng, table)[1 if plural else 0]
 
 
@@ -91,6 +96,7 @@ def _levir_clause(rng: np.random.Generator, ev: Event) -> str:
         np_, pl, the = _houses(rng, ev.count)
         verb = _verb(rng, GONE, pl)
         return _pick(rng, (f"{np_} {pos} {verb}", f"{the} {pos} {verb}", f"{np_} {verb} {pos}"))
+    assert ev.road is not None, "road events carry the road shape"
     road = _pick(rng, (f"a {ROAD_ADJ[ev.road]} road", "a road", "a new road"))
     built = _pick(rng, ("is built", "appears", "is constructed"))
     if ev.kind == "road":
@@ -108,6 +114,7 @@ def _levir_clause(rng: np.random.Generator, ev: Event) -> str:
 def _cover_clause(rng: np.random.Generator, ev: Event) -> str:
     pos = _where(rng, ev)
     src, dst = ev.src, ev.dst
+    assert src is not None and dst is not None, "cover events carry both classes"
     if dst == "building":
         np_, pl, _ = _houses(rng, ev.count)
         the_src, src_pl = _pick(rng, COVER_THE[src])

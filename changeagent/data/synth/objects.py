@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-ROOF_COLOURS = np.float32(
-    [[150, 150, 156], [214, 212, 206], [160, 72, 56], [72, 102, 160], [92, 92, 98], [190, 122, 72]]
+ROOF_COLOURS = np.array(
+    [[150, 150, 156], [214, 212, 206], [160, 72, 56], [72, 102, 160], [92, 92, 98], [190, 122, 72]],
+    dtype=np.float32,
 )
 SOIL = (172.0, 152.0, 124.0)
 
@@ -123,7 +124,7 @@ def clear_to_soil(rng: np.random.Generator, img: np.ndarray, box: Box) -> None:
     y0, x0 = max(0, box.y0 - 1), max(0, box.x0 - 1)
     y1, x1 = min(size, box.y1 + pad), min(size, box.x1 + pad)
     noise = rng.normal(0, 8, (y1 - y0, x1 - x0, 1)).astype(np.float32)
-    img[y0:y1, x0:x1] = np.float32(SOIL) * rng.uniform(0.9, 1.05) + noise
+    img[y0:y1, x0:x1] = np.array(SOIL, dtype=np.float32) * rng.uniform(0.9, 1.05) + noise
 
 
 def road_points(rng: np.random.Generator, size: int, kind: str, lane: int) -> np.ndarray:
@@ -147,7 +148,7 @@ def road_points(rng: np.random.Generator, size: int, kind: str, lane: int) -> np
         ex = -size // 8 if qx == 0 else e
         ey = -size // 8 if qy == 0 else e
         pts = [(cx, ey), (cx, cy), (ex, cy)]
-    return np.int32(pts)
+    return np.array(pts, dtype=np.int32)
 
 
 def road_mask(size: int, points: np.ndarray, width: int) -> np.ndarray:
@@ -160,7 +161,7 @@ def road_mask(size: int, points: np.ndarray, width: int) -> np.ndarray:
 def draw_road(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> None:
     """Asphalt or concrete on `mask`, with a faint kerb blur, in place."""
     tone = float(rng.choice([112.0, 128.0, 184.0]))
-    col = np.float32([tone, tone, tone + 4]) * rng.uniform(0.95, 1.05, 3).astype(np.float32)
+    col = np.array([tone, tone, tone + 4], dtype=np.float32) * rng.uniform(0.95, 1.05, 3).astype(np.float32)
     noise = rng.normal(0, 4, (int(mask.sum()), 1)).astype(np.float32)
     img[mask] = col + noise
 
@@ -180,8 +181,8 @@ def draw_playground(rng: np.random.Generator, img: np.ndarray, box: Box) -> None
     """A sports field: red-brown running track around a green pitch, in place."""
     h, w = box.y1 - box.y0, box.x1 - box.x0
     patch = np.empty((h, w, 3), np.float32)
-    patch[:] = np.float32([176, 84, 64]) * rng.uniform(0.92, 1.08)
+    patch[:] = np.array([176, 84, 64], dtype=np.float32) * rng.uniform(0.92, 1.08)
     t = max(1, min(h, w) // 5)
     if h > 2 * t and w > 2 * t:
-        patch[t:-t, t:-t] = np.float32([70, 150, 80]) * rng.uniform(0.92, 1.08)
+        patch[t:-t, t:-t] = np.array([70, 150, 80], dtype=np.float32) * rng.uniform(0.92, 1.08)
     img[box.y0 : box.y1, box.x0 : box.x1] = patch

@@ -7,6 +7,7 @@ Each returns a `Pair` whose `events` are exactly what was drawn, so captions can
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 import cv2
@@ -72,7 +73,7 @@ def _union(boxes: list[ob.Box], size: int) -> np.ndarray:
     return m
 
 
-def _random_cell(rng: np.random.Generator, taken: set[tuple[int, int]] = frozenset()) -> tuple[int, int]:
+def _random_cell(rng: np.random.Generator, taken: AbstractSet[tuple[int, int]] = frozenset()) -> tuple[int, int]:
     free = [(r, c) for r in range(3) for c in range(3) if (r, c) not in taken]
     return free[int(rng.integers(len(free)))]
 
@@ -149,7 +150,7 @@ def levir_pair(rng: np.random.Generator, size: int, change: bool) -> Pair:
     if rng.random() < 0.3:
         # seasonal yellowing of vegetation on date B: a pseudo-change, not labelled
         veg = np.isin(lmap, [i for i, k in enumerate(kinds) if k in ("grass", "woods", "field")])
-        b[veg & ~occupied] *= np.float32([1.08, 1.0, 0.82])
+        b[veg & ~occupied] *= np.array([1.08, 1.0, 0.82], dtype=np.float32)
     img_a, img_b = _finish(rng, a, b)
     return Pair(img_a, img_b, label=label, events=events)
 
@@ -203,7 +204,7 @@ def _levir_change(rng, kind, a, b, label, lmap, kinds, occupied, old_road) -> Ev
 
 def _class_texture(rng: np.random.Generator, size: int, cls: str) -> np.ndarray:
     if cls == "water":
-        tone = np.float32([44, 74, 104]) * rng.uniform(0.85, 1.15)
+        tone = np.array([44, 74, 104], dtype=np.float32) * rng.uniform(0.85, 1.15)
         return tone + 4 * tr.smooth_noise(rng, size, size / 4)[..., None]
     return tr.texture(rng, size, CLASS_LAND[cls])
 

@@ -74,7 +74,7 @@ def background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndar
     n = int(rng.integers(1, 3))
     kinds = tuple(rng.choice(LANDS, size=n, replace=False).tolist())
     lmap = land_map(rng, size, kinds)
-    img = np.zeros((size, size, 3), np.float32)
+    img: np.ndarray = np.zeros((size, size, 3), np.float32)
     for i, k in enumerate(kinds):
         sel = lmap == i
         if sel.any():
@@ -108,7 +108,7 @@ def pseudo_change(rng: np.random.Generator, img: np.ndarray, strength: float = 1
     # misregistration of up to ~1 px at 64 px and ~2 px at 256 px
     max_shift = strength * max(0.5, size / 128)
     dx, dy = rng.uniform(-max_shift, max_shift, 2)
-    m = np.float32([[1, 0, dx], [0, 1, dy]])
+    m = np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float32)
     return cv2.warpAffine(out, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 

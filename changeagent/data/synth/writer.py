@@ -28,11 +28,14 @@ CAPTION_FILE = {"levir-mci": "LevirCCcaptions.json", "second-cc": "SECOND-CC-AUG
 
 # LEVIR class id -> label colour: grey release (all channels equal) and the colour release
 LEVIR_LUT = {
-    "grey": np.uint8([[0, 0, 0], [128, 128, 128], [255, 255, 255]]),
-    "colour": np.uint8([[0, 0, 0], [255, 255, 0], [255, 0, 0]]),
+    "grey": np.array([[0, 0, 0], [128, 128, 128], [255, 255, 255]], dtype=np.uint8),
+    "colour": np.array([[0, 0, 0], [255, 255, 0], [255, 0, 0]], dtype=np.uint8),
 }
 # SECOND class id -> palette colour (SPEC §1.2); unchanged is white
-SECOND_LUT = np.uint8([[255, 255, 255], [0, 0, 255], [128, 128, 128], [0, 128, 0], [0, 255, 0], [128, 0, 0], [255, 0, 0]])
+SECOND_LUT = np.array(
+    [[255, 255, 255], [0, 0, 255], [128, 128, 128], [0, 128, 0], [0, 255, 0], [128, 0, 0], [255, 0, 0]],
+    dtype=np.uint8,
+)
 MIN_SIZE, MAX_SIZE = 32, 2048
 
 
@@ -120,6 +123,8 @@ def _write_pairs(fmt: str, root: Path, counts: dict[str, int], size: int, seed: 
             draw = scenes.levir_pair if fmt == "levir-mci" else scenes.second_pair
             pair = draw(rng, size, bool(flags[i]))
             sents = cap.captions(rng, pair.events)
+            arrays: tuple[np.ndarray, ...]
+            flag: int | None
             if fmt == "levir-mci":
                 arrays = (pair.image_a, pair.image_b, LEVIR_LUT[variant][pair.label])
                 split_name, flag = split, int(bool(pair.events))
