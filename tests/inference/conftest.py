@@ -25,14 +25,3 @@ def run_cli(capsys: pytest.CaptureFixture[str]):
 
     return run
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on the shared 2-core machine, spinning OpenMP threads make tiny models
-    several times slower. Restored after each test so other test folders are unaffected."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -9,15 +9,6 @@ from changeagent.data.constants import END, NULL, START
 from changeagent.errors import ChangeAgentError
 from changeagent.losses import caption_loss
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids intra-op spinning when the shared CPU is busy."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 V = 9
 
 

@@ -9,15 +9,6 @@ from changeagent.errors import ChangeAgentError
 from changeagent.losses import binary_change_loss, semantic_loss
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids intra-op spinning when the shared CPU is busy."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _target(n=2, c=3, h=8, w=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     t = torch.randint(0, c, (n, h, w), generator=g)

@@ -11,15 +11,6 @@ from torch import nn
 from changeagent.errors import ChangeAgentError
 from changeagent.losses import DWA, GradNorm, create_weighting
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids intra-op spinning when the shared CPU is busy."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 TASKS = ["mask", "caption"]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import torch
 
 from changeagent.data.constants import END, NULL, START
@@ -38,15 +37,6 @@ def captions(batch: int, length: int, vocab: int = VOCAB, seed: int = 0) -> torc
     c = torch.randint(4, vocab, (batch, length), generator=g)
     c[:, 0], c[:, -1] = START, END
     return c
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Import into a test module: one torch thread (the machine's 2 cores are shared)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def fitted_decoder(items: int = 6, steps: int = 40) -> tuple[CaptionDecoder, torch.Tensor]:

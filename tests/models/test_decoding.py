@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_helpers import VOCAB, fitted_decoder, one_thread, tiny_cfg  # noqa: F401
+from model_helpers import VOCAB, fitted_decoder, tiny_cfg
 
 from changeagent.data.constants import END, NULL, START
 from changeagent.errors import ChangeAgentError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_helpers import VOCAB, one_thread, tiny_cfg  # noqa: F401
+from model_helpers import VOCAB, tiny_cfg
 from safetensors.torch import save_file
 
 from changeagent.config import load_config, to_dict

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from model_helpers import VOCAB, captions, one_thread, tiny_cfg  # noqa: F401
+from model_helpers import VOCAB, captions, tiny_cfg
 
 from changeagent.data.constants import SPECIALS
 from changeagent.data.vocab import Vocabulary

@@ -6,7 +6,7 @@ import importlib.util
 
 import pytest
 import torch
-from model_helpers import VOCAB, captions, one_thread, tiny_cfg  # noqa: F401
+from model_helpers import VOCAB, captions, tiny_cfg
 
 from changeagent.models import ChangeCaptioner, create_model
 
