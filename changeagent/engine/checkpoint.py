@@ -1,0 +1,188 @@
+"""Checkpoints: `last.pt` (everything needed to resume exactly) and the `best/` export folder.
+
+`last.pt` is a `torch.save` dict of tensors and plain Python values only, loaded with
+`weights_only=True` (nothing is unpickled beyond that). Writes go to a temporary file in the same
+folder and are moved into place with `os.replace`, so a crash never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from changeagent.errors import ChangeAgentError
+
+FORMAT_VERSION = 1
+REQUIRED = ("format", "model", "optimizer", "scheduler", "step", "stage", "config", "vocab", "rng")
+
+
+def _umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+def _public(path: str | Path, directory: bool = False) -> None:
+    """mkstemp/mkdtemp create private files; give the final ones the usual umask permissions."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        _public(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_safe(obj: Any) -> Any:
+    """NaN/inf -> None and tensors/numpy scalars -> numbers, so the file is strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return json_safe(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write `state` (see `REQUIRED`) atomically to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save({"format": FORMAT_VERSION, **state}, tmp)
+        _public(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path | str) -> dict[str, Any]:
+    """Read a `last.pt`; a missing, truncated or foreign file raises ChangeAgentError naming it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.pt"
+    if not path.is_file():
+        raise ChangeAgentError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated/garbage zip files
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ChangeAgentError(
+            f"checkpoint {path} is corrupt or truncated ({reason}); delete it or resume from another file"
+        ) from None
+    if not isinstance(state, dict) or any(k not in state for k in REQUIRED):
+        missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
+        raise ChangeAgentError(f"checkpoint {path} is not a changeagent training checkpoint (missing {missing})")
+    if state["format"] != FORMAT_VERSION:
+        raise ChangeAgentError(f"checkpoint {path} has format {state['format']}, this version reads {FORMAT_VERSION}")
+    return state
+
+
+# --- RNG state (only tensors and plain values so that weights_only loading works) ---------------
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's python / numpy / torch (and CUDA) generator states."""
+    np_state = np.random.get_state(legacy=False)
+    out: dict[str, Any] = {
+        "python": _tuple_to_lists(random.getstate()),
+        "numpy": {
+            "bit_generator": np_state["bit_generator"],
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state()
+    return out
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(_lists_to_tuple(state["python"]))
+    npst = state["numpy"]
+    np.random.set_state({
+        "bit_generator": npst["bit_generator"],
+        "state": {"key": npst["key"].numpy().astype(np.uint32), "pos": npst["pos"]},
+        "has_gauss": npst["has_gauss"],
+        "gauss": npst["gauss"],
+    })
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _tuple_to_lists(x: Any) -> Any:
+    return [_tuple_to_lists(v) for v in x] if isinstance(x, tuple) else x
+
+
+def _lists_to_tuple(x: Any) -> Any:
+    return tuple(_lists_to_tuple(v) for v in x) if isinstance(x, list) else x
+
+
+# --- best/ folder -------------------------------------------------------------------------------
+
+
+def export_best(model: Any, out_dir: Path, data_norm: dict[str, list[float]], metrics: dict[str, Any],
+                extra_config: dict[str, Any] | None = None) -> Path:
+    """Write `out_dir/best/` via `model.save_pretrained` plus `data_norm` in config.json and metrics.json.
+
+    The folder is built next to the old one and swapped in, so readers never see a partial export.
+    """
+    final = Path(out_dir) / "best"
+    tmp = Path(tempfile.mkdtemp(prefix=".best.", dir=out_dir))
+    try:
+        model.save_pretrained(tmp)
+        cfg_path = tmp / "config.json"
+        cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+        cfg["data_norm"] = data_norm
+        cfg.update(extra_config or {})
+        atomic_write_json(cfg_path, cfg)
+        atomic_write_json(tmp / "metrics.json", metrics)
+        _public(tmp, directory=True)
+        for f in tmp.iterdir():
+            _public(f)
+        old = None
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=".best.old.", dir=out_dir))
+            os.replace(final, old / "best")
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final

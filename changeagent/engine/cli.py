@@ -1,0 +1,74 @@
+"""`changeagent train`, `changeagent eval` and `changeagent demo` (see docs/training.md)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from changeagent.engine.checkpoint import atomic_write_json
+
+OVERRIDES_HELP = ("config overrides as dotted key=value, e.g. model=fast train.steps=2000 "
+                  "data.levir_mci.root=/data/LEVIR-MCI run.out_dir=runs/x")
+
+
+def _common(parser: argparse.ArgumentParser, config_required: bool) -> None:
+    parser.add_argument("-c", "--config", required=config_required, help="run config YAML (configs/*.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    parser.add_argument("--json", metavar="OUT", help="also write a machine-readable result to this JSON file")
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    _common(parser, config_required=True)
+    parser.add_argument("--resume", metavar="PATH",
+                        help="continue exactly from a last.pt (or a run folder); same as resume=PATH")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from changeagent.engine.schema import load_run_config
+    from changeagent.engine.trainer import train
+
+    overrides = list(args.overrides) + ([f"resume={args.resume}"] if args.resume else [])
+    cfg = load_run_config(args.config, overrides)
+    summary = train(cfg)
+    if args.json:
+        atomic_write_json(Path(args.json), summary)
+    return 0
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    _common(parser, config_required=True)
+    parser.add_argument("--checkpoint", required=True, help="a best/ model folder or a last.pt file")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--out", help="folder for metrics.json (and predictions/)")
+    parser.add_argument("--save-predictions", action="store_true",
+                        help="write predicted mask PNGs and captions.json per dataset under OUT/predictions/")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from changeagent.engine.runs import evaluate_checkpoint
+    from changeagent.engine.schema import load_run_config
+    from changeagent.errors import ChangeAgentError
+
+    if args.save_predictions and not args.out:
+        raise ChangeAgentError("--save-predictions needs --out")
+    cfg = load_run_config(args.config, args.overrides)
+    results = evaluate_checkpoint(cfg, Path(args.checkpoint), args.split, Path(args.out) if args.out else None,
+                                  save_predictions=args.save_predictions)
+    if args.json:
+        atomic_write_json(Path(args.json), results)
+    return 0
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="runs/demo", help="run folder (data, checkpoints, metrics)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of configs/demo.yaml")
+    parser.add_argument("--json", metavar="OUT", help="also write the demo report to this JSON file")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from changeagent.engine.runs import run_demo as demo
+
+    report = demo(Path(args.out), list(args.overrides))
+    if args.json:
+        atomic_write_json(Path(args.json), report)
+    return 0

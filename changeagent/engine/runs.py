@@ -1,0 +1,102 @@
+"""Whole runs behind the commands: evaluate a checkpoint on a split, and the end-to-end demo."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from changeagent.config import config_dir
+from changeagent.data.vocab import Vocabulary
+from changeagent.engine import builders
+from changeagent.engine.checkpoint import atomic_write_json, load_checkpoint
+from changeagent.engine.distributed import DistInfo, cleanup, init_distributed
+from changeagent.engine.evaluator import EvalOptions, evaluate
+from changeagent.engine.runlog import format_table
+from changeagent.engine.schema import load_run_config
+from changeagent.errors import ChangeAgentError
+
+
+def load_for_eval(checkpoint: Path, device: torch.device) -> tuple[torch.nn.Module, Vocabulary, dict[str, Any] | None]:
+    """(model, vocabulary, data_norm) from a `best/` folder (save_pretrained) or a `last.pt` file.
+
+    A last.pt evaluates its EMA weights when it has them (what validation used)."""
+    from changeagent.models import ChangeCaptioner, create_model
+
+    if checkpoint.is_dir() and (checkpoint / "config.json").is_file():
+        import json
+
+        model = ChangeCaptioner.from_pretrained(checkpoint, map_location=device)
+        if model.vocab is None:
+            raise ChangeAgentError(f"model folder {checkpoint} has no vocab.json; cannot decode captions")
+        norm = json.loads((checkpoint / "config.json").read_text()).get("data_norm")
+        return model, model.vocab, norm
+    ck = load_checkpoint(checkpoint)
+    vocab = Vocabulary(dict(ck["vocab"]))
+    model = create_model(ck["config"]["model"], len(vocab))
+    state = ck["model"]
+    if ck.get("ema"):  # AveragedModel state: "module.<name>" plus n_averaged
+        state = {k[len("module."):]: v for k, v in ck["ema"].items() if k.startswith("module.")}
+    model.load_state_dict(state)
+    model.vocab = vocab
+    data = ck["config"]["data"]
+    return model.to(device), vocab, {"mean": data["mean"], "std": data["std"]}
+
+
+def evaluate_checkpoint(cfg: DictConfig, checkpoint: Path, split: str, out: Path | None,
+                        save_predictions: bool = False, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Evaluate on `split` of every dataset in `cfg.data.datasets`; rank 0 writes OUT/metrics.json."""
+    info = init_distributed(cfg.run.device)
+    try:
+        return _evaluate(cfg, info, Path(checkpoint), split, out, save_predictions, progress)
+    finally:
+        cleanup(info)
+
+
+def _evaluate(cfg: DictConfig, info: DistInfo, checkpoint: Path, split: str, out: Path | None,
+              save_predictions: bool, progress: bool) -> dict[str, dict[str, Any]]:
+    if not checkpoint.exists():
+        raise ChangeAgentError(f"checkpoint {checkpoint} does not exist")
+    builders.set_threads(cfg.run.threads)
+    model, vocab, norm = load_for_eval(checkpoint, info.device)
+    if norm:  # evaluate with the training normalisation, whatever the config says
+        cfg.data.mean, cfg.data.std = list(norm["mean"]), list(norm["std"])
+    if not cfg.data.synth.dir:  # the training run's synthetic data, when it sits next to best/
+        guess = (checkpoint if checkpoint.is_dir() else checkpoint.parent).parent / "synth"
+        cfg.data.synth.dir = str(guess if guess.is_dir() else Path(out or cfg.run.out_dir) / "synth")
+    roots = builders.dataset_roots(cfg, info)
+    loaders = builders.eval_loaders(cfg, info, roots, vocab, split=split, max_pairs=cfg.eval.max_pairs)
+    opts = EvalOptions.from_config(cfg, progress=progress,
+                                   predictions_dir=(out / "predictions") if (save_predictions and out) else None)
+    results, _ = evaluate(model, loaders, vocab, info, opts)
+    if info.is_main:
+        print(format_table(results, f"{split} split, {checkpoint}"))
+        if out is not None:
+            atomic_write_json(Path(out) / "metrics.json", results)
+    return results
+
+
+DEMO_CONFIG = "demo.yaml"
+
+
+def run_demo(out: Path, overrides: list[str], progress: bool = True) -> dict[str, Any]:
+    """Synthesise both datasets, train `fast` jointly, evaluate on both test splits, print the table."""
+    from changeagent.engine.trainer import train
+
+    t0 = time.monotonic()
+    out = Path(out)
+    cfg = load_run_config(config_dir() / DEMO_CONFIG, [f"run.out_dir={out}", f"data.synth.dir={out / 'data'}",
+                                                        *overrides])
+    summary = train(cfg)
+    test_cfg = cfg.copy()
+    test_cfg.eval.meteor, test_cfg.eval.max_pairs = True, None
+    results = evaluate_checkpoint(test_cfg, out / "best", "test", out / "test", progress=progress)
+    minutes = (time.monotonic() - t0) / 60
+    report = {"test": results, "train": {k: v for k, v in summary.items() if k != "metrics"}, "minutes": minutes}
+    atomic_write_json(out / "metrics.json", results)
+    atomic_write_json(out / "demo.json", report)
+    print(f"\ndemo finished in {minutes:.1f} min; model in {out / 'best'}, metrics in {out / 'metrics.json'}")
+    return report

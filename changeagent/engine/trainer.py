@@ -1,0 +1,356 @@
+"""The training loop: stages x (micro-batches -> weighted multi-task loss -> optimizer step), with
+validation, best-checkpoint selection, early stopping, exact resume and a wall-clock budget.
+
+One process or one per device under torchrun/srun (DDP). Only rank 0 prints, logs and writes files;
+every collective (metric sync, stop decisions, RNG gathering) is called by all ranks in the same order.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from changeagent.config import to_dict
+from changeagent.engine import builders
+from changeagent.engine.checkpoint import (
+    export_best,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from changeagent.engine.distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_mean_,
+    any_true,
+    broadcast_buffers_,
+    cleanup,
+    init_distributed,
+)
+from changeagent.engine.evaluator import EvalOptions, evaluate
+from changeagent.engine.optim import build_ema, build_stage, set_train_mode
+from changeagent.engine.runlog import RunLog, flatten, format_table
+from changeagent.engine.schema import stages_of
+from changeagent.engine.wandb_logger import WandbLogger
+from changeagent.errors import ChangeAgentError
+from changeagent.losses import compute_losses
+
+# loop state saved in last.pt next to the model/optimizer/... states
+COUNTERS = ("step", "stage", "stage_step", "epoch", "batch_in_epoch", "best_score", "best_step", "bad_evals",
+            "skipped")
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run a validated config (see `schema.load_run_config`); returns a summary dict (every rank)."""
+    info = init_distributed(cfg.run.device)
+    trainer = None
+    try:
+        trainer = Trainer(cfg, info)
+        return trainer.fit()
+    finally:
+        if trainer is not None:
+            trainer.wandb.finish()
+        cleanup(info)
+
+
+class Trainer:
+    model: Any  # ChangeCaptioner
+
+    def __init__(self, cfg: DictConfig, info: DistInfo) -> None:
+        self.t0 = time.monotonic()
+        self.cfg, self.info, self.c = cfg, info, to_dict(cfg)
+        self.out = Path(cfg.run.out_dir)
+        builders.set_threads(cfg.run.threads)
+        builders.seed_everything(cfg.run.seed + info.rank, cfg.run.deterministic)
+        ckpt = builders.find_resume(cfg, self.out)
+        self.ckpt = load_checkpoint(ckpt) if ckpt else None
+        if info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.data = builders.build_train_data(cfg, info, vocab=builders.vocab_of(self.ckpt))
+        self.model = builders.build_model(cfg, self.data.vocab, info.device, self.ckpt)
+        self.ema = build_ema(self.model, cfg.train.ema)
+        # state saved in last.pt
+        self.step = self.stage = self.stage_step = self.epoch = self.batch_in_epoch = 0
+        self.best_score, self.best_step, self.bad_evals, self.skipped = -math.inf, -1, 0, 0
+        self.log = RunLog(self.out, info.is_main)
+        wandb_id = None
+        if self.ckpt is not None:
+            self._restore_counters(self.ckpt)
+            wandb_id = self.ckpt.get("wandb_id")
+        self.log.truncate_after(self.step)  # a fresh run starts a fresh log; a resumed one drops the future
+        self.wandb = WandbLogger(self.c, self.out, info.is_main, run_id=wandb_id)
+        self.stop_reason: str | None = None
+        self._iter: Any = None
+        self._last_val_step = self._last_save_step = -1
+        self._val_seconds = 0.0
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        stages = stages_of(self.cfg)
+        last_metrics: dict[str, Any] = {}
+        while self.stage < len(stages) and self.stop_reason is None:
+            st = stages[self.stage]
+            total = self._setup_stage(st)
+            self._say(f"stage {self.stage + 1}/{len(stages)} '{st['name']}': {total} steps, tasks {st['tasks']}, "
+                      f"frozen {st['freeze'] or 'nothing'}")
+            bar = tqdm(total=total, initial=self.stage_step, desc=st["name"], disable=not self.info.is_main,
+                       dynamic_ncols=True)
+            acc: dict[str, float] = {}
+            t_log, n_log = time.monotonic(), 0
+            while self.stage_step < total and self.stop_reason is None:
+                epoch_before = self._epoch_progress()
+                values = self._train_step(st)
+                self.step += 1
+                self.stage_step += 1
+                bar.update(1)
+                for k, v in values.items():
+                    acc[k] = acc.get(k, 0.0) + v
+                n_log += 1
+                if self.step % self.cfg.train.log_every == 0 or self.stage_step == total:
+                    dt = time.monotonic() - t_log
+                    rec = {k: v / n_log for k, v in acc.items() if k.startswith("loss")}
+                    rec.update({k: v for k, v in values.items() if not k.startswith("loss")})
+                    rec["pairs_per_s"] = n_log * self.pairs_per_step / max(dt, 1e-9)
+                    self._log_train(rec, bar)
+                    acc, t_log, n_log = {}, time.monotonic(), 0
+                self._check_stop()
+                t_pause = time.monotonic()
+                if self._eval_due(epoch_before) or self.stop_reason is not None:
+                    last_metrics = self._validate() or last_metrics
+                if self.stage_step % self.cfg.train.save_every == 0 or self.stop_reason is not None:
+                    self._save()
+                t_log += time.monotonic() - t_pause  # throughput counts training time only
+            bar.close()
+            if self.stop_reason is None or self.stop_reason == "early_stop":
+                if self._last_val_step != self.step:
+                    last_metrics = self._validate() or last_metrics
+                self.stage, self.stage_step = self.stage + 1, 0
+                self.bad_evals = 0
+                if self.stop_reason == "early_stop":
+                    self.stop_reason = None
+                self._save()
+        if self.info.is_main and self.cfg.wandb.log_artifact and (self.out / "best").is_dir():
+            self.wandb.log_artifact(self.out / "best", {"score": self.best_score, "step": self.best_step})
+        return {"out_dir": str(self.out), "step": self.step, "best_score": self.best_score,
+                "best_step": self.best_step, "stop_reason": self.stop_reason or "done", "metrics": last_metrics,
+                "skipped_batches": self.skipped, "minutes": (time.monotonic() - self.t0) / 60}
+
+    def _train_step(self, st: dict[str, Any]) -> dict[str, float]:
+        cfg, info = self.cfg, self.info
+        set_train_mode(self.model, st["freeze"])
+        self.opt.zero_grad(set_to_none=True)
+        accum, tasks = cfg.train.grad_accum, st["tasks"]
+        sums: dict[str, float] = {}
+        weights: dict[str, float] = {}
+        bad: list[Any] = []
+        for micro in range(accum):
+            batch = self._next_batch()
+            caps = builders.choose_captions(batch["caption_ids"], cfg.run.seed, self.step, micro, info.rank)
+            batch = builders.to_device(batch, info.device)
+            batch["caption_ids"] = caps.to(info.device)
+            last = micro == accum - 1
+            sync = self.ddp.no_sync() if (self.ddp is not None and not last) else nullcontext()
+            with sync:
+                with self._autocast():
+                    out = self.net(batch["image"], captions=batch["caption_ids"] if "caption" in tasks else None,
+                                   dataset=batch["dataset"])
+                    losses = compute_losses(out, batch, self.c["loss"])
+                    task_losses = {t: losses[t] for t in tasks if t in losses}
+                    total, weights = self.weighting(task_losses, shared_params=self.shared_params)
+                finite = all(bool(torch.isfinite(v.detach()).all()) for v in (total, *task_losses.values()))
+                # backward even on a bad loss so DDP's reducer stays in step; the grads are dropped
+                self.scaler.scale(total / accum).backward()
+            if any_true(not finite, info):
+                bad = all_gather_objects(None if finite else (info.rank, list(batch["name"]),
+                                         {k: float(v.detach()) for k, v in losses.items()}), info)
+                break
+            for k, v in losses.items():
+                sums[f"loss/{k}"] = sums.get(f"loss/{k}", 0.0) + float(v.detach()) / accum
+            sums["loss/total"] = sums.get("loss/total", 0.0) + float(total.detach()) / accum
+        if bad:
+            return self._nonfinite(bad)
+        params = [p for g in self.opt.param_groups for p in g["params"]]
+        all_reduce_mean_([p.grad for p in self.weighting.parameters() if p.grad is not None], info)
+        grad_norm = None
+        if cfg.train.clip_grad:
+            self.scaler.unscale_(self.opt)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.train.clip_grad))
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        tr = cfg.train
+        if tr.budget_schedule and tr.max_minutes:  # anneal by the budget's end even on a slow machine
+            done = (time.monotonic() - self.t0) / (tr.max_minutes * 60)
+            self.sched.last_epoch = max(self.sched.last_epoch, int(done * self._stage_len) - 1)
+        self.sched.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        out = {**sums, "lr": self.opt.param_groups[0]["lr"], **{f"weight/{k}": float(v) for k, v in weights.items()}}
+        if grad_norm is not None:
+            out["grad_norm"] = grad_norm
+        return out
+
+    def _nonfinite(self, bad: list[Any]) -> dict[str, float]:
+        self.opt.zero_grad(set_to_none=True)
+        where = "; ".join(f"rank {r}: pairs {names}, losses {vals}" for r, names, vals in (b for b in bad if b))
+        msg = f"non-finite loss at step {self.step + 1} (stage '{self.stage_name}'): {where}"
+        if not self.cfg.train.skip_nonfinite:
+            raise ChangeAgentError(msg + " - lower the lr, check the data, or set train.skip_nonfinite=true")
+        self.skipped += 1
+        self._say(f"skipped batch: {msg}")
+        self.log.write({"kind": "skip", "step": self.step + 1, "message": msg})
+        return {}
+
+    # -- stages ------------------------------------------------------------------------------------
+    def _setup_stage(self, st: dict[str, Any]) -> int:
+        info = self.info
+        self.stage_name, self._opt_stage = st["name"], self.stage
+        total = self._stage_len = self._stage_total(st)
+        parts = build_stage(self.model, st, self.c, info, total)
+        self.weighting, self.opt, self.sched, self.scaler = parts.weighting, parts.opt, parts.sched, parts.scaler
+        self.net, self.ddp, self.shared_params = parts.net, parts.ddp, parts.shared_params
+        if self.ckpt is not None:  # first stage after a resume
+            ck, self.ckpt = self.ckpt, None
+            if ck["optimizer_stage"] == self.stage:  # else saved at a stage end: this stage starts fresh
+                self.opt.load_state_dict(ck["optimizer"])
+                self.sched.load_state_dict(ck["scheduler"])
+                self.scaler.load_state_dict(ck["scaler"])
+                self.weighting.load_state_dict(ck["weighting"])
+            rngs = ck["rng"]
+            set_rng_state(rngs[info.rank] if len(rngs) == info.world_size else rngs[0])
+            self._say(f"resumed from step {self.step} (stage '{st['name']}', epoch {self.epoch})")
+        return total
+
+    def _stage_total(self, st: dict[str, Any]) -> int:
+        if st["steps"] is not None:
+            return int(st["steps"])
+        per_epoch = max(self.data.batches_per_epoch // self.cfg.train.grad_accum, 1)
+        return max(math.ceil(float(st["epochs"]) * per_epoch), 1)
+
+    @property
+    def pairs_per_step(self) -> int:
+        return self.cfg.data.batch_size * self.cfg.train.grad_accum * self.info.world_size
+
+    def _autocast(self) -> Any:
+        amp = self.cfg.train.amp
+        if amp == "none":
+            return nullcontext()
+        return torch.autocast(self.info.device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+    # -- data ---------------------------------------------------------------------------------------
+    def _next_batch(self) -> dict[str, Any]:
+        while True:
+            if self._iter is None:
+                self._iter = iter(builders.train_loader(self.data, self.cfg, self.epoch, self.batch_in_epoch))
+            try:
+                batch = next(self._iter)
+                self.batch_in_epoch += 1
+                return batch
+            except StopIteration:
+                self._iter = None
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                self.weighting.end_period()
+
+    def _epoch_progress(self) -> float:
+        return self.epoch + self.batch_in_epoch / max(self.data.batches_per_epoch, 1)
+
+    # -- validation, stopping, checkpoints ------------------------------------------------------------
+    def _eval_due(self, epoch_before: float) -> bool:
+        ev = self.cfg.eval
+        if ev.every_steps and self.step % ev.every_steps == 0:
+            return True
+        if ev.every_epochs:
+            return math.floor(self._epoch_progress() / ev.every_epochs) > math.floor(epoch_before / ev.every_epochs)
+        return False
+
+    def _check_stop(self) -> None:
+        tr = self.cfg.train
+        reason = None
+        if tr.stop_at_step is not None and self.step >= tr.stop_at_step:
+            reason = "stop_at_step"
+        elif tr.max_minutes is not None:
+            # stop early enough to validate and save inside the budget
+            left = tr.max_minutes * 60 - (time.monotonic() - self.t0)
+            if left <= self._val_seconds * 1.2:
+                reason = "time_budget"
+        if any_true(reason is not None, self.info):
+            self.stop_reason = reason or "time_budget"
+
+    def _validate(self) -> dict[str, Any]:
+        t = time.monotonic()
+        ev = self.cfg.eval
+        opts = EvalOptions.from_config(self.cfg, vis_pairs=ev.vis_pairs if self.wandb.active else 0)
+        model = self.ema.module if self.ema is not None else self.model
+        broadcast_buffers_(model, self.info)  # evaluate (and save) rank 0's BatchNorm statistics
+        results, vis = evaluate(model, self.data.val_loaders, self.data.vocab, self.info, opts)
+        score = builders.selection_score(results, ev.select)
+        self._last_val_step = self.step
+        improved = score > self.best_score
+        if improved:
+            self.best_score, self.best_step, self.bad_evals = score, self.step, 0
+        else:
+            self.bad_evals += 1
+            if ev.patience is not None and self.bad_evals >= ev.patience and self.stop_reason is None:
+                self.stop_reason = "early_stop"
+        if self.info.is_main:
+            rec = {"kind": "val", "step": self.step, "stage": self.stage_name, "epoch": self._epoch_progress(),
+                   "score": score, "best_score": self.best_score, **results}
+            self.log.write(rec)
+            tqdm.write(format_table(results, f"validation at step {self.step} (score {score:.4f}"
+                                             f"{', best' if improved else ''})"))
+            self.wandb.log({**flatten({"val": results}), "val/score": score}, self.step)
+            self.wandb.log_predictions(vis, self.step)
+            if improved:
+                export_best(model, self.out, {"mean": list(self.cfg.data.mean), "std": list(self.cfg.data.std)},
+                            {"step": self.step, "score": score, "select": ev.select, **results},
+                            {"datasets": list(self.cfg.data.datasets)})
+                self.wandb.log_summary({"best/score": score, "best/step": self.step})
+        self._val_seconds = time.monotonic() - t
+        return results
+
+    def _save(self) -> None:
+        if self._last_save_step == self.step and self.stage_step != 0:
+            return
+        rngs = all_gather_objects(rng_state(), self.info)
+        self._last_save_step = self.step
+        if not self.info.is_main:
+            return
+        state = {
+            "model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(), "weighting": self.weighting.state_dict(),
+            "optimizer_stage": self._opt_stage, **{k: getattr(self, k) for k in COUNTERS}, "config": self.c,
+            "vocab": self.data.vocab.word_to_id, "rng": rngs, "world_size": self.info.world_size,
+            "wandb_id": self.wandb.run_id,
+        }
+        save_checkpoint(state, self.out / "last.pt")
+
+    def _restore_counters(self, ck: dict[str, Any]) -> None:
+        for key in COUNTERS:
+            setattr(self, key, ck[key])
+        if ck.get("ema") is not None and self.ema is not None:
+            self.ema.load_state_dict(ck["ema"])
+        if ck["world_size"] != self.info.world_size:
+            self._say(f"note: checkpoint written by {ck['world_size']} processes, resuming with "
+                      f"{self.info.world_size}; data order after resume differs from an uninterrupted run")
+
+    def _log_train(self, rec: dict[str, Any], bar: tqdm) -> None:
+        if not self.info.is_main:
+            return
+        rec = {"kind": "train", "step": self.step, "stage": self.stage_name, "epoch": self._epoch_progress(), **rec}
+        self.log.write(rec)
+        self.wandb.log({f"train/{k}": v for k, v in rec.items() if isinstance(v, (int, float))}, self.step)
+        bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in rec.items() if k in ("loss/mask", "loss/caption")},
+                        lr=f"{rec.get('lr', 0):.2e}")
+
+    def _say(self, msg: str) -> None:
+        if self.info.is_main:
+            tqdm.write(msg)

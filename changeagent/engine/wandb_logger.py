@@ -1,0 +1,138 @@
+"""The wandb dashboard (rank 0 only): config, losses, weights, lr, throughput, metrics, mask overlays,
+a predictions table and the best checkpoint as an artifact.
+
+Modes: `online`, `offline` (sync later with `wandb sync`), `disabled`. `online` without an API key
+(WANDB_API_KEY or a netrc entry) falls back to `offline` with a note, so a run never blocks on a login
+prompt. `WANDB_DIR` chooses where the run folder goes (default: the run's out_dir).
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from changeagent.data.constants import IGNORE_INDEX, LEVIR_CLASSES, SECOND_CLASSES
+
+
+def has_api_key() -> bool:
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_mode(mode: str) -> str:
+    if mode == "online" and not has_api_key():
+        print("wandb: no API key found (WANDB_API_KEY / netrc); logging offline - `wandb sync` later",
+              file=sys.stderr)
+        return "offline"
+    return mode
+
+
+def class_labels(dataset: str) -> dict[int, str]:
+    names = LEVIR_CLASSES if dataset == "levir_mci" else SECOND_CLASSES
+    return {**dict(enumerate(names)), IGNORE_INDEX: "ignored"}
+
+
+class WandbLogger:
+    """No-op unless enabled (rank 0) and mode != disabled; `run_id` continues a resumed run."""
+
+    def __init__(self, cfg: dict[str, Any], out_dir: Path, enabled: bool, run_id: str | None = None) -> None:
+        wcfg = cfg["wandb"]
+        self.mode = resolve_mode(wcfg["mode"]) if enabled else "disabled"
+        self.run: Any = None
+        if self.mode == "disabled":
+            return
+        import wandb
+
+        self._wandb = wandb
+        root = Path(os.environ.get("WANDB_DIR") or out_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        self.run = wandb.init(
+            project=wcfg["project"], entity=wcfg["entity"], name=cfg["run"]["name"] or Path(out_dir).name,
+            tags=list(wcfg["tags"]), config=cfg, dir=str(root), mode=self.mode,  # type: ignore[arg-type]
+            id=run_id, resume="allow" if run_id else None,
+        )
+        # every metric is plotted against the optimizer step
+        self.run.define_metric("step")
+        self.run.define_metric("*", step_metric="step")
+
+    @property
+    def active(self) -> bool:
+        return self.run is not None
+
+    @property
+    def run_id(self) -> str | None:
+        return self.run.id if self.run is not None else None
+
+    def log(self, values: dict[str, Any], step: int) -> None:
+        if self.run is not None:
+            self.run.log({**{k: v for k, v in values.items() if v is not None}, "step": step})
+
+    def log_summary(self, values: dict[str, Any]) -> None:
+        if self.run is not None:
+            for k, v in values.items():
+                self.run.summary[k] = v
+
+    def log_predictions(self, vis: dict[str, list[dict[str, Any]]], step: int) -> None:
+        """Overlays and a table from `Evaluator` visual records (uint8 HWC images, int masks)."""
+        if self.run is None or not vis:
+            return
+        wandb = self._wandb
+        columns = ["dataset", "name", "A", "B", "GT mask", "pred mask", "GT captions", "pred caption",
+                   "bleu4", "caption match", "iou"]
+        table = wandb.Table(columns=columns)
+        media: dict[str, Any] = {}
+        for dataset, records in vis.items():
+            labels = class_labels(dataset)
+            overlays = []
+            for r in records:
+                masks = {"prediction": {"mask_data": r["pred"], "class_labels": labels},
+                         "ground_truth": {"mask_data": r["gt"], "class_labels": labels}}
+                overlays.append(wandb.Image(r["b"], masks=masks, caption=f"{r['name']}: {r['hyp']}"))
+                table.add_data(
+                    dataset, r["name"], wandb.Image(r["a"]), wandb.Image(r["b"]),
+                    wandb.Image(_colour(r["gt"], dataset)), wandb.Image(_colour(r["pred"], dataset)),
+                    " | ".join(r["refs"]), r["hyp"], r.get("bleu4"), r.get("match"), r.get("iou"),
+                )
+            media[f"val/{dataset}/overlays"] = overlays
+        media["val/predictions"] = table
+        self.log(media, step)
+
+    def log_artifact(self, best_dir: Path, metrics: dict[str, Any]) -> None:
+        if self.run is None:
+            return
+        art = self._wandb.Artifact(f"model-{self.run.id}", type="model", metadata=metrics)
+        art.add_dir(str(best_dir))
+        self.run.log_artifact(art, aliases=["best", "latest"])
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+
+_PALETTE = np.array(
+    [[0, 0, 0], [255, 255, 0], [255, 0, 0], [0, 0, 255], [0, 255, 0], [128, 0, 0], [255, 128, 0]], np.uint8
+)
+_SECOND_PALETTE = np.array(
+    [[255, 255, 255], [0, 0, 255], [128, 128, 128], [0, 128, 0], [0, 255, 0], [128, 0, 0], [255, 0, 0]], np.uint8
+)
+
+
+def _colour(mask: np.ndarray, dataset: str) -> np.ndarray:
+    """Class ids [H, W] -> RGB uint8 [H, W, 3] in the dataset's published colours (ignored: grey)."""
+    pal = _SECOND_PALETTE if dataset == "second_cc" else _PALETTE
+    out = np.full((*mask.shape, 3), 96, np.uint8)
+    valid = mask < len(pal)
+    out[valid] = pal[mask[valid]]
+    return out
