@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
+from changeagent.data.io import write_text_atomic
 from changeagent.errors import ChangeAgentError
-from changeagent.metrics.captions import METRIC_KEYS, METRIC_LABELS, SUBSETS, caption_report, score_captions
+from changeagent.metrics.captions import (
+    METRIC_KEYS,
+    METRIC_LABELS,
+    SUBSETS,
+    caption_report,
+    score_captions,
+    validate_captions,
+)
 
 
 def add_score_captions_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,19 +103,10 @@ def _table(rows: dict[str, dict | None], counts: dict[str, int], level: str) -> 
     return "\n".join(lines)
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    path = path.resolve()
-    if not path.parent.is_dir():
-        raise ChangeAgentError(f"--json: folder does not exist: {path.parent}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_json(path: Path, obj: Any) -> None:
+    if not path.resolve().parent.is_dir():
+        raise ChangeAgentError(f"--json: folder does not exist: {path.resolve().parent}")
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def run_score_captions(args: argparse.Namespace) -> int:
@@ -119,16 +116,7 @@ def run_score_captions(args: argparse.Namespace) -> int:
         raise ChangeAgentError("--vocab is only used with --id-level")
     hyps, refs = _load_hyps(args.hyp), _load_refs(args.refs)
     vocab = _load_vocab(args.vocab) if args.id_level else None
-    missing = [i for i in refs if i not in hyps]
-    extra = [i for i in hyps if i not in refs]
-    if missing:
-        raise ChangeAgentError(f"{args.hyp}: no hypothesis for {len(missing)} id(s) of {args.refs}, "
-                               f"e.g. {', '.join(map(repr, missing[:3]))}")
-    if extra:
-        raise ChangeAgentError(f"{args.refs}: no references for {len(extra)} id(s) of {args.hyp}, "
-                               f"e.g. {', '.join(map(repr, extra[:3]))}")
-    if not refs:
-        raise ChangeAgentError(f"{args.refs}: no ids to score")
+    validate_captions(hyps, refs, hyp_name=str(args.hyp), ref_name=str(args.refs))
     level = "id" if args.id_level else "word"
     kwargs = dict(id_level=args.id_level, vocab=vocab, meteor=not args.no_meteor, progress=True)
     with warnings.catch_warnings(record=True) as caught:
@@ -153,6 +141,6 @@ def run_score_captions(args: argparse.Namespace) -> int:
         if args.subsets:
             out.update(level=level, counts=report["counts"], no_change_accuracy=report["no_change_accuracy"],
                        subsets={s: report[s] for s in ("change", "no_change")})
-        _write_json_atomic(args.json_out, out)
+        _write_json(args.json_out, out)
         print(f"wrote {args.json_out}")
     return 0

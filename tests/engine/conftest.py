@@ -8,18 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from changeagent.data.synth import generate
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the CI machine has 2 shared cores: more threads per process only add contention
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="session")
