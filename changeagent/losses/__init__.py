@@ -10,6 +10,7 @@ Checkpoints: weighting.state_dict() / load_state_dict().
 """
 
 from changeagent.losses.caption import caption_loss
+from changeagent.losses.factory import create_weighting
 from changeagent.losses.gradnorm import GradNorm
 from changeagent.losses.mask import binary_change_loss, semantic_loss
 from changeagent.losses.multitask import TASKS, compute_losses, parse_loss_config
@@ -19,7 +20,6 @@ from changeagent.losses.weighting import (
     MultiTaskWeighting,
     Normalized,
     Uncertainty,
-    create_weighting,
 )
 
 __all__ = [
