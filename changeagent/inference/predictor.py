@@ -22,6 +22,7 @@ from changeagent.errors import ChangeAgentError
 from changeagent.inference import postprocess as post
 from changeagent.inference.raster import Picture, Scaler, read_pair
 from changeagent.inference.tiling import Grid, StripBlender, ceil_to, pad_to
+from changeagent.models.factory import resolve_device
 
 DEFAULT_TILE = 256
 
@@ -50,18 +51,6 @@ def _norm_from(cfg: dict[str, Any], in_channels: int, where: str) -> tuple[np.nd
     return np.asarray(ref_mean, np.float32), np.asarray(ref_std, np.float32)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ChangeAgentError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:1, auto)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ChangeAgentError(f"--device {name}: CUDA is not available on this machine")
-    return dev
-
-
 class Predictor:
     """Runs a ChangeCaptioner on tile pairs of any size (tiled with blended logits when large)."""
 
@@ -78,7 +67,7 @@ class Predictor:
         cfg = dict(getattr(model, "config", None) or getattr(model, "cfg", None) or {})
         if data_norm is not None:
             cfg["data_norm"] = data_norm
-        self.device = _device(device)
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.vocab: Any = vocab if vocab is not None else getattr(model, "vocab", None)
         if self.vocab is None:

@@ -15,17 +15,7 @@ from tqdm import tqdm
 
 from changeagent.data.constants import DATASETS, END, NULL, NUM_CLASSES, START
 from changeagent.errors import ChangeAgentError
-from changeagent.models.factory import create_model
-
-
-def _device(name: str) -> torch.device:
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ChangeAgentError(f"--device {name!r} is not a device name (cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ChangeAgentError(f"--device {name}: CUDA is not available on this machine")
-    return dev
+from changeagent.models.factory import create_model, resolve_device
 
 
 def _peak_rss_mb() -> float:
@@ -82,7 +72,7 @@ def run_benchmark(cfg: dict[str, Any], vocab_size: int = 468, batch: int = 8, si
     """Train-step and predict timings per pair; see `changeagent bench --help`."""
     if any(b < 1 for b in infer_batches):
         raise ChangeAgentError(f"inference batch sizes must be positive, got {list(infer_batches)}")
-    dev = _device(device)
+    dev = resolve_device(device)
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)

@@ -100,3 +100,16 @@ def compile_model(model: ChangeCaptioner, **kwargs: Any) -> ChangeCaptioner:
     for part in (model.encoder, model.neck, model.mask_decoder, model.caption_decoder):
         part.compile(**kwargs)
     return model
+
+
+def resolve_device(name: str) -> torch.device:
+    """`cpu`, `cuda`, `cuda:N` or `auto` -> torch.device; a clear error for a bad or absent device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ChangeAgentError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:N, auto)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ChangeAgentError(f"--device {name}: CUDA is not available on this machine")
+    return dev
