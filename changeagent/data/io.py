@@ -33,6 +33,7 @@ are legal and 255 becomes building (2).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import zlib
 from collections.abc import Mapping
@@ -250,3 +251,18 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
         raise ChangeAgentError(f"cannot write {path}: {e.strerror}") from None
+
+
+def swap_dir_into_place(tmp: Path, final: Path) -> None:
+    """Rename the finished folder `tmp` to `final`, replacing an old `final` only once `tmp` is complete.
+
+    The old folder is moved aside first (rename cannot replace a non-empty folder), then removed,
+    so at every moment `final` is either the old or the new complete folder.
+    """
+    old = None
+    if final.is_dir() and any(final.iterdir()):
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+        os.replace(final, old / final.name)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

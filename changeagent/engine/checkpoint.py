@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from changeagent.data.io import swap_dir_into_place
 from changeagent.errors import ChangeAgentError
 
 FORMAT_VERSION = 1
@@ -175,13 +176,7 @@ def export_best(model: Any, out_dir: Path, data_norm: dict[str, list[float]], me
         _public(tmp, directory=True)
         for f in tmp.iterdir():
             _public(f)
-        old = None
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=".best.old.", dir=out_dir))
-            os.replace(final, old / "best")
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_dir_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

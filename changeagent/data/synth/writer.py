@@ -7,7 +7,6 @@ an interrupted or failed run leaves nothing behind. Same arguments -> byte-ident
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -17,6 +16,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from changeagent.data.io import swap_dir_into_place
 from changeagent.data.synth import captions as cap
 from changeagent.data.synth import scenes
 from changeagent.errors import ChangeAgentError
@@ -162,13 +162,7 @@ def generate_with_summary(
     try:
         records, changed = _write_pairs(format, tmp, counts, size, seed, mask_variant, progress)
         (tmp / CAPTION_FILE[format]).write_text(json.dumps({"images": records}), encoding="utf-8")
-        old = None
-        if out.is_dir() and any(out.iterdir()):
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_dir_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
