@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from changeagent.data.io import swap_dir_into_place
+from changeagent.data.io import swap_dir_into_place, write_text_atomic
 from changeagent.errors import ChangeAgentError
 
 FORMAT_VERSION = 1
@@ -52,10 +52,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def json_safe(obj: Any) -> Any:
     """NaN/inf -> None and tensors/numpy scalars -> numbers, so the file is strict JSON."""
     if isinstance(obj, dict):
@@ -70,7 +66,7 @@ def json_safe(obj: Any) -> Any:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(path, json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:

@@ -10,7 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from changeagent.engine.checkpoint import atomic_write_text, json_safe
+from changeagent.data.io import write_text_atomic
+from changeagent.engine.checkpoint import json_safe
 
 # (key, header) in table order; SECOND-only keys show "-" for LEVIR and the reverse
 TABLE_COLUMNS = (
@@ -81,7 +82,7 @@ class RunLog:
                 kept.append(line)
                 if rec.get("kind") == "val":
                     self._val_rows.append(flatten(rec))
-        atomic_write_text(self.jsonl, "".join(x + "\n" for x in kept))
+        write_text_atomic(self.jsonl, "".join(x + "\n" for x in kept))
         self._write_csv()
 
     def write(self, record: dict[str, Any]) -> None:
@@ -104,5 +105,5 @@ class RunLog:
         writer = csv.DictWriter(buf, fieldnames=fields)
         writer.writeheader()
         writer.writerows(self._val_rows)
-        atomic_write_text(self.csv, buf.getvalue())
+        write_text_atomic(self.csv, buf.getvalue())
 
