@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from shared_data import DATA
 
 from changeagent.data.io import (
     SECOND_PALETTE,
@@ -19,7 +20,7 @@ from changeagent.data.io import (
 )
 from changeagent.errors import ChangeAgentError
 
-REAL_LABEL = Path("/work/shared/data/real_tiles/LEVIR-CD/label/test_2_0000_0000.png")
+REAL_LABEL = DATA / "real_tiles/LEVIR-CD/label/test_2_0000_0000.png"
 
 
 def save(path: Path, arr: np.ndarray, mode: str | None = None) -> Path:

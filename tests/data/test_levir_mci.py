@@ -2,12 +2,12 @@
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from shared_data import DATA
 from torch.utils.data import DataLoader
 
 from changeagent.data.constants import CANONICAL_NO_CHANGE, IGNORE_INDEX, LEVIR_MEAN, LEVIR_STD, START
@@ -15,7 +15,7 @@ from changeagent.data.levir_mci import LevirMCI
 from changeagent.data.vocab import Vocabulary, build_vocab_from_files
 from changeagent.errors import ChangeAgentError
 
-REAL = Path("/work/shared/data")
+REAL = DATA
 
 
 @pytest.fixture

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from albumentations.augmentations.geometric.functional import d4
+from shared_data import DATA
 from torch.utils.data import DataLoader, Dataset
 
 from changeagent.data.constants import IGNORE_INDEX
@@ -19,7 +19,7 @@ from changeagent.data.synth.captions import POSITIONS
 from changeagent.data.transforms import DIHEDRAL, allowed_rewrites, build_transforms, rewrite_caption
 from changeagent.errors import ChangeAgentError
 
-CORPUS = Path("/work/shared/data/levir_mci_captions/captions.json")
+CORPUS = DATA / "levir_mci_captions/captions.json"
 AXIS_SWAPS = {"r90", "r270", "t", "hvt"}
 GEOMETRY_ONLY = {"color_jitter": None, "gauss_noise": 0, "blur": 0}
 

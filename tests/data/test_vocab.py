@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from shared_data import DATA
 
 from changeagent.cli import main
 from changeagent.data.constants import END, NULL, START, UNK
@@ -16,7 +17,7 @@ from changeagent.data.vocab import (
 )
 from changeagent.errors import ChangeAgentError
 
-REAL = Path("/work/shared/data/levir_mci_captions")
+REAL = DATA / "levir_mci_captions"
 
 
 def test_tokenize_rule():

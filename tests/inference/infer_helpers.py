@@ -10,13 +10,11 @@ import rasterio
 import torch
 from affine import Affine
 from rasterio.windows import Window
+from shared_data import DATA
 
 from changeagent.data.vocab import Vocabulary
 from changeagent.models import create_model
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-if not DATA.is_dir():  # CI clones main with shared/ beside it; a developer tree has it at /work/shared
-    DATA = Path("/work/shared/data")
 TILES = DATA / "real_tiles"
 GEOTIFF = DATA / "geotiff"
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
+from shared_data import DATA
 
 from changeagent.data.constants import CANONICAL_NO_CHANGE
 from changeagent.data.vocab import Vocabulary
@@ -26,7 +26,7 @@ from changeagent.metrics import (
     score_captions,
 )
 
-CAPTIONS = Path("/work/shared/data/levir_mci_captions")
+CAPTIONS = DATA / "levir_mci_captions"
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="METEOR needs java")
 needs_data = pytest.mark.skipif(not CAPTIONS.is_dir(), reason="shared caption corpus not present")
 

@@ -7,12 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from shared_data import DATA
 
 import changeagent.metrics.meteor as meteor_module
 from changeagent.cli import main
 from changeagent.metrics import METRIC_KEYS, score_captions
 
-CAPTIONS = Path("/work/shared/data/levir_mci_captions")
+CAPTIONS = DATA / "levir_mci_captions"
 pytestmark = pytest.mark.skipif(not CAPTIONS.is_dir(), reason="shared caption corpus not present")
 
 
