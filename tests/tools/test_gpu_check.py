@@ -1,0 +1,82 @@
+"""tools/gpu_check.py: its CPU dry run exercises every section's code path (so the GPU check cannot
+rot between GPU slots) and a failed equivalence check makes it exit non-zero."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from shared_data import DATA, FIXTURES
+
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("gpu_check", TOOLS / "gpu_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _args(tmp_path, *extra):
+    return ["--dry-run", "--json", str(tmp_path / "gpu.json"), "--table", str(tmp_path / "gpu.md"),
+            "--work", str(tmp_path / "work"), "--fixture", str(FIXTURES / "mci_reference"),
+            "--vocab", str(DATA / "levir_mci_captions" / "vocab.json"), "--quiet", *extra]
+
+
+@pytest.mark.timeout(600)
+def test_dry_run_exercises_every_section(tmp_path):
+    assert _load().main(_args(tmp_path)) == 0
+    doc = json.loads((tmp_path / "gpu.json").read_text())
+    assert doc["dry_run"] and doc["device"] == "cpu" and doc["summary"]["ok"]
+    checks = {(c["section"], c["name"]): c for c in doc["checks"]}
+    expected = [
+        ("equivalence", "mamba_ssm_kernel"), ("equivalence", "selective_scan_fp32"),
+        ("equivalence", "selective_scan_bf16"), ("equivalence", "mamba_model_fp32"),
+        ("equivalence", "mamba_model_bf16"), ("equivalence", "mci_fixture"),
+        *[("training", f"{m}_fp32") for m in ("fast", "mci", "mamba")],
+        ("training", "fast_bf16"), ("training", "fast_fp16"), ("training", "fast_fp32_compile"),
+        ("training", "ddp_1proc_gloo"), ("training", "resume_after_kill"),
+        *[("throughput", f"{m}_fp32") for m in ("fast", "mci", "mamba")],
+        ("throughput", "fast_bf16"), ("throughput", "fast_fp16"), ("throughput", "fast_max_batch_bf16"),
+        ("throughput", "scene_fast"),
+    ]
+    assert [k for k in expected if k not in checks] == []
+    assert [k for k, c in checks.items() if c["status"] == "fail"] == []
+    # without CUDA the kernel is reported skipped with its reason, never passed
+    assert checks[("equivalence", "mamba_ssm_kernel")]["status"].startswith("skipped: no CUDA")
+    mci = checks[("equivalence", "mci_fixture")]["status"]
+    if importlib.util.find_spec("changeagent.models.mci") is None:
+        assert mci == "skipped: changeagent.models.mci not available"
+    else:
+        assert mci == "pass"
+    for k in expected:
+        if k[0] != "throughput" and k[1] not in ("mamba_ssm_kernel", "mci_fixture"):
+            assert checks[k]["status"] == "pass", k
+    scan = checks[("equivalence", "selective_scan_fp32")]["figures"]
+    assert scan["forward_rel_err"] < 1e-5 and scan["grad_worst_rel_err"] < 1e-5  # float64 stand-in
+    train = checks[("training", "fast_fp16")]["figures"]
+    assert train["finite"] and train["falling"] and train["steps_logged"] == 6
+    resume = checks[("training", "resume_after_kill")]["figures"]
+    assert resume["killed_exitcode"] == -9 and resume["bitwise_equal"]
+    assert resume["resumed_from_step"] < resume["killed_at_step"]
+    ddp = checks[("training", "ddp_1proc_gloo")]["figures"]
+    assert ddp["ddp_wrapped"] and ddp["backend"] == "gloo"
+    fast = checks[("throughput", "fast_fp32")]["figures"]
+    assert fast["train_pairs_per_s"] > 0 and fast["infer_pairs_per_s_b1"] > 0 and fast["infer_pairs_per_s_b2"] > 0
+    assert checks[("throughput", "scene_fast")]["figures"]["megapixels_per_s"] > 0
+    assert "| training | resume_after_kill | pass |" in (tmp_path / "gpu.md").read_text()
+
+
+def test_failed_equivalence_exits_nonzero(tmp_path, monkeypatch):
+    mod = _load()
+    sys.path.insert(0, str(TOOLS))
+    from gpucheck import equivalence
+
+    monkeypatch.setitem(equivalence.SCAN_TOL, "fp32", {"forward": -1.0, "grad": -1.0})
+    assert mod.main(_args(tmp_path, "--sections", "equivalence")) == 1
+    doc = json.loads((tmp_path / "gpu.json").read_text())
+    assert doc["summary"]["failed_gating"] == ["equivalence/selective_scan_fp32"]

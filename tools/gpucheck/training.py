@@ -1,0 +1,289 @@
+"""Section 2: training on the device through the engine's real loop (`changeagent.engine.trainer`).
+
+- every model x precision (fp32, bf16 autocast, fp16 + GradScaler) for a fixed number of steps on
+  generated 256-px LEVIR-MCI-layout data: losses finite and falling, pairs/s, peak memory;
+- `train.compile=true` against the eager run;
+- DDP in one process over NCCL (gloo in the dry run), every multi-process branch taken;
+- a `changeagent train` process killed mid-run, resumed from its last.pt: same weights as a run that
+  was never interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gpucheck.context import Context
+from gpucheck.report import Check, Report
+from gpucheck.sizes import AMP, PRECISIONS
+
+
+def run(ctx: Context, report: Report) -> None:
+    eager: dict[tuple[str, str], dict[str, Any]] = {}
+    for model in ctx.sizes.models:
+        for precision in PRECISIONS if model in ctx.sizes.precision_models else ("fp32",):
+            c = report.run("training", f"{model}_{precision}",
+                           lambda c, m=model, p=precision: train_check(ctx, c, m, p))
+            eager[(model, precision)] = c.figures
+    for model in ctx.sizes.compile_models:
+        precision = "bf16" if ctx.cuda else "fp32"
+        report.run("training", f"{model}_{precision}_compile",
+                   lambda c, m=model, p=precision: train_check(ctx, c, m, p, compile=True,
+                                                               eager=eager.get((m, p))))
+    report.run("training", "ddp_1proc_" + ("nccl" if ctx.cuda else "gloo"), lambda c: ddp_check(ctx, c))
+    report.run("training", "resume_after_kill", lambda c: resume_check(ctx, c))
+
+
+# -- run configs --------------------------------------------------------------------------------------
+
+
+def run_config(ctx: Context, model: str, precision: str, out: Path, **train: Any) -> dict[str, Any]:
+    """A plain run-config dict (validated by `engine.schema.validate`) on the generated data."""
+    s = ctx.sizes
+    return {
+        "run": {"out_dir": str(out), "seed": 0, "device": str(ctx.device), "threads": 1 if ctx.dry_run else None},
+        "data": {
+            "datasets": ["levir_mci"], "levir_mci": {"root": None},
+            # the engine generates the synthetic benchmark once into this folder and reuses it
+            "synth": {"dir": str(ctx.work / "synth"), "n_train": s.train_pairs, "n_val": s.val_pairs,
+                      "n_test": 1, "size": s.image, "seed": 0},
+            "batch_size": s.batch, "eval_batch_size": s.batch, "min_count": 0,
+            "num_workers": 2 if ctx.cuda else 0,  # workers + pinned memory: the GPU input path
+        },
+        "model": ctx.model_config(model),
+        "optim": {"lr": s.lr},
+        "sched": {"name": "constant"},
+        "train": {"steps": s.steps, "amp": AMP[precision], "log_every": 1, "save_every": 10**6, **train},
+        "eval": {"meteor": False, "max_pairs": s.val_pairs, "select": "miou+bleu4", "max_len": 12},
+        "wandb": {"mode": "disabled"},
+    }
+
+
+def write_config(cfg: dict[str, Any], path: Path) -> Path:
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def train_losses(out: Path) -> tuple[list[float], list[float]]:
+    """Per logged step (log_every=1) of the run's metrics.jsonl: mask + caption loss, and pairs/s.
+
+    Not `loss/total`: the default weighting divides each task loss by its own detached value, so the
+    total is constant (2.0) and shows nothing."""
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    recs = [r for r in recs if r.get("kind") == "train"]
+    return [r["loss/mask"] + r["loss/caption"] for r in recs], [r["pairs_per_s"] for r in recs]
+
+
+def loss_figures(losses: list[float]) -> dict[str, Any]:
+    """Finite and falling: the mean of the last third of the steps below the mean of the first third."""
+    k = max(len(losses) // 3, 1)
+    first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
+    return {"steps_logged": len(losses), "loss_first": losses[0] if losses else None,
+            "loss_last": losses[-1] if losses else None, "loss_mean_first_third": first,
+            "loss_mean_last_third": last, "finite": bool(losses) and all(math.isfinite(x) for x in losses),
+            "falling": last < first}
+
+
+@contextmanager
+def dry_compile() -> Iterator[None]:
+    """Dry run only: `nn.Module.compile` with the eager backend, so Dynamo traces the model but no C++
+    is generated and built on a busy CPU (minutes). On the GPU the engine's default (inductor) runs."""
+    orig = torch.nn.Module.compile
+
+    def eager(self: torch.nn.Module, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("backend", "eager")
+        orig(self, *args, **kwargs)
+
+    torch.nn.Module.compile = eager  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.nn.Module.compile = orig  # type: ignore[method-assign]
+
+
+def _median(xs: list[float]) -> float | None:
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if xs else None
+
+
+# -- checks ---------------------------------------------------------------------------------------------
+
+
+def train_check(ctx: Context, c: Check, model: str, precision: str, compile: bool = False,
+                eager: dict[str, Any] | None = None) -> None:
+    from changeagent.engine.schema import validate
+    from changeagent.engine.trainer import train
+
+    if ctx.cuda and precision == "bf16" and not torch.cuda.is_bf16_supported():
+        c.skip("this GPU has no bf16 support")
+        return
+    out = ctx.work / "train" / f"{model}_{precision}{'_compile' if compile else ''}"
+    cfg = validate(run_config(ctx, model, precision, out, compile=compile))
+    if ctx.cuda:
+        torch.cuda.reset_peak_memory_stats(ctx.device)
+    if compile:
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+    with dry_compile() if (compile and not ctx.cuda) else nullcontext():
+        summary = train(cfg)
+    if compile:  # recompiles (guards on values, new shapes) and graph breaks cost time on every change
+        counters = torch._dynamo.utils.counters
+        c.figures["dynamo_unique_graphs"] = int(counters["stats"]["unique_graphs"])
+        c.figures["dynamo_graph_breaks"] = int(sum(counters["graph_break"].values()))
+        torch._dynamo.reset()
+    losses, rates = train_losses(out)
+    c.figures.update(loss_figures(losses))
+    c.figures["pairs_per_s"] = _median(rates[len(rates) // 3:])  # after warm-up (and compilation)
+    c.figures["stop_reason"] = summary["stop_reason"]
+    if ctx.cuda:
+        c.figures["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(ctx.device) / 2**30, 3)
+    if compile:
+        c.note = "train.compile=true" + (" (dry run: Dynamo with the eager backend)" if not ctx.cuda else "")
+        if eager and eager.get("loss_first") is not None:
+            # step 1 sees the same weights and batch: compiled and eager losses agree to rounding
+            c.figures["loss_first_vs_eager_rel"] = abs(c.figures["loss_first"] - eager["loss_first"]) / \
+                max(abs(eager["loss_first"]), 1e-12)
+            if eager.get("pairs_per_s") and c.figures["pairs_per_s"]:
+                c.figures["speedup_vs_eager"] = c.figures["pairs_per_s"] / eager["pairs_per_s"]
+    c.verdict(c.figures["finite"] and c.figures["falling"] and summary["stop_reason"] == "done")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_method(ctx: Context) -> str:
+    """spawn next to CUDA (a forked child cannot use CUDA); fork on the CPU, where it saves the
+    child's imports (half a minute on a busy machine). Spawn children get this process's sys.path."""
+    return "spawn" if ctx.cuda else "fork"
+
+
+def ddp_check(ctx: Context, c: Check) -> None:
+    import multiprocessing
+
+    out = ctx.work / "train" / "ddp"
+    cfg = write_config(run_config(ctx, "fast", "bf16" if ctx.cuda else "fp32", out), ctx.work / "ddp.yaml")
+    backend = "nccl" if ctx.cuda else "gloo"
+    proc = multiprocessing.get_context(start_method(ctx)).Process(
+        target=ddp_worker, args=(_free_port(), str(cfg), backend))
+    proc.start()
+    proc.join(timeout=900)
+    if proc.exitcode != 0:
+        proc.kill()
+        raise RuntimeError(f"the DDP process exited with {proc.exitcode}")
+    res = json.loads((out / "ddp_result.json").read_text())
+    losses, rates = train_losses(out)
+    c.figures.update(world_size=1, **res, **loss_figures(losses))
+    c.figures["pairs_per_s"] = _median(rates[len(rates) // 3:])
+    c.note = "one process, process group over env:// rendezvous; DDP wrapper and every collective taken"
+    c.verdict(res["ddp_wrapped"] and res["backend"] == backend and res["all_reduce_ok"]
+              and c.figures["finite"] and c.figures["falling"])
+
+
+def ddp_worker(port: int, cfg_path: str, backend: str) -> None:
+    """Child process: joins a 1-process group, then runs the engine's Trainer with DDP.
+
+    The engine only wraps in DDP when world_size > 1 (a 1-process torchrun needs no wrapper), so the
+    DistInfo here says `enabled` to take the multi-process branches: DDP(model), all_reduce for stop
+    and NaN decisions, all_gather of RNG states, metric sync.
+    """
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    import datetime
+
+    import torch.distributed as dist
+
+    from changeagent.engine.distributed import DistInfo, pick_device
+    from changeagent.engine.schema import load_run_config
+    from changeagent.engine.trainer import Trainer
+
+    class OneProcessDDP(DistInfo):
+        @property
+        def enabled(self) -> bool:
+            return True
+
+    cfg = load_run_config(cfg_path)
+    device = pick_device(cfg.run.device, 0)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend, init_method="env://", rank=0, world_size=1,
+                            timeout=datetime.timedelta(minutes=5),
+                            device_id=device if device.type == "cuda" else None)
+    try:
+        info = OneProcessDDP(0, 1, 0, device, initialised_here=True)
+        trainer = Trainer(cfg, info)
+        summary = trainer.fit()
+        probe = torch.ones(1, device=device)
+        dist.all_reduce(probe)
+        result = {"backend": dist.get_backend(), "ddp_wrapped": trainer.ddp is not None,
+                  "all_reduce_ok": float(probe.item()) == 1.0, "stop_reason": summary["stop_reason"]}
+        (Path(cfg.run.out_dir) / "ddp_result.json").write_text(json.dumps(result))
+    finally:
+        dist.destroy_process_group()
+
+
+def resume_check(ctx: Context, c: Check) -> None:
+    """Uninterrupted run vs a run SIGKILLed one step after its checkpoint and resumed with --resume."""
+    import multiprocessing
+
+    from changeagent.cli import main as cli
+    from gpucheck import killed_train
+
+    s = ctx.sizes
+    kill_at = s.resume_save_every + 2  # the step after the checkpoint is done, then lost
+    base = run_config(ctx, "fast", "fp32", ctx.work / "resume" / "full", steps=s.resume_steps,
+                      save_every=s.resume_save_every)
+    base["run"]["deterministic"] = True
+    full_cfg = write_config(base, ctx.work / "resume" / "full.yaml")
+    killed = ctx.work / "resume" / "killed"
+    base["run"]["out_dir"] = str(killed)
+    killed_cfg = write_config(base, ctx.work / "resume" / "killed.yaml")
+    proc = multiprocessing.get_context(start_method(ctx)).Process(
+        target=killed_train.run, args=(kill_at, ["-c", str(killed_cfg)]))
+    proc.start()
+    proc.join(timeout=900)
+    c.figures["killed_exitcode"] = proc.exitcode
+    if proc.exitcode != -signal.SIGKILL:
+        proc.kill()
+        raise RuntimeError(f"the training process was not killed at step {kill_at} (exit {proc.exitcode})")
+    saved = torch.load(killed / "last.pt", weights_only=True, map_location="cpu")["step"]
+    c.figures.update(killed_at_step=kill_at, resumed_from_step=saved)
+    if cli(["train", "-c", str(killed_cfg), "--resume", str(killed / "last.pt")]) != 0:
+        raise RuntimeError("changeagent train --resume failed")
+    if cli(["train", "-c", str(full_cfg)]) != 0:
+        raise RuntimeError("the uninterrupted changeagent train failed")
+    a = torch.load(ctx.work / "resume" / "full" / "last.pt", weights_only=True, map_location="cpu")
+    b = torch.load(killed / "last.pt", weights_only=True, map_location="cpu")
+    diff = _max_diff(a["model"], b["model"])
+    c.figures.update(final_step=b["step"], bitwise_equal=diff == 0.0, max_abs_weight_diff=diff)
+    if diff == 0.0 or not ctx.cuda:
+        c.verdict(diff == 0.0 and a["step"] == b["step"] == s.resume_steps)
+        return
+    # a few CUDA kernels (bilinear upsampling backward, 2-D NLL) have no deterministic version even with
+    # run.deterministic: measure that noise with a second uninterrupted run and allow ten times it
+    if cli(["train", "-c", str(full_cfg), f"run.out_dir={ctx.work / 'resume' / 'full2'}"]) != 0:
+        raise RuntimeError("the second uninterrupted changeagent train failed")
+    a2 = torch.load(ctx.work / "resume" / "full2" / "last.pt", weights_only=True, map_location="cpu")
+    floor = _max_diff(a["model"], a2["model"])
+    c.figures["run_to_run_noise"] = floor
+    c.note = "not bitwise equal: compared with the run-to-run noise of two uninterrupted runs"
+    c.verdict(a["step"] == b["step"] == s.resume_steps and diff <= 10 * floor)
+
+
+def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    if a.keys() != b.keys():
+        return math.inf
+    return max(float((a[k].double() - b[k].double()).abs().max()) if a[k].numel() else 0.0 for k in a)
