@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 CA := $(VENV)/bin/changeagent
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all lint bench clean
+.PHONY: install demo test test-all lint bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) tools/bench.py --out runs/bench
+
+# every check that needs a GPU (docs/training.md, "GPU"); without CUDA: the CPU dry run. Needs '.[cuda]' for mamba-ssm.
+gpu-check: $(STAMP)
+	mkdir -p runs/gpu_check
+	$(PY) tools/gpu_check.py --json runs/gpu_check/gpu.json --table runs/gpu_check/gpu.md
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

@@ -13,6 +13,7 @@ without CUDA the script says so, runs the dry run and exits 0 unless that fails.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -72,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = dataclasses.replace(sizes, models=tuple(m for m in args.models.split(",") if m))
     if args.compile_models is not None:
         sizes = dataclasses.replace(sizes, compile_models=tuple(m for m in args.compile_models.split(",") if m))
+    if not dry:  # before cuBLAS starts: the resume check's run.deterministic needs it (builders.py)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     device = torch.device("cpu") if dry else torch.device(args.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)

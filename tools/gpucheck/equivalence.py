@@ -97,6 +97,7 @@ def scan_check(ctx: Context, c: Check, precision: str) -> None:
     from changeagent.models.necks.selective_scan import selective_scan
 
     tol = SCAN_TOL[precision]
+    c.headline = ("forward_rel_err", "grad_worst_rel_err", "tol_forward", "tol_grad")
     c.figures.update(shape_Bt_D_L_N=list(ctx.sizes.scan), tol_forward=tol["forward"], tol_grad=tol["grad"])
     if ctx.cuda and not ctx.mamba_kernel:
         c.skip(ctx.mamba_reason)

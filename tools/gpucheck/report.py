@@ -24,6 +24,7 @@ class Check:
     figures: dict[str, Any] = field(default_factory=dict)
     note: str = ""
     seconds: float = 0.0
+    headline: tuple[str, ...] = ()  # figures shown in the table (all scalar figures when empty)
 
     def verdict(self, ok: bool) -> None:
         self.status = "pass" if ok else "fail"
@@ -33,7 +34,7 @@ class Check:
 
     def as_dict(self) -> dict[str, Any]:
         return {"section": self.section, "name": self.name, "status": self.status, "figures": self.figures,
-                "note": self.note, "seconds": round(self.seconds, 2)}
+                "note": self.note, "seconds": round(self.seconds, 2), "headline": list(self.headline)}
 
 
 class Report:
@@ -57,7 +58,8 @@ class Report:
         finally:
             c.seconds = time.perf_counter() - t0
             if self.verbose:
-                print(f"[{c.section}] {c.name}: {c.status} ({c.seconds:.1f} s) {_short(c.figures)}", flush=True)
+                print(f"[{c.section}] {c.name}: {c.status} ({c.seconds:.1f} s) {_short(c.figures, 6, c.headline)}",
+                      flush=True)
 
     def run(self, section: str, name: str, fn: Callable[[Check], None]) -> Check:
         with self.check(section, name) as c:
@@ -85,7 +87,9 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _short(figures: dict[str, Any], keys: int = 6) -> str:
+def _short(figures: dict[str, Any], keys: int = 6, headline: list[str] | tuple[str, ...] = ()) -> str:
+    if headline and "error" not in figures:
+        figures = {k: figures[k] for k in headline if k in figures}
     items = [(k, v) for k, v in figures.items() if k != "traceback" and not isinstance(v, (dict, list))]
     text = ", ".join(f"{k}={_fmt(v)}" for k, v in items[:keys])
     return text + (", ..." if len(items) > keys else "")
@@ -97,7 +101,7 @@ def table(doc: dict[str, Any]) -> str:
              f"mamba-ssm: {doc['env']['mamba_ssm']}", "",
              "| section | check | status | s | figures |", "|---|---|---|---|---|"]
     for c in doc["checks"]:
-        figs = _short(c["figures"], keys=8).replace("|", "/")
+        figs = _short(c["figures"], 8, c.get("headline", ())).replace("|", "/")
         lines.append(f"| {c['section']} | {c['name']} | {c['status']} | {c['seconds']:.1f} | {figs} |")
     s = doc["summary"]
     counts = ", ".join(f"{k} {v}" for k, v in s.items() if k not in ("failed_gating", "ok"))

@@ -27,14 +27,16 @@ class Sizes:
     train_pairs: int = 48              # generated training pairs (the loader cycles over them)
     val_pairs: int = 8
     batch: int = 8                     # training batch of the training checks
-    steps: int = 30                    # optimizer steps of each training check
+    steps: int = 20                    # optimizer steps of each training check
     lr: float = 1e-3
+    model_lr: dict[str, float] = field(default_factory=lambda: {"mci": 2e-4})  # 130M params: gentler
     resume_steps: int = 8              # resume check: uninterrupted length; killed after step save_every + 1
     resume_save_every: int = 3
     scan: tuple[int, int, int, int] = (4, 256, 128, 16)  # selective scan (Bt, D, L, N); L = 2 x 8 x 8 tokens
     equiv_batch: int = 2               # mamba model check: pairs
-    bench_steps: int = 10              # timed steps after `bench_warmup` untimed ones
-    bench_warmup: int = 3
+    bench_batch: int = 32              # training batch of the throughput timings
+    bench_steps: int = 5               # timed steps (median) after `bench_warmup` untimed ones
+    bench_warmup: int = 2
     infer_batches: tuple[int, ...] = (1, 16, 64)
     decode_len: int = 16               # caption tokens decoded per pair in the inference timings
     max_batch_cap: int = 4096          # largest-batch search stops here
@@ -48,7 +50,7 @@ class Sizes:
 
 
 FULL = Sizes()
-DRY = Sizes(image=64, train_pairs=4, val_pairs=2, batch=2, steps=6, lr=3e-3, resume_steps=4, resume_save_every=2,
-            scan=(2, 8, 16, 4), equiv_batch=1, bench_steps=1, bench_warmup=1, infer_batches=(1, 2), decode_len=3,
+DRY = Sizes(image=64, train_pairs=4, val_pairs=2, batch=2, steps=6, lr=3e-3, model_lr={}, resume_steps=4, resume_save_every=2,
+            scan=(2, 8, 16, 4), equiv_batch=1, bench_batch=2, bench_steps=1, bench_warmup=1, infer_batches=(1, 2), decode_len=3,
             max_batch_cap=4, scene=384, scene_batch=4, precision_models=("fast",), max_batch_models=("fast",),
             model_overrides=DRY_MODEL_OVERRIDES)

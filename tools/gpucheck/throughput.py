@@ -107,11 +107,13 @@ def speed_check(ctx: Context, c: Check, name: str, precision: str) -> None:
     model = build(ctx, name).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=precision == "fp16")
-    c.figures.update(image=s.image, train_batch=s.batch, decode_len=s.decode_len,
+    c.headline = ("train_pairs_per_s", "train_peak_mem_gib",
+                  *(f"infer_pairs_per_s_b{b}" for b in s.infer_batches), f"infer_peak_mem_gib_b{s.infer_batches[-1]}")
+    c.figures.update(image=s.image, train_batch=s.bench_batch, decode_len=s.decode_len,
                      params_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2))
     _peak_reset(ctx)
-    sec = timed(ctx, train_step_fn(ctx, model, opt, scaler, device_batch(ctx, s.batch), precision))
-    c.figures.update(train_pairs_per_s=s.batch / sec, train_peak_mem_gib=_peak(ctx))
+    sec = timed(ctx, train_step_fn(ctx, model, opt, scaler, device_batch(ctx, s.bench_batch), precision))
+    c.figures.update(train_pairs_per_s=s.bench_batch / sec, train_peak_mem_gib=_peak(ctx))
     del opt, scaler
     model.zero_grad(set_to_none=True)
     _free(ctx)
@@ -165,6 +167,7 @@ def max_batch_check(ctx: Context, c: Check, name: str, precision: str) -> None:
     while hi is not None and hi - lo > max(1, lo // 8):
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    c.headline = ("max_batch", "first_oom", "peak_mem_gib_at_max", "probes")
     c.figures.update(precision=precision, image=s.image, max_batch=lo, first_oom=hi, cap=s.max_batch_cap,
                      probes=len(probes), reached_cap=hi is None)
     if not ctx.cuda:
@@ -194,6 +197,7 @@ def scene_check(ctx: Context, c: Check) -> None:
     a, b = ctx.work / "scene_a.tif", ctx.work / "scene_b.tif"
     t0 = time.perf_counter()
     make_scene(a, b, s.scene)
+    c.headline = ("size", "windows", "megapixels_per_s", "predict_s", "peak_mem_gib")
     c.figures.update(size=s.scene, megapixels=s.scene**2 / 1e6, generate_s=round(time.perf_counter() - t0, 2),
                      batch=s.scene_batch)
     pred = Predictor.from_pretrained(ckpt, device=str(ctx.device), batch_size=s.scene_batch)

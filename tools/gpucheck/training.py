@@ -60,7 +60,7 @@ def run_config(ctx: Context, model: str, precision: str, out: Path, **train: Any
             "num_workers": 2 if ctx.cuda else 0,  # workers + pinned memory: the GPU input path
         },
         "model": ctx.model_config(model),
-        "optim": {"lr": s.lr},
+        "optim": {"lr": s.model_lr.get(model, s.lr)},
         "sched": {"name": "constant"},
         "train": {"steps": s.steps, "amp": AMP[precision], "log_every": 1, "save_every": 10**6, **train},
         "eval": {"meteor": False, "max_pairs": s.val_pairs, "select": "miou+bleu4", "max_len": 12},
@@ -99,7 +99,8 @@ def loss_figures(losses: list[float]) -> dict[str, Any]:
 @contextmanager
 def dry_compile() -> Iterator[None]:
     """Dry run only: `nn.Module.compile` with the eager backend, so Dynamo traces the model but no C++
-    is generated and built on a busy CPU (minutes). On the GPU the engine's default (inductor) runs."""
+    is generated and built on a busy CPU (minutes), and at most one recompile per frame (the model's
+    forward guards on caption id values, see the GPU figures). On the GPU the engine's defaults run."""
     orig = torch.nn.Module.compile
 
     def eager(self: torch.nn.Module, *args: Any, **kwargs: Any) -> None:
@@ -108,7 +109,9 @@ def dry_compile() -> Iterator[None]:
 
     torch.nn.Module.compile = eager  # type: ignore[method-assign]
     try:
-        yield
+        # one retrace per frame at most: the dry run proves the model traces, not how often it retraces
+        with torch._dynamo.config.patch(recompile_limit=1):
+            yield
     finally:
         torch.nn.Module.compile = orig  # type: ignore[method-assign]
 
@@ -129,6 +132,8 @@ def train_check(ctx: Context, c: Check, model: str, precision: str, compile: boo
     if ctx.cuda and precision == "bf16" and not torch.cuda.is_bf16_supported():
         c.skip("this GPU has no bf16 support")
         return
+    c.headline = ("loss_first", "loss_last", "finite", "falling", "pairs_per_s", "peak_mem_gib",
+                  "speedup_vs_eager", "dynamo_unique_graphs")
     out = ctx.work / "train" / f"{model}_{precision}{'_compile' if compile else ''}"
     cfg = validate(run_config(ctx, model, precision, out, compile=compile))
     if ctx.cuda:
@@ -187,6 +192,7 @@ def ddp_check(ctx: Context, c: Check) -> None:
         raise RuntimeError(f"the DDP process exited with {proc.exitcode}")
     res = json.loads((out / "ddp_result.json").read_text())
     losses, rates = train_losses(out)
+    c.headline = ("backend", "ddp_wrapped", "all_reduce_ok", "loss_first", "loss_last", "falling")
     c.figures.update(world_size=1, **res, **loss_figures(losses))
     c.figures["pairs_per_s"] = _median(rates[len(rates) // 3:])
     c.note = "one process, process group over env:// rendezvous; DDP wrapper and every collective taken"
@@ -237,11 +243,6 @@ def ddp_worker(port: int, cfg_path: str, backend: str) -> None:
 
 def resume_check(ctx: Context, c: Check) -> None:
     """Uninterrupted run vs a run SIGKILLed one step after its checkpoint and resumed with --resume."""
-    import multiprocessing
-
-    from changeagent.cli import main as cli
-    from gpucheck import killed_train
-
     s = ctx.sizes
     kill_at = s.resume_save_every + 2  # the step after the checkpoint is done, then lost
     base = run_config(ctx, "fast", "fp32", ctx.work / "resume" / "full", steps=s.resume_steps,
@@ -251,6 +252,28 @@ def resume_check(ctx: Context, c: Check) -> None:
     killed = ctx.work / "resume" / "killed"
     base["run"]["out_dir"] = str(killed)
     killed_cfg = write_config(base, ctx.work / "resume" / "killed.yaml")
+    with _restore_determinism():  # run.deterministic changes process-wide switches
+        _resume_runs(ctx, c, kill_at, full_cfg, killed_cfg, killed)
+
+
+@contextmanager
+def _restore_determinism() -> Iterator[None]:
+    old = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+           torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(old[0], warn_only=old[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old[2], old[3]
+
+
+def _resume_runs(ctx: Context, c: Check, kill_at: int, full_cfg: Path, killed_cfg: Path, killed: Path) -> None:
+    import multiprocessing
+
+    from changeagent.cli import main as cli
+    from gpucheck import killed_train
+
+    s = ctx.sizes
     proc = multiprocessing.get_context(start_method(ctx)).Process(
         target=killed_train.run, args=(kill_at, ["-c", str(killed_cfg)]))
     proc.start()
