@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -37,7 +36,7 @@ def test_dry_run_exercises_every_section(tmp_path):
         ("equivalence", "mamba_ssm_kernel"), ("equivalence", "selective_scan_fp32"),
         ("equivalence", "selective_scan_bf16"), ("equivalence", "mamba_model_fp32"),
         ("equivalence", "mamba_model_bf16"), ("equivalence", "mci_fixture"),
-        *[("training", f"{m}_fp32") for m in ("fast", "mci", "mamba")],
+        ("training", "synth_data"), *[("training", f"{m}_fp32") for m in ("fast", "mci", "mamba")],
         ("training", "fast_bf16"), ("training", "fast_fp16"), ("training", "fast_fp32_compile"),
         ("training", "ddp_1proc_gloo"), ("training", "resume_after_kill"),
         *[("throughput", f"{m}_fp32") for m in ("fast", "mci", "mamba")],
@@ -73,7 +72,7 @@ def test_dry_run_exercises_every_section(tmp_path):
 
 def test_failed_equivalence_exits_nonzero(tmp_path, monkeypatch):
     mod = _load()
-    sys.path.insert(0, str(TOOLS))
+    monkeypatch.syspath_prepend(str(TOOLS))
     from gpucheck import equivalence
 
     monkeypatch.setitem(equivalence.SCAN_TOL, "fp32", {"forward": -1.0, "grad": -1.0})

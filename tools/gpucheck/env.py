@@ -37,6 +37,14 @@ def describe(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
         info.update(gpu=p.name, capability=f"{p.major}.{p.minor}", gpu_memory_gib=round(p.total_memory / 2**30, 1),
-                    cudnn=torch.backends.cudnn.version(), nccl=".".join(map(str, torch.cuda.nccl.version())),
+                    cudnn=torch.backends.cudnn.version(), nccl=_nccl_version(),
                     bf16_supported=torch.cuda.is_bf16_supported())
     return info
+
+
+def _nccl_version() -> str:
+    try:
+        v = torch.cuda.nccl.version()
+    except Exception as e:  # a build without NCCL: the DDP check will say more
+        return f"unavailable ({type(e).__name__})"
+    return ".".join(map(str, v)) if isinstance(v, tuple) else str(v)

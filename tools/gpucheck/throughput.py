@@ -114,6 +114,10 @@ def speed_check(ctx: Context, c: Check, name: str, precision: str) -> None:
     _peak_reset(ctx)
     sec = timed(ctx, train_step_fn(ctx, model, opt, scaler, device_batch(ctx, s.bench_batch), precision))
     c.figures.update(train_pairs_per_s=s.bench_batch / sec, train_peak_mem_gib=_peak(ctx))
+    if name == "mamba":
+        from changeagent.models.necks.selective_scan import resolve_backend
+
+        c.figures["mamba_scan"] = resolve_backend("auto", ctx.device)  # kernel, or the PyTorch scan
     del opt, scaler
     model.zero_grad(set_to_none=True)
     _free(ctx)

@@ -28,6 +28,7 @@ from gpucheck.sizes import AMP, PRECISIONS
 
 
 def run(ctx: Context, report: Report) -> None:
+    report.run("training", "synth_data", lambda c: data_check(ctx, c))
     eager: dict[tuple[str, str], dict[str, Any]] = {}
     for model in ctx.sizes.models:
         for precision in PRECISIONS if model in ctx.sizes.precision_models else ("fp32",):
@@ -122,6 +123,23 @@ def _median(xs: list[float]) -> float | None:
 
 
 # -- checks ---------------------------------------------------------------------------------------------
+
+
+def data_check(ctx: Context, c: Check) -> None:
+    """Generate the LEVIR-MCI-layout data once, as the engine does for `root: null` (every run reuses it)."""
+    import time
+
+    from changeagent.engine.builders import dataset_roots
+    from changeagent.engine.distributed import DistInfo
+    from changeagent.engine.schema import validate
+
+    cfg = validate(run_config(ctx, "fast", "fp32", ctx.work / "train" / "data"))
+    t0 = time.perf_counter()
+    roots = dataset_roots(cfg, DistInfo())
+    s = ctx.sizes
+    c.figures.update(size=s.image, train_pairs=s.train_pairs, val_pairs=s.val_pairs,
+                     generate_s=round(time.perf_counter() - t0, 2), root=str(roots["levir_mci"]))
+    c.verdict((roots["levir_mci"] / "LevirCCcaptions.json").is_file())
 
 
 def train_check(ctx: Context, c: Check, model: str, precision: str, compile: bool = False,
