@@ -102,7 +102,8 @@ def table(doc: dict[str, Any]) -> str:
              "| section | check | status | s | figures |", "|---|---|---|---|---|"]
     for c in doc["checks"]:
         figs = _short(c["figures"], 8, c.get("headline", ())).replace("|", "/")
-        lines.append(f"| {c['section']} | {c['name']} | {c['status']} | {c['seconds']:.1f} | {figs} |")
+        status = c["status"] + (" (dry-run stand-in)" if c["note"].startswith("dry run") else "")
+        lines.append(f"| {c['section']} | {c['name']} | {status} | {c['seconds']:.1f} | {figs} |")
     s = doc["summary"]
     counts = ", ".join(f"{k} {v}" for k, v in s.items() if k not in ("failed_gating", "ok"))
     lines += ["", f"{counts}; {'OK' if s['ok'] else 'FAILED: ' + ', '.join(s['failed_gating'])}"]
