@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--device", default="cuda", help="CUDA device for the full check (cuda, cuda:N)")
     ap.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset of " + ", ".join(SECTIONS))
     ap.add_argument("--models", help="comma-separated model configs (default: fast,mci,mamba)")
+    ap.add_argument("--skip", default="", help="comma-separated check names to leave out, e.g. mci_fixture,scene_fast")
     ap.add_argument("--compile-models", help="models trained once more with torch.compile (default: fast)")
     ap.add_argument("--fixture", default=str(REPO.parent / "shared" / "fixtures" / "mci_reference"),
                     help="the MCI reference fixture folder (reference.json, inputs.npz, expected.npz)")
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     kernel, reason = env.mamba_status()
     ctx = Context(device, dry, sizes, work, fixture, vocab, kernel, reason)
-    report = Report(verbose=not args.quiet)
+    report = Report(verbose=not args.quiet, skip=tuple(x for x in args.skip.split(",") if x))
     t0 = time.perf_counter()
     try:
         for name, module in (("equivalence", equivalence), ("training", training), ("throughput", throughput)):

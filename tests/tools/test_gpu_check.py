@@ -3,8 +3,10 @@ rot between GPU slots) and a failed equivalence check makes it exit non-zero."""
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,8 @@ def _load():
 
 
 def _args(tmp_path, *extra):
+    # mci_fixture is left out here: its CPU comparison is tests/models/test_mci.py's, and the check's own
+    # logic has the fast test below
     return ["--dry-run", "--json", str(tmp_path / "gpu.json"), "--table", str(tmp_path / "gpu.md"),
             "--work", str(tmp_path / "work"), "--fixture", str(FIXTURES / "mci_reference"),
             "--vocab", str(DATA / "levir_mci_captions" / "vocab.json"), "--quiet", *extra]
@@ -28,7 +32,7 @@ def _args(tmp_path, *extra):
 
 @pytest.mark.timeout(600)
 def test_dry_run_exercises_every_section(tmp_path):
-    assert _load().main(_args(tmp_path)) == 0
+    assert _load().main(_args(tmp_path, "--skip", "mci_fixture")) == 0
     doc = json.loads((tmp_path / "gpu.json").read_text())
     assert doc["dry_run"] and doc["device"] == "cpu" and doc["summary"]["ok"]
     checks = {(c["section"], c["name"]): c for c in doc["checks"]}
@@ -47,11 +51,7 @@ def test_dry_run_exercises_every_section(tmp_path):
     assert [k for k, c in checks.items() if c["status"] == "fail"] == []
     # without CUDA the kernel is reported skipped with its reason, never passed
     assert checks[("equivalence", "mamba_ssm_kernel")]["status"].startswith("skipped: no CUDA")
-    mci = checks[("equivalence", "mci_fixture")]["status"]
-    if importlib.util.find_spec("changeagent.models.mci") is None:
-        assert mci == "skipped: changeagent.models.mci not available"
-    else:
-        assert mci == "pass"
+    assert checks[("equivalence", "mci_fixture")]["status"] == "skipped: --skip"
     for k in expected:
         if k[0] != "throughput" and k[1] not in ("mamba_ssm_kernel", "mci_fixture"):
             assert checks[k]["status"] == "pass", k
@@ -79,3 +79,40 @@ def test_failed_equivalence_exits_nonzero(tmp_path, monkeypatch):
     assert mod.main(_args(tmp_path, "--sections", "equivalence")) == 1
     doc = json.loads((tmp_path / "gpu.json").read_text())
     assert doc["summary"]["failed_gating"] == ["equivalence/selective_scan_fp32"]
+
+
+@pytest.mark.parametrize("err, equal, status", [(3e-5, True, "pass"), (2e-4, True, "fail"), (0.0, False, "fail")])
+def test_mci_fixture_check_builds_converts_and_compares_on_each_device(tmp_path, monkeypatch, err, equal, status):
+    """The check's wiring with the MCI module's three entry points recorded instead of run (their real
+    CPU run is tests/models/test_mci.py's): absent module -> skipped; else built, converted, compared."""
+    import types
+
+    import torch
+
+    monkeypatch.syspath_prepend(str(TOOLS))
+    from gpucheck import equivalence
+    from gpucheck.context import Context
+    from gpucheck.report import Report
+    from gpucheck.sizes import DRY
+
+    ctx = Context(torch.device("cpu"), True, DRY, tmp_path, FIXTURES / "mci_reference",
+                  DATA / "levir_mci_captions" / "vocab.json", False, "not installed")
+    calls = []
+    fixture = types.ModuleType("changeagent.models.mci.fixture")
+    fixture.build_reference_checkpoint = lambda ref, pth: (calls.append(("build", ref.name)), pth.write_bytes(b"x"))
+    fixture.compare_to_fixture = lambda d, f, device: (calls.append(("compare", device)) and None) or {
+        "mask_max_abs_err": err, "caption_max_abs_err": err / 2, "greedy_equal": equal, "greedy_tokens": [[5]],
+        "device": device}
+    monkeypatch.setattr(equivalence, "convert", lambda pth, vocab, out: calls.append(("convert", vocab.name)))
+    if importlib.util.find_spec("changeagent.models.mci") is None:
+        report = Report(verbose=False)
+        assert report.run("equivalence", "mci_fixture", lambda c: equivalence.mci_fixture_check(ctx, c)).status \
+            == "skipped: changeagent.models.mci not available"
+        package = types.ModuleType("changeagent.models.mci")
+        package.__spec__ = importlib.machinery.ModuleSpec("changeagent.models.mci", None, is_package=True)
+        monkeypatch.setitem(sys.modules, "changeagent.models.mci", package)
+    monkeypatch.setitem(sys.modules, "changeagent.models.mci.fixture", fixture)
+    c = Report(verbose=False).run("equivalence", "mci_fixture", lambda c: equivalence.mci_fixture_check(ctx, c))
+    assert c.status == status, c.figures
+    assert calls == [("build", "reference.json"), ("convert", "vocab.json"), ("compare", "cpu")]
+    assert c.figures["cpu_mask_max_abs_err"] == err and c.figures["cpu"]["greedy_tokens"] == [[5]]

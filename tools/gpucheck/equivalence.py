@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -184,8 +185,6 @@ def mamba_model_check(ctx: Context, c: Check, precision: str) -> None:
 
 
 def mci_fixture_check(ctx: Context, c: Check) -> None:
-    from changeagent.cli import main as cli
-
     c.figures.update(tol=MCI_TOL, fixture=str(ctx.fixture))
     if importlib.util.find_spec("changeagent.models.mci") is None:
         c.skip("changeagent.models.mci not available")
@@ -202,19 +201,28 @@ def mci_fixture_check(ctx: Context, c: Check) -> None:
     work.mkdir(parents=True, exist_ok=True)
     pth, model_dir = work / "mci_reference.pth", work / "mci_converted"
     build_reference_checkpoint(ctx.fixture / "reference.json", pth)
-    code = cli(["convert", "change-agent", str(pth), "--vocab", str(ctx.vocab), "-o", str(model_dir)])
-    if code != 0:
-        raise RuntimeError(f"changeagent convert change-agent exited with {code}")
+    convert(pth, ctx.vocab, model_dir)
     pth.unlink()  # ~0.5 GB
     devices = ["cuda", "cpu"] if ctx.cuda else ["cpu"]
     c.note = "built from the fill rule, converted by the CLI, compared on " + " and ".join(devices)
+    c.headline = tuple(f"{d}_{k}" for d in devices for k in ("mask_max_abs_err", "caption_max_abs_err", "greedy_equal"))
     ok = True
     for dev in devices:
         with exact_fp32():
             res = compare_to_fixture(model_dir, ctx.fixture, device=dev)
         c.figures[dev] = res
+        c.figures.update({f"{dev}_{k}": v for k, v in res.items() if isinstance(v, (bool, int, float))})
         ok = ok and _fixture_ok(res)
     c.verdict(ok)
+
+
+def convert(pth: Path, vocab: Path, out: Path) -> None:
+    """`changeagent convert change-agent PTH --vocab VOCAB -o OUT`, the users' command."""
+    from changeagent.cli import main as cli
+
+    code = cli(["convert", "change-agent", str(pth), "--vocab", str(vocab), "-o", str(out)])
+    if code != 0:
+        raise RuntimeError(f"changeagent convert change-agent exited with {code}")
 
 
 def _fixture_ok(res: dict[str, Any]) -> bool:

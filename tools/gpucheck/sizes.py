@@ -13,9 +13,12 @@ AMP = {"fp32": "none", "bf16": "bf16", "fp16": "fp16"}
 DRY_MODEL_OVERRIDES: dict[str, dict[str, Any]] = {
     "fast": {"encoder": "tu-mobilenetv3_small_050", "neck": {"dim": 32, "heads": 2},
              "mask_decoder": {"channels": 16}, "caption_decoder": {"dim": 32, "layers": 1, "heads": 2}},
+    # both shapes of configs/model/mci.yaml: the modular rebuild (neck, decoders) and the faithful port
+    # (arch: mci; heads, *_layers, decoder_dim, pos_size); keys a config lacks are left out
     "mci": {"encoder": "mit_b0", "neck": {"dim": 32, "depth": 1, "heads": 2, "ffn_ratio": 2},
             "caption_neck": {"ffn_ratio": 2}, "mask_decoder": {"channels": 16},
-            "caption_decoder": {"dim": 32, "heads": 2}},
+            "caption_decoder": {"dim": 32, "heads": 2},
+            "heads": 2, "mask_neck_layers": 1, "caption_neck_layers": 1, "decoder_dim": 32, "pos_size": 2},
     "mamba": {"encoder": "tu-mobilenetv3_small_050", "neck": {"dim": 32, "depth": 1},
               "mask_decoder": {"channels": 16}, "caption_decoder": {"dim": 32, "layers": 1, "heads": 2}},
 }
@@ -50,7 +53,7 @@ class Sizes:
 
 
 FULL = Sizes()
-DRY = Sizes(image=64, train_pairs=4, val_pairs=2, batch=2, steps=6, lr=3e-3, model_lr={}, resume_steps=4, resume_save_every=2,
-            scan=(2, 8, 16, 4), equiv_batch=1, bench_batch=2, bench_steps=1, bench_warmup=1, infer_batches=(1, 2), decode_len=3,
-            max_batch_cap=4, scene=384, scene_batch=4, precision_models=("fast",), max_batch_models=("fast",),
-            model_overrides=DRY_MODEL_OVERRIDES)
+DRY = Sizes(image=64, train_pairs=4, val_pairs=2, batch=2, steps=6, lr=3e-3, model_lr={}, resume_steps=4,
+            resume_save_every=2, scan=(2, 8, 16, 4), equiv_batch=1, bench_batch=2, bench_steps=1, bench_warmup=1,
+            infer_batches=(1, 2), decode_len=3, max_batch_cap=4, scene=384, scene_batch=4,
+            precision_models=("fast",), max_batch_models=("fast",), model_overrides=DRY_MODEL_OVERRIDES)
