@@ -29,8 +29,13 @@ def run(ctx: Context, report: Report) -> None:
     report.run("throughput", "scene_fast", lambda c: scene_check(ctx, c))
 
 
-def _oom_types() -> tuple[type[BaseException], ...]:
-    return (torch.cuda.OutOfMemoryError,) if hasattr(torch.cuda, "OutOfMemoryError") else (RuntimeError,)
+OOM_TEXT = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED",
+            "CUDNN_STATUS_NOT_ENOUGH_WORKSPACE")  # cuBLAS/cuDNN report a failed allocation in their own words
+
+
+def is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.cuda.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and any(t in str(e) for t in OOM_TEXT))
 
 
 def build(ctx: Context, name: str) -> torch.nn.Module:
@@ -134,7 +139,9 @@ def speed_check(ctx: Context, c: Check, name: str, precision: str) -> None:
         try:
             c.figures[f"infer_pairs_per_s_b{b}"] = b / timed(ctx, infer)
             c.figures[f"infer_peak_mem_gib_b{b}"] = _peak(ctx)
-        except _oom_types():
+        except RuntimeError as e:
+            if not is_oom(e):
+                raise
             c.figures[f"infer_pairs_per_s_b{b}"] = "out of memory"
         del image
         _free(ctx)
@@ -151,14 +158,17 @@ def max_batch_check(ctx: Context, c: Check, name: str, precision: str) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=precision == "fp16")
     probes: dict[int, bool] = {}
+    errors: dict[int, str] = {}
 
     def fits(b: int) -> bool:
         ok = True
         try:
             train_step_fn(ctx, model, opt, scaler, device_batch(ctx, b), precision)()
             ctx.sync()
-        except _oom_types():
+        except RuntimeError as e:  # out of memory, or a kernel's size limit (> 2^31 elements) at huge batches
             ok = False
+            if not is_oom(e):
+                errors[b] = str(e).splitlines()[0][:300]
         opt.zero_grad(set_to_none=True)
         _free(ctx)
         probes[b] = ok
@@ -173,7 +183,7 @@ def max_batch_check(ctx: Context, c: Check, name: str, precision: str) -> None:
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
     c.headline = ("max_batch", "first_oom", "peak_mem_gib_at_max", "probes")
     c.figures.update(precision=precision, image=s.image, max_batch=lo, first_oom=hi, cap=s.max_batch_cap,
-                     probes=len(probes), reached_cap=hi is None)
+                     probes=len(probes), reached_cap=hi is None, non_oom_errors=errors)
     if not ctx.cuda:
         c.note = "dry run: the CPU never runs out of memory here, so the search stops at the cap"
     if lo:
