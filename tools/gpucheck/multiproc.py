@@ -41,7 +41,7 @@ def ddp_check(ctx: Context, c: Check) -> None:
     proc = multiprocessing.get_context(start_method(ctx)).Process(
         target=ddp_worker, args=(_free_port(), str(cfg), backend))
     proc.start()
-    proc.join(timeout=900)
+    proc.join(timeout=600)
     if proc.exitcode != 0:
         proc.kill()
         raise RuntimeError(f"the DDP process exited with {proc.exitcode}")
@@ -132,7 +132,7 @@ def _resume_runs(ctx: Context, c: Check, kill_at: int, full_cfg: Path, killed_cf
     proc = multiprocessing.get_context(start_method(ctx)).Process(
         target=killed_train.run, args=(kill_at, ["-c", str(killed_cfg)]))
     proc.start()
-    proc.join(timeout=900)
+    proc.join(timeout=600)
     c.figures["killed_exitcode"] = proc.exitcode
     if proc.exitcode != -signal.SIGKILL:
         proc.kill()
