@@ -49,6 +49,8 @@ class Report:
     def check(self, section: str, name: str) -> Iterator[Check]:
         c = Check(section, name)
         self.checks.append(c)
+        if self.verbose:
+            print(f"[{section}] {name} ...", flush=True)
         t0 = time.perf_counter()
         try:
             yield c
