@@ -1,4 +1,8 @@
-"""`data check`: validate a LEVIR-MCI or SECOND-CC folder without stopping at the first problem.
+"""`data check`: validate a dataset folder without stopping at the first problem.
+
+LEVIR-MCI and SECOND-CC get the detailed caption/label report below; every other registered dataset
+(`changeagent.data.registry`) is checked by reading each pair of each split through its own reader
+(`check_layout`), so the errors are exactly those training would hit, all listed at once.
 
 Missing root or caption file raise `ChangeAgentError`; every other problem (bad caption entry,
 missing split folder or file, unreadable image, size mismatch, illegal label value) is collected in
@@ -15,16 +19,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from changeagent.data.constants import LEVIR_CLASSES, NO_CHANGE_SENTENCES, SECOND_CLASSES
-from changeagent.data.io import (
-    check_same_size,
-    decode_levir_mask,
-    decode_second_sem,
-    levir_mask_encoding,
-    read_image,
-    read_label,
-)
+from changeagent.data.constants import NO_CHANGE_SENTENCES
 from changeagent.data.levir_mci import CaptionPairDataset, LevirMCI
+from changeagent.data.registry import get_spec
 from changeagent.data.second_cc import SecondCC
 from changeagent.data.vocab import SPLITS, PairInfo, Vocabulary, read_karpathy
 from changeagent.errors import ChangeAgentError
@@ -34,17 +31,8 @@ MAX_EXAMPLES = 10  # names listed per kind of finding
 
 
 def _decode_pair(fmt: str, files: dict[str, Path], mask_mode: str) -> tuple[dict[str, np.ndarray], str]:
-    """Read and decode one pair; returns (class maps by key, LEVIR label encoding or '')."""
-    arrays = {"A": read_image(files["A"]), "B": read_image(files["B"])}
-    label_keys = ["label"] if fmt == "levir-mci" else ["sem_a", "sem_b"]
-    for k in label_keys:
-        arrays[k] = read_label(files[k])
-    check_same_size(arrays, files)
-    if fmt == "levir-mci":
-        return {"label": decode_levir_mask(arrays["label"], files["label"], mask_mode)}, levir_mask_encoding(
-            arrays["label"]
-        )
-    return {k: decode_second_sem(arrays[k], files[k]) for k in label_keys}, ""
+    """Read and decode one pair; returns (class maps by key, label encoding or '')."""
+    return FORMATS[fmt].decode_files(files, mask_mode)
 
 
 def _caption_stats(pairs: list[PairInfo], vocab: Vocabulary | None) -> dict[str, Any]:
@@ -69,7 +57,7 @@ def _check_split(
     fmt: str, root: Path, split: str, pairs: list[PairInfo], mask_mode: str, errors: list[str], progress: bool
 ) -> dict[str, Any]:
     cls = FORMATS[fmt]
-    classes = LEVIR_CLASSES if fmt == "levir-mci" else SECOND_CLASSES
+    classes = get_spec(cls.dataset_id).classes
     stats: dict[str, Any] = {"pairs": len(pairs), "missing_files": 0, "unreadable_files": 0,
                              "size_mismatches": 0, "label_errors": 0, "flag_mask_disagreements": 0,
                              "disagreement_examples": []}
@@ -108,7 +96,7 @@ def _check_split(
                 stats["disagreement_examples"].append(info.name)
     total = int(pixels.sum())
     stats["class_fractions"] = {c: round(int(n) / total, 6) if total else 0.0 for c, n in zip(classes, pixels)}
-    if fmt == "levir-mci":
+    if encodings:
         stats["mask_encodings"] = dict(encodings)
     return stats
 
@@ -155,8 +143,76 @@ def check_dataset(
     return report
 
 
+def check_layout(root: str | Path, name: str, options: dict[str, Any] | None = None,
+                 progress: bool = True) -> dict[str, Any]:
+    """Read every pair of every split of dataset `name` at `root` through its registry reader."""
+    from changeagent.data.registry import bind_spec
+
+    root = Path(root)
+    if not root.is_dir():
+        raise ChangeAgentError(f"dataset root {root} does not exist or is not a folder")
+    errors: list[str] = []
+    try:
+        spec = bind_spec(name, root)
+    except ChangeAgentError as e:
+        return {"format": name, "root": str(root), "splits": {}, "errors": [str(e)]}
+    report: dict[str, Any] = {"format": name, "root": str(root), "layout": spec.layout,
+                              "targets": list(spec.targets), "classes": list(spec.classes), "splits": {}}
+    for split in spec.splits:
+        try:
+            ds = spec.reader(root, split=split, **(options or {}))
+        except ChangeAgentError as e:
+            errors.append(f"{split}: {e}")
+            report["splits"][split] = {"pairs": 0}
+            continue
+        k = max(len(spec.classes), 2)
+        pixels = np.zeros(k, np.int64)
+        stats: dict[str, Any] = {"pairs": len(ds), "bad_pairs": 0, "change_pairs": 0, "with_captions": 0}
+        for i in tqdm(range(len(ds)), desc=f"check {split}", unit="pair", disable=not progress, leave=False):
+            try:
+                item = ds[i]
+            except ChangeAgentError as e:
+                stats["bad_pairs"] += 1
+                errors.append(str(e))
+                continue
+            stats["change_pairs"] += int(item.get("changeflag", 0) == 1)
+            stats["with_captions"] += int(bool(item.get("captions")))
+            target = item.get("mask", item.get("sem", item.get("change")))
+            if target is not None:
+                t = np.asarray(target).ravel()
+                pixels += np.bincount(t[t < k], minlength=k)[:k]
+        total = int(pixels.sum())
+        if total:
+            names = spec.classes if len(spec.classes) == k else ("no_change", "change")
+            stats["class_fractions"] = {c: round(int(n) / total, 6) for c, n in zip(names, pixels)}
+        report["splits"][split] = stats
+    report["errors"] = errors
+    return report
+
+
+def format_layout_report(report: dict[str, Any], max_errors: int = 20) -> str:
+    """Human-readable text of a `check_layout` report."""
+    lines = [f"{report['format']} dataset at {report['root']}"]
+    if "layout" in report:
+        lines.append(f"  layout: {report['layout']}; targets: {', '.join(report['targets'])}")
+    for split, s in report["splits"].items():
+        extra = f", {s['bad_pairs']} unreadable, {s['change_pairs']} with change, {s['with_captions']} with " \
+                f"captions" if "bad_pairs" in s else ""
+        lines.append(f"  {split}: {s['pairs']} pairs{extra}")
+        if "class_fractions" in s:
+            lines.append("    pixels: " + ", ".join(f"{c} {100 * v:.2f}%" for c, v in s["class_fractions"].items()))
+    errors = report["errors"]
+    lines.append(f"  problems: {len(errors)}")
+    lines += [f"    - {e}" for e in errors[:max_errors]]
+    if len(errors) > max_errors:
+        lines.append(f"    ... and {len(errors) - max_errors} more (all listed in --json output)")
+    return "\n".join(lines)
+
+
 def format_report(report: dict[str, Any], max_errors: int = 20) -> str:
     """Human-readable text of a `check_dataset` report."""
+    if "captions_file" not in report:
+        return format_layout_report(report, max_errors)
     lines = [f"{report['format']} dataset at {report['root']} (captions: {report['captions_file']})"]
     for split, s in report["splits"].items():
         lines.append(f"  {split}: {s['pairs']} pairs")

@@ -7,8 +7,8 @@ import json
 import sys
 from typing import Any
 
-from changeagent.data.check import FORMATS, check_dataset, format_report
 from changeagent.data.io import MASK_MODES, write_text_atomic
+from changeagent.data.registry import dataset_ids
 from changeagent.data.vocab import REFERENCE_SPLITS, SPLITS, Vocabulary, iter_split_tokens
 from changeagent.errors import ChangeAgentError
 
@@ -19,8 +19,9 @@ def _write_json(path: str | None, data: dict[str, Any]) -> None:
 
 
 def add_check_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("root", help="dataset folder (the one holding the caption JSON)")
-    parser.add_argument("--format", required=True, choices=sorted(FORMATS), help="dataset layout")
+    parser.add_argument("root", help="dataset folder (the one holding the caption JSON or A/ B/ ...)")
+    parser.add_argument("--format", required=True, choices=format_choices(),
+                        help="dataset id (docs/data.md describes each layout); '-' and '_' are the same")
     parser.add_argument("--captions-file", default=None,
                         help="caption JSON relative to ROOT (default: the layout's standard name)")
     parser.add_argument("--mask-mode", default="auto", choices=MASK_MODES,
@@ -31,9 +32,22 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def format_choices() -> list[str]:
+    """Registered dataset ids, plus the dashed spelling (levir-mci) older commands used."""
+    ids = dataset_ids()
+    return sorted({*ids, *(i.replace("_", "-") for i in ids)})
+
+
 def run_check(args: argparse.Namespace) -> int:
-    report = check_dataset(args.root, args.format, captions_file=args.captions_file, mask_mode=args.mask_mode,
-                           min_count=args.min_count, progress=not args.no_progress)
+    from changeagent.data.check import FORMATS, check_dataset, check_layout, format_report
+
+    name = args.format.replace("-", "_")
+    if name.replace("_", "-") in FORMATS:  # caption datasets with the detailed caption/label report
+        report = check_dataset(args.root, name.replace("_", "-"), captions_file=args.captions_file,
+                               mask_mode=args.mask_mode, min_count=args.min_count, progress=not args.no_progress)
+    else:
+        report = check_layout(args.root, name, {"captions_file": args.captions_file} if args.captions_file else {},
+                              progress=not args.no_progress)
     print(format_report(report))
     _write_json(args.json, report)
     if report["errors"]:

@@ -175,7 +175,8 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     image float32 [B, 2, C, H, W]; change/mask int64 [B, H, W]; sem int64 [B, 2, H, W] (IGNORE_INDEX
     where an item's dataset has no such target); caption_ids int64 [B, 5, L] padded with <NULL> to
-    the longest; captions list[list[str]]; dataset, name list[str]; changeflag int64 [B].
+    the longest (all <NULL> for an item without captions); captions list[list[str]] ([] without);
+    dataset, name list[str]; changeflag int64 [B].
     """
     if not samples:
         raise ChangeAgentError("collate got an empty batch")
@@ -194,14 +195,16 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "name": [s.get("name", "") for s in samples],
         "changeflag": torch.tensor([int(s.get("changeflag", -1)) for s in samples], dtype=torch.int64),
     }
-    with_ids = [s for s in samples if s.get("caption_ids") is not None]
+    with_ids = [torch.as_tensor(s["caption_ids"], dtype=torch.int64) for s in samples if s.get("caption_ids") is not None]
     if with_ids:
-        if len(with_ids) != len(samples):
-            raise ChangeAgentError("some batch items have caption_ids and others do not (vocabulary missing?)")
-        ids = [torch.as_tensor(s["caption_ids"], dtype=torch.int64) for s in samples]
-        if len({t.shape[0] for t in ids}) != 1 or any(t.ndim != 2 for t in ids):
-            raise ChangeAgentError(f"caption_ids shapes differ in count: {[tuple(t.shape) for t in ids]}")
-        length = max(t.shape[1] for t in ids)
+        if len({t.shape[0] for t in with_ids}) != 1 or any(t.ndim != 2 for t in with_ids):
+            raise ChangeAgentError(f"caption_ids shapes differ in count: {[tuple(t.shape) for t in with_ids]}")
+        n, length = with_ids[0].shape[0], max(t.shape[1] for t in with_ids)
+        # partial supervision: items without captions (mask-only datasets) get all-<NULL> rows,
+        # which the caption loss ignores
+        empty = torch.full((n, length), NULL, dtype=torch.int64)
+        ids = [torch.as_tensor(s["caption_ids"], dtype=torch.int64) if s.get("caption_ids") is not None else empty
+               for s in samples]
         batch["caption_ids"] = torch.stack(
             [torch.nn.functional.pad(t, (0, length - t.shape[1]), value=NULL) for t in ids]
         )

@@ -12,6 +12,7 @@ Pairs come from the caption JSON (file numbering has gaps); images are decoded l
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from changeagent.data.constants import CANONICAL_NO_CHANGE, IGNORE_INDEX, LEVIR_MEAN, LEVIR_STD
-from changeagent.data.io import check_same_size, decode_levir_mask, read_image, read_label
+from changeagent.data.constants import CANONICAL_NO_CHANGE, IGNORE_INDEX, LEVIR_CLASSES, LEVIR_MEAN, LEVIR_STD
+from changeagent.data.io import (
+    check_same_size,
+    decode_levir_mask,
+    levir_mask_encoding,
+    read_image,
+    read_label,
+)
+from changeagent.data.spec import DatasetCfg, DatasetSpec
 from changeagent.data.vocab import SPLITS, PairInfo, Vocabulary, read_karpathy
 from changeagent.errors import ChangeAgentError
 
@@ -81,6 +89,11 @@ class CaptionPairDataset(Dataset):
 
     @staticmethod
     def pair_files(root: Path, info: PairInfo) -> dict[str, Path]:
+        raise NotImplementedError
+
+    @staticmethod
+    def decode_files(files: dict[str, Path], mask_mode: str = "auto") -> tuple[dict[str, np.ndarray], str]:
+        """Read and decode one pair's files (`data check`): (class maps by label key, label encoding or '')."""
         raise NotImplementedError
 
     def files(self, index: int) -> dict[str, Path]:
@@ -175,6 +188,12 @@ class LevirMCI(CaptionPairDataset):
         base = root / "images" / info.split
         return {k: base / k / info.name for k in ("A", "B", "label")}
 
+    @staticmethod
+    def decode_files(files: dict[str, Path], mask_mode: str = "auto") -> tuple[dict[str, np.ndarray], str]:
+        a, b, label = read_image(files["A"]), read_image(files["B"]), read_label(files["label"])
+        check_same_size({"A": a, "B": b, "label": label}, files)
+        return {"label": decode_levir_mask(label, files["label"], mask_mode)}, levir_mask_encoding(label)
+
     def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Decoded (A uint8 [H,W,3], B uint8 [H,W,3], mask int64 [H,W]) of pair `index`."""
         f = self.files(index)
@@ -197,3 +216,37 @@ class LevirMCI(CaptionPairDataset):
             "changeflag": flag,
         }
         return self._finish(sample, captions)
+
+
+# -- the dataset spec (registry entry) ---------------------------------------------------------------
+
+
+@dataclass
+class LevirMCICfg(DatasetCfg):
+    mask_mode: str = "auto"  # auto (detect grey/colour labels) | binary (0/255 labels)
+
+
+def _synth(out: Path, n_train: int, n_val: int, n_test: int, size: int, seed: int, overwrite: bool = False,
+           progress: bool = True, mask_variant: str = "grey", **_: Any) -> dict[str, Any]:
+    from changeagent.data.synth.writer import generate_with_summary
+
+    return generate_with_summary("levir-mci", out, n_train, n_val, n_test, size=size, seed=seed,
+                                 mask_variant=mask_variant, overwrite=overwrite, progress=progress)
+
+
+SPEC = DatasetSpec(
+    id="levir_mci",
+    title="LEVIR-MCI",
+    reader=LevirMCI,
+    targets=("change", "mask", "captions"),
+    classes=LEVIR_CLASSES,
+    palette=((0, 0, 0), (255, 255, 0), (255, 0, 0)),  # the colour release (SPEC §1.1)
+    dates=1,
+    mean=LEVIR_MEAN,
+    std=LEVIR_STD,
+    metrics=("segmentation",),
+    captions_file="LevirCCcaptions.json",
+    layout="LevirCCcaptions.json + images/{train,val,test}/{A,B,label}/*.png",
+    config=LevirMCICfg,
+    synth=_synth,
+)

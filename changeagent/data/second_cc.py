@@ -19,9 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from changeagent.data.constants import SECOND_CLASSES
 from changeagent.data.io import check_same_size, decode_second_sem, read_image, read_label
 from changeagent.data.levir_mci import CaptionPairDataset, Transform, binary_change
+from changeagent.data.spec import DatasetSpec
 from changeagent.data.vocab import PairInfo, Vocabulary
+
+# SECOND palette by class id (SPEC §1.2): unchanged white, water, ground, low vegetation, tree, building, playground
+SECOND_COLOURS = ((255, 255, 255), (0, 0, 255), (128, 128, 128), (0, 128, 0), (0, 255, 0), (128, 0, 0), (255, 0, 0))
 
 # ImageNet statistics (RGB, fraction of 255): SECOND-CC has no published ones
 SECOND_MEAN = (0.485, 0.456, 0.406)
@@ -67,6 +72,13 @@ class SecondCC(CaptionPairDataset):
             "sem_b": base / "sem" / "B" / info.name,
         }
 
+    @staticmethod
+    def decode_files(files: dict[str, Path], mask_mode: str = "auto") -> tuple[dict[str, np.ndarray], str]:
+        arrays = {"A": read_image(files["A"]), "B": read_image(files["B"])}
+        arrays.update(sem_a=read_label(files["sem_a"]), sem_b=read_label(files["sem_b"]))
+        check_same_size(arrays, files)
+        return {k: decode_second_sem(arrays[k], files[k]) for k in ("sem_a", "sem_b")}, ""
+
     def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Decoded (A uint8 [H,W,3], B uint8 [H,W,3], sem A int64 [H,W], sem B int64 [H,W])."""
         f = self.files(index)
@@ -99,3 +111,28 @@ class SecondCC(CaptionPairDataset):
             "changeflag": flag,
         }
         return self._finish(sample, captions)
+
+
+def _synth(out: Path, n_train: int, n_val: int, n_test: int, size: int, seed: int, overwrite: bool = False,
+           progress: bool = True, **_: Any) -> dict[str, Any]:
+    from changeagent.data.synth.writer import generate_with_summary
+
+    return generate_with_summary("second-cc", out, n_train, n_val, n_test, size=size, seed=seed,
+                                 overwrite=overwrite, progress=progress)
+
+
+SPEC = DatasetSpec(
+    id="second_cc",
+    title="SECOND-CC",
+    reader=SecondCC,
+    targets=("change", "sem", "captions"),
+    classes=SECOND_CLASSES,
+    palette=SECOND_COLOURS,
+    dates=2,
+    mean=SECOND_MEAN,
+    std=SECOND_STD,
+    metrics=("scd",),
+    captions_file="SECOND-CC-AUG.json",
+    layout="SECOND-CC-AUG.json + {train,val,test}/{rgb,sem}/{A,B}/*.png",
+    synth=_synth,
+)

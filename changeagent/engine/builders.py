@@ -1,5 +1,8 @@
 """From a run config to the objects the loop needs: dataset roots (the synthetic benchmark when no
-root is given), the vocabulary, datasets, samplers, loaders, the model, seeds and the selection score."""
+root is given), the vocabulary, datasets, samplers, loaders, the model, seeds and the selection score.
+
+Everything dataset-specific comes from the dataset registry (`changeagent.data.registry`): the
+reader, the caption file, the synthetic form, the classes of a custom folder."""
 
 from __future__ import annotations
 
@@ -18,12 +21,12 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from changeagent.config import to_dict
+from changeagent.data.registry import bind_spec, get_spec
+from changeagent.data.spec import DatasetCfg, DatasetSpec
 from changeagent.data.vocab import Vocabulary, build_vocab_from_files
 from changeagent.engine.distributed import DistInfo, barrier
 from changeagent.engine.evaluator import ShardSampler
 from changeagent.errors import ChangeAgentError
-
-CAPTION_FILES = {"levir_mci": "LevirCCcaptions.json", "second_cc": "SECOND-CC-AUG.json"}
 
 
 def set_threads(threads: int | None) -> None:
@@ -78,6 +81,9 @@ def dataset_roots(cfg: DictConfig, info: DistInfo) -> dict[str, Path]:
             if not roots[name].is_dir():
                 raise ChangeAgentError(f"data.{name}.root={root} does not exist or is not a folder")
             continue
+        spec = get_spec(name)
+        if spec.synth is None:
+            raise ChangeAgentError(f"data.{name}.root is not set and {name} has no synthetic form")
         params = {"format": name, "n_train": synth.n_train, "n_val": synth.n_val, "n_test": synth.n_test,
                   "size": synth.size, "seed": synth.seed,
                   "mask_variant": synth.mask_variant}
@@ -90,16 +96,20 @@ def dataset_roots(cfg: DictConfig, info: DistInfo) -> dict[str, Path]:
 
 def ensure_synthetic(root: Path, params: dict[str, Any]) -> None:
     """Generate the synthetic benchmark into `root` unless it is there with the same parameters."""
-    from changeagent.data.synth import generate
-
     stamp = root / ".synth.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == params:
         return
     p = dict(params)
-    fmt = p.pop("format").replace("_", "-")
-    print(f"generating synthetic {fmt} data in {root} ...", flush=True)
-    generate(fmt, root, overwrite=True, progress=True, **p)  # atomic: temp folder renamed into place
+    spec = get_spec(p.pop("format"))
+    assert spec.synth is not None
+    print(f"generating synthetic {spec.title} data in {root} ...", flush=True)
+    spec.synth(root, p.pop("n_train"), p.pop("n_val"), p.pop("n_test"), overwrite=True, progress=True, **p)
     stamp.write_text(json.dumps(params))
+
+
+def dataset_specs(cfg: DictConfig, roots: dict[str, Path]) -> dict[str, DatasetSpec]:
+    """The registry spec of every dataset in use, bound to its data (a custom folder's classes)."""
+    return {n: bind_spec(n, roots[n]) for n in roots}
 
 
 # -- vocabulary and datasets -----------------------------------------------------------------------
@@ -109,7 +119,12 @@ def build_vocab(cfg: DictConfig, roots: dict[str, Path]) -> Vocabulary:
     """One vocabulary over the captions of every dataset in use (`data.vocab_splits`, train by default)."""
     if cfg.data.vocab:
         return Vocabulary.load(cfg.data.vocab)
-    files = [roots[n] / (cfg.data[n].captions_file or CAPTION_FILES[n]) for n in roots]
+    specs = dataset_specs(cfg, roots)
+    files = [roots[n] / str(cfg.data[n].captions_file or specs[n].captions_file) for n in roots
+             if specs[n].has_captions]
+    if not files:
+        raise ChangeAgentError(f"none of the datasets {list(roots)} has captions; give data.vocab=VOCAB.json "
+                               "(the caption head needs a vocabulary)")
     for f in files:
         if not f.is_file():
             raise ChangeAgentError(f"caption file {f} does not exist")
@@ -121,19 +136,23 @@ def build_vocab(cfg: DictConfig, roots: dict[str, Path]) -> Vocabulary:
 
 
 def make_dataset(name: str, root: Path, split: str, cfg: DictConfig, vocab: Vocabulary, train: bool) -> Dataset:
-    from changeagent.data.levir_mci import LevirMCI
-    from changeagent.data.second_cc import SecondCC
+    """The reader of dataset `name` (its registry spec) on `split`, with the run's normalisation,
+    augmentation and the extra options of its config section."""
     from changeagent.data.transforms import build_transforms
 
-    dcfg = cfg.data[name]
-    kwargs: dict[str, Any] = dict(
-        split=split, vocab=vocab, max_len=cfg.data.max_len, mean=list(cfg.data.mean), std=list(cfg.data.std),
+    spec = get_spec(name)
+    dcfg = to_dict(cfg.data[name])
+    if split not in spec.splits:
+        raise ChangeAgentError(f"{spec.title} has splits {list(spec.splits)}, not {split!r} "
+                               f"(data.{name}.train_split / val_split, or eval --split)")
+    options = {k: v for k, v in dcfg.items() if not hasattr(DatasetCfg, k)}  # the spec's own keys
+    captions_file = dcfg.get("captions_file")
+    return spec.reader(
+        root, split=split, vocab=vocab, max_len=cfg.data.max_len, mean=list(cfg.data.mean), std=list(cfg.data.std),
         transforms=build_transforms(to_dict(cfg.data.augment), train=train),
-        canonical_no_change=bool(cfg.data.canonical_no_change and train), captions_file=dcfg.captions_file,
+        canonical_no_change=bool(cfg.data.canonical_no_change and train),
+        **({"captions_file": captions_file} if captions_file else {}), **options,
     )
-    if name == "levir_mci":
-        return LevirMCI(root, mask_mode=dcfg.mask_mode, **kwargs)
-    return SecondCC(root, **kwargs)
 
 
 @dataclass
@@ -147,6 +166,7 @@ class RunData:
     num_workers: int
     seed: int
     val_loaders: dict[str, DataLoader]
+    specs: dict[str, DatasetSpec]
 
 
 def build_train_data(cfg: DictConfig, info: DistInfo, vocab: Vocabulary | None = None) -> RunData:
@@ -165,7 +185,7 @@ def build_train_data(cfg: DictConfig, info: DistInfo, vocab: Vocabulary | None =
                                f"{cfg.data.batch_size}")
     val = eval_loaders(cfg, info, roots, vocab, split=None, max_pairs=cfg.eval.max_pairs)
     return RunData(vocab, roots, EpochSeeded(joint, parts, cfg.run.seed), sampler, batches, cfg.data.batch_size,
-                   cfg.data.num_workers, cfg.run.seed, val)
+                   cfg.data.num_workers, cfg.run.seed, val, dataset_specs(cfg, roots))
 
 
 class EpochSeeded(Dataset):
@@ -238,6 +258,7 @@ def eval_loaders(cfg: DictConfig, info: DistInfo, roots: dict[str, Path], vocab:
     from changeagent.data.joint import collate
 
     loaders = {}
+    specs = dataset_specs(cfg, roots)
     for name in roots:
         ds: Any = make_dataset(name, roots[name], split or cfg.data[name].val_split, cfg, vocab, train=False)
         if max_pairs is not None:
@@ -248,17 +269,35 @@ def eval_loaders(cfg: DictConfig, info: DistInfo, roots: dict[str, Path], vocab:
             collate_fn=collate, num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(0),
             pin_memory=torch.cuda.is_available(),
         )
+        loaders[name].spec = specs[name]  # type: ignore[attr-defined]  # the evaluator's metrics and decoding
     return loaders
 
 
 # -- model and batches -------------------------------------------------------------------------------
 
 
-def build_model(cfg: DictConfig, vocab: Vocabulary, device: torch.device, ckpt: dict[str, Any] | None) -> torch.nn.Module:
-    from changeagent.models import create_model
+def model_config(cfg: DictConfig, specs: dict[str, DatasetSpec]) -> dict[str, Any]:
+    """The model config of a run: `datasets` = the run's datasets (one semantic head and caption token
+    each, nothing untrained), `num_classes` from data whose classes live in the folder (custom)."""
+    mcfg = to_dict(cfg.model)
+    given = mcfg.get("datasets")
+    if given is not None and [n for n in specs if n not in given]:
+        raise ChangeAgentError(f"model.datasets={list(given)} lacks the run's dataset(s) "
+                               f"{[n for n in specs if n not in given]}; drop model.datasets to use data.datasets")
+    mcfg["datasets"] = list(given) if given is not None else list(specs)
+    counts = {n: s.num_classes for n, s in specs.items() if s.num_classes != get_spec(n).num_classes}
+    if counts:
+        mcfg["num_classes"] = {**(mcfg.get("num_classes") or {}), **counts}
+    return mcfg
 
-    model = create_model(to_dict(cfg.model), len(vocab))
-    model.vocab = vocab
+
+def build_model(cfg: DictConfig, vocab: Vocabulary, device: torch.device, ckpt: dict[str, Any] | None,
+                specs: dict[str, DatasetSpec] | None = None) -> torch.nn.Module:
+    from changeagent.models import attach_vocab, create_model
+
+    specs = specs if specs is not None else {n: get_spec(n) for n in cfg.data.datasets}
+    model = create_model(model_config(cfg, specs), len(vocab))
+    attach_vocab(model, vocab)
     if ckpt is not None:
         try:
             model.load_state_dict(ckpt["model"])
@@ -286,15 +325,21 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 def selection_score(results: dict[str, dict[str, Any]], select: str) -> float:
-    """Sum of the '+'-separated metric keys, averaged over datasets (NaN counts as 0)."""
+    """Sum of the '+'-separated metric keys, averaged over datasets (NaN counts as 0).
+
+    With datasets of different targets (partial supervision) a dataset adds the keys it reports
+    (LEVIR-CD has `miou` but no `s_m`, LEVIR-CC the reverse); a key no dataset reports is an error."""
     keys = [k.strip() for k in select.split("+") if k.strip()]
+    for k in keys:
+        if not any(k in m for m in results.values()):
+            known = sorted({x for m in results.values() for x, v in m.items() if isinstance(v, float)})
+            raise ChangeAgentError(f"eval.select uses {k!r}, which none of {list(results)} reports; known: {known}")
     per_dataset = []
     for name, metrics in results.items():
         total = 0.0
         for k in keys:
             if k not in metrics:
-                raise ChangeAgentError(f"eval.select uses {k!r}, which {name} does not report; "
-                                       f"known: {sorted(x for x, v in metrics.items() if isinstance(v, float))}")
+                continue
             v = metrics[k]
             if v is None:
                 raise ChangeAgentError(f"eval.select uses {k!r}, which is missing for {name} "

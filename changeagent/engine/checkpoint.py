@@ -154,20 +154,18 @@ def _lists_to_tuple(x: Any) -> Any:
 
 
 def export_best(model: Any, out_dir: Path, data_norm: dict[str, list[float]], metrics: dict[str, Any],
-                extra_config: dict[str, Any] | None = None) -> Path:
-    """Write `out_dir/best/` via `model.save_pretrained` plus `data_norm` in config.json and metrics.json.
+                datasets: Any = None) -> Path:
+    """Write `out_dir/best/` with `models.save_pretrained` (weights, vocabulary, `data_norm`, the
+    datasets trained on) plus metrics.json.
 
     The folder is built next to the old one and swapped in, so readers never see a partial export.
     """
+    from changeagent.models import save_pretrained
+
     final = Path(out_dir) / "best"
     tmp = Path(tempfile.mkdtemp(prefix=".best.", dir=out_dir))
     try:
-        model.save_pretrained(tmp)
-        cfg_path = tmp / "config.json"
-        cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
-        cfg["data_norm"] = data_norm
-        cfg.update(extra_config or {})
-        atomic_write_json(cfg_path, cfg)
+        save_pretrained(model, tmp, norm=data_norm, datasets=datasets)
         atomic_write_json(tmp / "metrics.json", metrics)
         _public(tmp, directory=True)
         for f in tmp.iterdir():

@@ -1,5 +1,10 @@
 """Validation/test evaluation: masks and captions together, per dataset, exact under DDP.
 
+Each dataset is scored with its own metrics, chosen by its registry spec (`DatasetSpec.metrics`,
+`decoding`, `has_captions`): binary change (precision, recall, F1, IoU of the change class and OA
+from one confusion matrix over all pixels), class maps (MIoU, per-class IoU), SECOND's SCD protocol,
+and captions for the datasets that have them.
+
 Every rank predicts its shard (no padding, see `ShardSampler`); confusion matrices are summed by the
 torchmetrics states; captions are gathered to rank 0, which scores them once per dataset (one METEOR
 Java process per evaluation) and broadcasts the numbers so every rank takes the same decisions.
@@ -18,7 +23,9 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from changeagent.data.constants import IGNORE_INDEX, LEVIR_CLASSES, NUM_CLASSES, SECOND_CLASSES
+from changeagent.data.constants import IGNORE_INDEX
+from changeagent.data.registry import get_spec
+from changeagent.data.spec import DatasetSpec
 from changeagent.engine.distributed import DistInfo, all_gather_objects, broadcast_object
 from changeagent.metrics import SegmentationMetrics, SemanticChangeMetrics
 
@@ -50,6 +57,10 @@ class EvalOptions:
     progress: bool = True
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
+    specs: dict[str, DatasetSpec] = field(default_factory=dict)  # bound specs (custom classes); else registry
+
+    def spec(self, dataset: str) -> DatasetSpec:
+        return self.specs.get(dataset) or get_spec(dataset)
 
     @classmethod
     def from_config(cls, cfg: Any, **kw: Any) -> EvalOptions:
@@ -60,15 +71,49 @@ class EvalOptions:
         return cls(**{**base, **kw})
 
 
-def predicted_maps(pred: dict[str, Any], dataset: str) -> torch.Tensor:
-    """Class maps from `model.predict` logits: LEVIR int64 [B, H, W]; SECOND int64 [B, 2, H, W]
-    where a pixel is unchanged (0) unless the change head fires, else the argmax over classes 1..6."""
-    logits = pred["masks"][dataset]
-    if dataset == "levir_mci":
-        return logits.argmax(1)
+def predicted_maps(pred: dict[str, Any], spec: DatasetSpec) -> torch.Tensor:
+    """Class maps from `model.predict` logits, by the spec's decoding: `classes` int64 [B, H, W]
+    (argmax of its head); `semantic_pair` int64 [B, 2, H, W] (unchanged (0) unless the change head
+    fires, else the argmax over classes 1..K-1); `binary` int64 [B, H, W] 0/1 from the change head."""
     changed = pred["change"][:, 0] > 0  # [B, H, W]
+    if spec.decoding == "binary":
+        return changed.long()
+    logits = pred["masks"][spec.id]
+    if spec.decoding == "classes":
+        return logits.argmax(1)
     land = logits[:, :, 1:].argmax(2) + 1  # [B, 2, H, W]
     return torch.where(changed[:, None], land, torch.zeros_like(land))
+
+
+TARGET_KEY = {"binary": "change", "classes": "mask", "semantic_pair": "sem"}
+
+
+def binary_scores(scores: dict[str, Any]) -> dict[str, Any]:
+    """The change-detection papers' keys from a 2-class confusion matrix's `segmentation_scores`."""
+    return {"precision": scores["change_precision"], "recall": scores["change_recall"], "f1": scores["change_f1"],
+            "iou": scores["change_iou"], "oa": scores["oa"], "miou": scores["miou"],
+            "iou_no_change": scores["iou_per_class"][0]}
+
+
+def _mask_metrics(spec: DatasetSpec, device: torch.device) -> tuple[Any, Any]:
+    """(SegmentationMetrics or None, SemanticChangeMetrics or None) for one dataset."""
+    if not spec.has_mask:
+        return None, None
+    classes = ("no_change", "change") if spec.decoding == "binary" else spec.classes
+    seg = SegmentationMetrics(len(classes), class_names=classes).to(device)
+    scd = SemanticChangeMetrics().to(device) if "scd" in spec.metrics else None
+    return seg, scd
+
+
+def _mask_scores(spec: DatasetSpec, seg: Any, scd: Any) -> dict[str, Any]:
+    if seg is None:
+        return {}
+    scores = seg.compute()
+    if "binary" in spec.metrics:
+        return binary_scores(scores)
+    if scd is not None:  # SECOND: the SCD protocol's headline keys plus per-class IoU over both dates
+        return {**{k: v for k, v in scores.items() if k.startswith("iou")}, **scd.compute()}
+    return scores
 
 
 def _denorm(img: torch.Tensor, mean: list[float], std: list[float]) -> np.ndarray:
@@ -82,17 +127,14 @@ def _denorm(img: torch.Tensor, mean: list[float], std: list[float]) -> np.ndarra
 def evaluate(model: Any, loaders: dict[str, DataLoader], vocab: Any, info: DistInfo,
              opts: EvalOptions) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """Returns ({dataset: metrics}, {dataset: visual records}) on every rank (records on rank 0)."""
-    from changeagent.metrics import caption_report  # noqa: PLC0415  (heavy pycocoevalcap import)
-
     was_training = model.training
     model.eval()
     results: dict[str, dict[str, Any]] = {}
     visuals: dict[str, list[dict[str, Any]]] = {}
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opts.amp)
     for dataset, loader in loaders.items():
-        names = LEVIR_CLASSES if dataset == "levir_mci" else SECOND_CLASSES
-        seg = SegmentationMetrics(NUM_CLASSES[dataset], class_names=names).to(info.device)
-        scd = SemanticChangeMetrics().to(info.device) if dataset == "second_cc" else None
+        spec = opts.spec(dataset)
+        seg, scd = _mask_metrics(spec, info.device)
         captions: list[tuple[str, str, list[str], int]] = []
         vis: list[dict[str, Any]] = []
         bar = tqdm(loader, desc=f"eval {dataset}", disable=not (opts.progress and info.is_main), leave=False)
@@ -100,54 +142,66 @@ def evaluate(model: Any, loaders: dict[str, DataLoader], vocab: Any, info: DistI
             image = batch["image"].to(info.device, non_blocking=True)
             ctx = torch.autocast(info.device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
             with ctx:
-                pred = model.predict(image, dataset=list(batch["dataset"]), method=opts.method,
-                                     beam_size=opts.beam_size, max_len=opts.max_len)
-            maps = predicted_maps(pred, dataset)
-            if dataset == "levir_mci":
-                target = batch["mask"].to(info.device)
-                seg.update(maps, target)
-            else:
-                assert scd is not None
-                target = batch["sem"].to(info.device)
-                scd.update_stacked(maps, target)
-                seg.update(maps.flatten(0, 1), target.flatten(0, 1))
-            tokens = pred["tokens"].cpu().tolist()
+                if spec.has_captions or not hasattr(model, "features"):
+                    pred = model.predict(image, dataset=list(batch["dataset"]), method=opts.method,
+                                         beam_size=opts.beam_size, max_len=opts.max_len)
+                else:  # mask-only dataset: no caption decoding
+                    change, masks, _ = model.features(image, list(batch["dataset"]))
+                    pred = {"change": change, "masks": masks}
+            maps = target = None
+            if seg is not None:
+                maps = predicted_maps(pred, spec)
+                target = batch[TARGET_KEY[spec.decoding]].to(info.device)
+                if scd is not None:
+                    scd.update_stacked(maps, target)
+                seg.update(maps.flatten(0, 1) if maps.dim() == 4 else maps,
+                           target.flatten(0, 1) if target.dim() == 4 else target)
+            tokens = pred["tokens"].cpu().tolist() if spec.has_captions else None
             for i, name in enumerate(batch["name"]):
-                hyp = vocab.decode(tokens[i])
-                captions.append((name, hyp, list(batch["captions"][i]), int(batch["changeflag"][i])))
-                if len(vis) < opts.vis_pairs and info.is_main:
+                hyp = vocab.decode(tokens[i]) if tokens is not None else ""
+                if tokens is not None:
+                    captions.append((name, hyp, list(batch["captions"][i]), int(batch["changeflag"][i])))
+                if len(vis) < opts.vis_pairs and info.is_main and maps is not None and target is not None:
                     vis.append(_visual(batch, i, maps[i], target[i], hyp, opts))
-            if opts.predictions_dir is not None:
-                _save_masks(opts.predictions_dir / dataset, batch["name"], maps.cpu(), dataset)
+            if opts.predictions_dir is not None and maps is not None:
+                _save_masks(opts.predictions_dir / dataset, batch["name"], maps.cpu(), spec)
         # exact global confusion matrices (sum over ranks), computed on every rank
-        scores = {k: v for k, v in seg.compute().items() if dataset == "levir_mci" or k.startswith("iou")}
-        if scd is not None:
-            scores.update(scd.compute())
-        gathered = [c for part in all_gather_objects(captions, info) for c in part]
-        if info.is_main:
-            ids = [f"{dataset}/{name}" for name, *_ in gathered]
-            if len(set(ids)) != len(ids):
-                raise RuntimeError(f"evaluation saw duplicate pairs in {dataset}; the sampler must not pad")
-            hyps = {i: c[1] for i, c in zip(ids, gathered)}
-            refs = {i: c[2] for i, c in zip(ids, gathered)}
-            flags = {i: c[3] for i, c in zip(ids, gathered)}
-            report = caption_report(hyps, refs, flags, meteor=opts.meteor, id_level=opts.id_level,
-                                    vocab=vocab if opts.id_level else None)
-            scores.update(report["all"] or {})
-            scores.update(change=report["change"], no_change=report["no_change"], counts=report["counts"],
-                          no_change_accuracy=report["no_change_accuracy"])
-            scores["n_pairs"] = len(ids)
-            if opts.predictions_dir is not None:
-                from changeagent.engine.checkpoint import atomic_write_json
-
-                atomic_write_json(opts.predictions_dir / dataset / "captions.json",
-                                  {c[0]: {"prediction": c[1], "references": c[2]} for c in gathered})
-            _per_pair_scores(vis, refs_of={c[0]: c[2] for c in gathered})
+        scores = _mask_scores(spec, seg, scd)
+        if spec.has_captions:
+            scores.update(_caption_scores(dataset, captions, vocab, info, opts, vis))
         results[dataset] = broadcast_object(scores if info.is_main else None, info)
         visuals[dataset] = vis
     if was_training:
         model.train()
     return results, visuals
+
+
+def _caption_scores(dataset: str, captions: list[tuple[str, str, list[str], int]], vocab: Any, info: DistInfo,
+                    opts: EvalOptions, vis: list[dict[str, Any]]) -> dict[str, Any]:
+    """Caption metrics of one dataset on rank 0 (other ranks send their captions and get {})."""
+    from changeagent.metrics import caption_report  # noqa: PLC0415  (heavy pycocoevalcap import)
+
+    gathered = [c for part in all_gather_objects(captions, info) for c in part]
+    if not info.is_main:
+        return {}
+    ids = [f"{dataset}/{name}" for name, *_ in gathered]
+    if len(set(ids)) != len(ids):
+        raise RuntimeError(f"evaluation saw duplicate pairs in {dataset}; the sampler must not pad")
+    hyps = {i: c[1] for i, c in zip(ids, gathered)}
+    refs = {i: c[2] for i, c in zip(ids, gathered)}
+    flags = {i: c[3] for i, c in zip(ids, gathered)}
+    report = caption_report(hyps, refs, flags, meteor=opts.meteor, id_level=opts.id_level,
+                            vocab=vocab if opts.id_level else None)
+    scores: dict[str, Any] = dict(report["all"] or {})
+    scores.update(change=report["change"], no_change=report["no_change"], counts=report["counts"],
+                  no_change_accuracy=report["no_change_accuracy"], n_pairs=len(ids))
+    if opts.predictions_dir is not None:
+        from changeagent.engine.checkpoint import atomic_write_json
+
+        atomic_write_json(opts.predictions_dir / dataset / "captions.json",
+                          {c[0]: {"prediction": c[1], "references": c[2]} for c in gathered})
+    _per_pair_scores(vis, refs_of={c[0]: c[2] for c in gathered})
+    return scores
 
 
 def _visual(batch: dict[str, Any], i: int, pred: torch.Tensor, target: torch.Tensor, hyp: str,
@@ -181,14 +235,12 @@ def _per_pair_scores(vis: list[dict[str, Any]], refs_of: dict[str, list[str]]) -
         r["match"] = r["hyp"] in r["refs"]
 
 
-def _save_masks(folder: Path, names: list[str], maps: torch.Tensor, dataset: str) -> None:
-    """Palette PNGs: LEVIR `<name>` (0 bg, 1 road, 2 building); SECOND `<stem>_A.png`, `<stem>_B.png`."""
+def _save_masks(folder: Path, names: list[str], maps: torch.Tensor, spec: DatasetSpec) -> None:
+    """Palette PNGs in the dataset's colours: one map `<name>`; per-date maps `<stem>_A.png`, `<stem>_B.png`."""
     from PIL import Image
 
-    from changeagent.engine.wandb_logger import _PALETTE, _SECOND_PALETTE
-
     folder.mkdir(parents=True, exist_ok=True)
-    pal = (_SECOND_PALETTE if dataset == "second_cc" else _PALETTE).flatten().tolist()
+    pal = [v for c in spec.palette for v in c]
     for name, m in zip(names, maps.numpy().astype(np.uint8)):
         stem = Path(name).stem
         items = [(f"{stem}.png", m)] if m.ndim == 2 else [(f"{stem}_A.png", m[0]), (f"{stem}_B.png", m[1])]

@@ -13,9 +13,11 @@ from typing import Any
 from changeagent.data.io import write_text_atomic
 from changeagent.engine.checkpoint import json_safe
 
-# (key, header) in table order; SECOND-only keys show "-" for LEVIR and the reverse
+# (key, header) in table order; a key a dataset does not report shows "-" (binary change: P/R/F1/IoU;
+# SECOND: SeK/Fscd; caption-only datasets: no mask columns)
 TABLE_COLUMNS = (
-    ("miou", "MIoU"), ("oa", "OA"), ("sek", "SeK"), ("fscd", "Fscd"),
+    ("miou", "MIoU"), ("oa", "OA"), ("precision", "P"), ("recall", "R"), ("f1", "F1"), ("iou", "IoU"),
+    ("sek", "SeK"), ("fscd", "Fscd"),
     ("bleu1", "B1"), ("bleu2", "B2"), ("bleu3", "B3"), ("bleu4", "B4"),
     ("meteor", "METEOR"), ("rouge_l", "ROUGE-L"), ("cider", "CIDEr"), ("s_m", "S*m"),
     ("no_change_accuracy", "NC-acc"),

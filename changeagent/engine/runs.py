@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from changeagent.config import config_dir
 from changeagent.data.vocab import Vocabulary
 from changeagent.engine import builders
-from changeagent.engine.checkpoint import atomic_write_json, load_checkpoint
+from changeagent.engine.checkpoint import atomic_write_json
 from changeagent.engine.distributed import DistInfo, cleanup, init_distributed
 from changeagent.engine.evaluator import EvalOptions, evaluate
 from changeagent.engine.runlog import format_table
@@ -21,29 +21,14 @@ from changeagent.errors import ChangeAgentError
 
 
 def load_for_eval(checkpoint: Path, device: torch.device) -> tuple[torch.nn.Module, Vocabulary, dict[str, Any] | None]:
-    """(model, vocabulary, data_norm) from a `best/` folder (save_pretrained) or a `last.pt` file.
+    """(model, vocabulary, data_norm) from a `best/` folder or a `last.pt` (its EMA weights when it
+    has them, what validation used), through the one loader `models.load`."""
+    from changeagent.models import load
 
-    A last.pt evaluates its EMA weights when it has them (what validation used)."""
-    from changeagent.models import ChangeCaptioner, create_model
-
-    if checkpoint.is_dir() and (checkpoint / "config.json").is_file():
-        import json
-
-        model = ChangeCaptioner.from_pretrained(checkpoint, map_location=device)
-        if model.vocab is None:
-            raise ChangeAgentError(f"model folder {checkpoint} has no vocab.json; cannot decode captions")
-        norm = json.loads((checkpoint / "config.json").read_text()).get("data_norm")
-        return model, model.vocab, norm
-    ck = load_checkpoint(checkpoint)
-    vocab = Vocabulary(dict(ck["vocab"]))
-    model = create_model(ck["config"]["model"], len(vocab))
-    state = ck["model"]
-    if ck.get("ema"):  # AveragedModel state: "module.<name>" plus n_averaged
-        state = {k[len("module."):]: v for k, v in ck["ema"].items() if k.startswith("module.")}
-    model.load_state_dict(state)
-    model.vocab = vocab
-    data = ck["config"]["data"]
-    return model.to(device), vocab, {"mean": data["mean"], "std": data["std"]}
+    model, vocab, norm, _ = load(checkpoint, map_location=device)
+    if vocab is None:
+        raise ChangeAgentError(f"model folder {checkpoint} has no vocab.json; cannot decode captions")
+    return model, vocab, norm
 
 
 def evaluate_checkpoint(cfg: DictConfig, checkpoint: Path, split: str, out: Path | None,
@@ -62,6 +47,10 @@ def _evaluate(cfg: DictConfig, info: DistInfo, checkpoint: Path, split: str, out
         raise ChangeAgentError(f"checkpoint {checkpoint} does not exist")
     builders.set_threads(cfg.run.threads)
     model, vocab, norm = load_for_eval(checkpoint, info.device)
+    untrained = [n for n in cfg.data.datasets if n not in getattr(model, "datasets", cfg.data.datasets)]
+    if untrained:
+        raise ChangeAgentError(f"checkpoint {checkpoint} was not trained on {untrained} (it knows "
+                               f"{getattr(model, 'datasets', [])}); set data.datasets accordingly")
     if norm:  # evaluate with the training normalisation, whatever the config says
         cfg.data.mean, cfg.data.std = list(norm["mean"]), list(norm["std"])
     if not cfg.data.synth.dir:  # the training run's synthetic data, when it sits next to best/

@@ -8,7 +8,7 @@ checks names and types against the dataclasses, so a typo (`train.lrr=...`) is a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from changeagent.config import load_config, load_model_config, to_dict
-from changeagent.data.constants import DATASETS, LEVIR_MEAN, LEVIR_STD
+from changeagent.data.constants import LEVIR_MEAN, LEVIR_STD
+from changeagent.data.registry import dataset_ids, get_spec
 from changeagent.errors import ChangeAgentError
 
 
@@ -31,16 +32,6 @@ class RunCfg:
 
 
 @dataclass
-class DatasetCfg:
-    root: str | None = None  # folder in the published layout; null -> synthetic benchmark
-    weight: float = 1.0  # mixing weight in the joint sampler
-    train_split: str = "train"
-    val_split: str = "val"
-    captions_file: str | None = None  # caption JSON relative to root; null -> the published name
-    mask_mode: str = "auto"  # levir_mci only: auto (detect grey/colour labels) | binary (0/255 labels)
-
-
-@dataclass
 class SynthCfg:
     dir: str | None = None  # where to generate; null -> <run.out_dir>/synth
     n_train: int = 64
@@ -52,10 +43,8 @@ class SynthCfg:
 
 
 @dataclass
-class DataCfg:
+class DataBaseCfg:
     datasets: list[str] = field(default_factory=lambda: ["levir_mci"])
-    levir_mci: DatasetCfg = field(default_factory=DatasetCfg)
-    second_cc: DatasetCfg = field(default_factory=DatasetCfg)
     synth: SynthCfg = field(default_factory=SynthCfg)
     batch_size: int = 8  # per process and micro-step
     eval_batch_size: int = 16
@@ -69,6 +58,15 @@ class DataCfg:
     std: list[float] = field(default_factory=lambda: list(LEVIR_STD))
     augment: dict[str, Any] = field(default_factory=dict)  # passed to data.transforms.build_transforms
     samples_per_epoch: int | None = None  # joint sampler epoch length; null -> sum of dataset sizes
+
+
+# one section `data.<id>` per registered dataset, typed by its spec's config dataclass: adding a dataset
+# to the registry adds its config section
+DataCfg = make_dataclass(
+    "DataCfg",
+    [(name, get_spec(name).config, field(default_factory=get_spec(name).config)) for name in dataset_ids()],
+    bases=(DataBaseCfg,),
+)
 
 
 @dataclass
@@ -145,7 +143,7 @@ class WandbCfg:
 @dataclass
 class RunConfig:
     run: RunCfg = field(default_factory=RunCfg)
-    data: DataCfg = field(default_factory=DataCfg)
+    data: DataCfg = field(default_factory=DataCfg)  # type: ignore[valid-type]
     model: dict[str, Any] = field(default_factory=dict)
     loss: dict[str, Any] = field(default_factory=dict)
     optim: OptimCfg = field(default_factory=OptimCfg)
@@ -190,10 +188,10 @@ def validate(cfg: DictConfig | dict[str, Any]) -> DictConfig:
         if value not in allowed:
             raise ChangeAgentError(f"config {key}={value!r} is not one of {list(allowed)}")
     if not merged.data.datasets:
-        raise ChangeAgentError("config data.datasets is empty; use levir_mci and/or second_cc")
+        raise ChangeAgentError(f"config data.datasets is empty; use some of {dataset_ids()}")
     for name in merged.data.datasets:
-        if name not in DATASETS:
-            raise ChangeAgentError(f"config data.datasets has unknown dataset {name!r}; known: {list(DATASETS)}")
+        if name not in dataset_ids():
+            raise ChangeAgentError(f"config data.datasets has unknown dataset {name!r}; known: {dataset_ids()}")
     for stage in stages_of(merged):
         for part in stage["freeze"]:
             if part.split(".")[0] not in PARTS:

@@ -75,7 +75,7 @@ class Trainer:
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         self.data = builders.build_train_data(cfg, info, vocab=builders.vocab_of(self.ckpt))
-        self.model = builders.build_model(cfg, self.data.vocab, info.device, self.ckpt)
+        self.model = builders.build_model(cfg, self.data.vocab, info.device, self.ckpt, self.data.specs)
         self.ema = build_ema(self.model, cfg.train.ema)
         # state saved in last.pt
         self.step = self.stage = self.stage_step = self.epoch = self.batch_in_epoch = 0
@@ -311,7 +311,7 @@ class Trainer:
             if improved:
                 export_best(model, self.out, {"mean": list(self.cfg.data.mean), "std": list(self.cfg.data.std)},
                             {"step": self.step, "score": score, "select": ev.select, **results},
-                            {"datasets": list(self.cfg.data.datasets)})
+                            self.data.specs)
                 self.wandb.log_summary({"best/score": score, "best/step": self.step})
         self._val_seconds = time.monotonic() - t
         return results

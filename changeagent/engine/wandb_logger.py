@@ -17,7 +17,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from changeagent.data.constants import IGNORE_INDEX, LEVIR_CLASSES, SECOND_CLASSES
+from changeagent.data.constants import IGNORE_INDEX
+from changeagent.data.registry import get_spec
 
 
 def has_api_key() -> bool:
@@ -39,7 +40,8 @@ def resolve_mode(mode: str) -> str:
 
 
 def class_labels(dataset: str) -> dict[int, str]:
-    names = LEVIR_CLASSES if dataset == "levir_mci" else SECOND_CLASSES
+    """Class id -> name for the dataset's masks (its registry spec), plus the ignored id."""
+    names = get_spec(dataset).classes or ("no_change", "change")
     return {**dict(enumerate(names)), IGNORE_INDEX: "ignored"}
 
 
@@ -121,17 +123,9 @@ class WandbLogger:
             self.run = None
 
 
-_PALETTE = np.array(
-    [[0, 0, 0], [255, 255, 0], [255, 0, 0], [0, 0, 255], [0, 255, 0], [128, 0, 0], [255, 128, 0]], np.uint8
-)
-_SECOND_PALETTE = np.array(
-    [[255, 255, 255], [0, 0, 255], [128, 128, 128], [0, 128, 0], [0, 255, 0], [128, 0, 0], [255, 0, 0]], np.uint8
-)
-
-
 def _colour(mask: np.ndarray, dataset: str) -> np.ndarray:
-    """Class ids [H, W] -> RGB uint8 [H, W, 3] in the dataset's published colours (ignored: grey)."""
-    pal = _SECOND_PALETTE if dataset == "second_cc" else _PALETTE
+    """Class ids [H, W] -> RGB uint8 [H, W, 3] in the dataset's published colours (others: grey)."""
+    pal = np.asarray(get_spec(dataset).palette or ((0, 0, 0), (255, 255, 255)), np.uint8)
     out = np.full((*mask.shape, 3), 96, np.uint8)
     valid = mask < len(pal)
     out[valid] = pal[mask[valid]]

@@ -32,14 +32,13 @@ def make_model(out: Path) -> Path:
     """The `fast` config with untrained weights and the real LEVIR-MCI vocabulary when present."""
     from changeagent.config import load_model_config
     from changeagent.data.vocab import Vocabulary
-    from changeagent.models import create_model
+    from changeagent.models import create_model, save_pretrained
 
     ref = SHARED / "levir_mci_captions" / "vocab.json"
     vocab = Vocabulary.load(ref) if ref.is_file() else Vocabulary.build(
         [["a", "building", "road", "is", "built", "the", "scene", "same", "as", "before"]], min_count=0)
     model = create_model(load_model_config("fast"), len(vocab))
-    model.vocab = vocab
-    model.save_pretrained(out)
+    save_pretrained(model, out, vocab=vocab)
     return out
 
 

@@ -22,14 +22,19 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("a", nargs="?", help="image of date A (pair or scene mode)")
     parser.add_argument("b", nargs="?", help="image of date B (pair or scene mode)")
-    parser.add_argument("--checkpoint", "-k", required=True, help="save_pretrained folder of the model")
+    parser.add_argument("--checkpoint", "-k", required=True,
+                        help="model folder (a run's best/), a run folder, or a last.pt")
     parser.add_argument("--out", "-o", required=True, help="output folder")
     parser.add_argument("--a-dir", help="folder mode: images of date A")
     parser.add_argument("--b-dir", help="folder mode: images of date B (same file names)")
     parser.add_argument("--scene", action="store_true",
                         help="scene mode: windowed GeoTIFF in and out, bounded memory, per-window captions")
-    parser.add_argument("--head", choices=("levir_mci", "second_cc"), default="levir_mci",
-                        help="levir_mci: 3-class mask; second_cc: change mask + from/to land-cover maps")
+    from changeagent.data.registry import dataset_ids  # cheap: ids only, no dataset code imported
+
+    parser.add_argument("--head", choices=dataset_ids(), default=None,
+                        help="dataset whose head decodes the masks (and whose caption token is used); "
+                             "must be one the model was trained on. Default: its first trained dataset "
+                             "with change masks")
     parser.add_argument("--tile", type=int, default=None,
                         help="window size, a multiple of 32 (None: 256)")
     parser.add_argument("--overlap", type=int, default=32, help="window overlap in pixels (blended logits)")

@@ -21,10 +21,6 @@ import rasterio
 from PIL import Image, ImageDraw, ImageFont
 
 NODATA = 255  # class id of nodata pixels in every written mask (= IGNORE_INDEX)
-CHANGE_PALETTE = [(0, 0, 0), (255, 255, 255)]
-LEVIR_PALETTE = [(0, 0, 0), (255, 255, 0), (255, 0, 0)]  # SPEC §1.1 colour variant
-SECOND_PALETTE = [(255, 255, 255), (0, 0, 255), (128, 128, 128), (0, 128, 0), (0, 255, 0),
-                  (128, 0, 0), (255, 0, 0)]  # SPEC §1.2
 NODATA_COLOUR = (64, 64, 64)
 VIS_PANEL = 384  # visualisation panels are scaled down to this many pixels at most
 

@@ -45,7 +45,7 @@ def write_pair(predictor: Predictor, pred: post.Prediction, pa: Picture, pb: Pic
                 out.write_png(path, pred.maps[key], pals[key])
     if vis:
         shown = [out.to_display(Scaler.apply(p.data, *predictor.scaler.fit(p.data, p.valid))) for p in (pa, pb)]
-        key = "mask" if pred.head == "levir_mci" else "to"
+        key = post.map_key(pred.head)
         panels = [*shown, out.overlay(shown[1], pred.maps[key], pals[key])]
         out.write_image(paths["visualisation"], out.visualisation(panels, pred.caption))
     rec = {"name": stem, "a": pa.path, "b": pb.path, **pred.record()}

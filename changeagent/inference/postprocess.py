@@ -1,7 +1,10 @@
-"""From blended logits to class maps, changed fractions and object counts.
+"""From blended logits to class maps, changed fractions and object counts, by the head's dataset spec.
 
-Blended logit channels (`channels(head)`): levir_mci = [change, background, road, building];
-second_cc = [change, 7 land-cover classes of date A, 7 of date B].
+Blended logit channels (`channels(head)`): [change] plus the dataset's semantic head, decoded as its
+spec says (`DatasetSpec.decoding`): `classes` (e.g. levir_mci = [change, background, road,
+building]; `mask` = argmax), `semantic_pair` (e.g. second_cc = [change, K classes of date A, K of
+date B]; `from`/`to` land cover on changed pixels, `mask` = change), `binary` (levir_cd, whu_cd, ...:
+[change] only; `mask` = change). `head` is a dataset id or a (bound) `DatasetSpec`.
 """
 
 from __future__ import annotations
@@ -12,85 +15,107 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from changeagent.data.constants import LEVIR_CLASSES, NUM_CLASSES, SECOND_CLASSES
+from changeagent.data.registry import get_spec
+from changeagent.data.spec import CHANGE_PALETTE, DatasetSpec
 from changeagent.errors import ChangeAgentError
-from changeagent.inference.outputs import CHANGE_PALETTE, LEVIR_PALETTE, NODATA, SECOND_PALETTE
+from changeagent.inference.outputs import NODATA
 
-HEADS = ("levir_mci", "second_cc")
 EIGHT = np.ones((3, 3), bool)  # 8-connectivity: diagonal neighbours belong to one object
+Head = str | DatasetSpec
 
 
-def channels(head: str) -> int:
-    if head not in HEADS:
-        raise ChangeAgentError(f"--head {head!r} is not one of {HEADS}")
-    return 1 + (NUM_CLASSES["levir_mci"] if head == "levir_mci" else 2 * NUM_CLASSES["second_cc"])
+def spec_of(head: Head) -> DatasetSpec:
+    if isinstance(head, DatasetSpec):
+        return head
+    try:
+        return get_spec(head)
+    except ChangeAgentError as e:
+        raise ChangeAgentError(f"--head: {e}") from None
 
 
-def palettes(head: str) -> dict[str, list[tuple[int, int, int]]]:
+def channels(head: Head) -> int:
+    spec = spec_of(head)
+    return 1 + spec.dates * spec.num_classes
+
+
+def map_key(head: Head) -> str:
+    """The class map the statistics and the overlay use: `to` (date-B land cover) or `mask`."""
+    return "to" if spec_of(head).decoding == "semantic_pair" else "mask"
+
+
+def palettes(head: Head) -> dict[str, list[tuple[int, int, int]]]:
     """Palette of every map `decode_maps` returns for `head`."""
-    if head == "levir_mci":
-        return {"mask": LEVIR_PALETTE, "change": CHANGE_PALETTE}
-    return {"mask": CHANGE_PALETTE, "change": CHANGE_PALETTE, "from": SECOND_PALETTE, "to": SECOND_PALETTE}
+    spec = spec_of(head)
+    change = list(CHANGE_PALETTE)
+    if spec.decoding == "classes":
+        return {"mask": list(spec.palette), "change": change}
+    if spec.decoding == "semantic_pair":
+        return {"mask": change, "change": change, "from": list(spec.palette), "to": list(spec.palette)}
+    return {"mask": change, "change": change}
 
 
-def decode_maps(logits: np.ndarray, head: str, valid: np.ndarray | None) -> dict[str, np.ndarray]:
+def decode_maps(logits: np.ndarray, head: Head, valid: np.ndarray | None) -> dict[str, np.ndarray]:
     """float32 [K, H, W] blended logits -> uint8 [H, W] maps, NODATA where `valid` is False.
 
-    `change` is the binary change head (logit > 0). levir_mci: `mask` = argmax of the 3 LEVIR
-    classes. second_cc: `mask` = `change`; `from`/`to` = argmax over the 6 land-cover classes
-    (class 0 "unchanged" is never trained, SPEC §1.2) on changed pixels, 0 elsewhere.
+    `change` is the binary change head (logit > 0). `classes`: `mask` = argmax of the head's classes.
+    `semantic_pair`: `mask` = `change`; `from`/`to` = argmax over the land-cover classes 1..K-1
+    (class 0 "unchanged" is never trained, SPEC §1.2) on changed pixels, 0 elsewhere. `binary`:
+    `mask` = `change`.
     """
+    spec = spec_of(head)
     change = (logits[0] > 0).astype(np.uint8)
     out = {"change": change}
-    if head == "levir_mci":
-        out["mask"] = np.argmax(logits[1:4], axis=0).astype(np.uint8)
-    else:
-        k = NUM_CLASSES["second_cc"]
+    k = spec.num_classes
+    if spec.decoding == "classes":
+        out["mask"] = np.argmax(logits[1 : 1 + k], axis=0).astype(np.uint8)
+    elif spec.decoding == "semantic_pair":
         for i, name in enumerate(("from", "to")):
             lc = (np.argmax(logits[2 + i * k : 1 + (i + 1) * k], axis=0) + 1).astype(np.uint8)
             out[name] = np.where(change > 0, lc, 0).astype(np.uint8)
         out["mask"] = change
+    else:
+        out["mask"] = change.copy()
     if valid is not None:
         for m in out.values():
             m[~valid] = NODATA
     return out
 
 
-def class_names(head: str) -> tuple[str, ...]:
+def class_names(head: Head) -> tuple[str, ...]:
     """Change classes reported in changed_fraction / object_counts (not background/unchanged)."""
-    return LEVIR_CLASSES[1:] if head == "levir_mci" else SECOND_CLASSES[1:]
+    spec = spec_of(head)
+    return tuple(spec.classes[1:]) if spec.dates else ("change",)
 
 
-def class_histogram(maps: dict[str, np.ndarray], head: str) -> dict[str, np.ndarray]:
+def class_histogram(maps: dict[str, np.ndarray], head: Head) -> dict[str, np.ndarray]:
     """int64 pixel counts per class id (0..255) of the maps the statistics use."""
-    keys = ("mask", "change") if head == "levir_mci" else ("change", "from", "to")
+    keys = ("change", "from", "to") if map_key(head) == "to" else ("mask", "change")
     return {k: np.bincount(maps[k].reshape(-1), minlength=256) for k in keys}
 
 
-def fractions(hist: dict[str, np.ndarray], head: str) -> dict[str, Any]:
+def fractions(hist: dict[str, np.ndarray], head: Head) -> dict[str, Any]:
     """changed_fraction per class (of valid pixels), plus the binary change fraction.
 
-    second_cc: `changed_fraction` counts the date-B class ("changed into"), `changed_fraction_from`
-    the date-A class.
+    semantic_pair heads: `changed_fraction` counts the date-B class ("changed into"),
+    `changed_fraction_from` the date-A class.
     """
     valid = int(hist["change"][:NODATA].sum())
     den = max(valid, 1)
     names = class_names(head)
-    key = "mask" if head == "levir_mci" else "to"
+    key = map_key(head)
     out: dict[str, Any] = {
         "changed_fraction": {n: float(hist[key][i + 1]) / den for i, n in enumerate(names)},
         "change_fraction": float(hist["change"][1]) / den,
         "valid_pixels": valid,
     }
-    if head == "second_cc":
+    if key == "to":
         out["changed_fraction_from"] = {n: float(hist["from"][i + 1]) / den for i, n in enumerate(names)}
     return out
 
 
-def object_counts(maps: dict[str, np.ndarray], head: str, min_area: int) -> dict[str, int]:
+def object_counts(maps: dict[str, np.ndarray], head: Head, min_area: int) -> dict[str, int]:
     """Connected components (8-connected) of each change class with >= `min_area` pixels."""
-    key = "mask" if head == "levir_mci" else "to"
-    m = maps[key]
+    m = maps[map_key(head)]
     counts = {}
     for i, name in enumerate(class_names(head)):
         lab, n = ndimage.label(m == i + 1, structure=EIGHT)
@@ -111,14 +136,15 @@ class Prediction:
     changed_fraction: dict[str, float]
     object_counts: dict[str, int]
     change_fraction: float
-    head: str
+    head: Any  # dataset id (str) or its bound DatasetSpec
     timings: dict[str, float] = field(default_factory=dict)
     windows: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def mask(self) -> np.ndarray:
-        """The head's class mask (levir_mci: 0 background, 1 road, 2 building; second_cc: change)."""
+        """The head's class mask (classes: class ids, e.g. levir_mci 0 background, 1 road, 2 building;
+        semantic_pair and binary heads: change)."""
         return self.maps["mask"]
 
     @property
@@ -132,7 +158,7 @@ class Prediction:
             "changed_fraction": self.changed_fraction,
             "object_counts": self.object_counts,
             "change_fraction": self.change_fraction,
-            "head": self.head,
+            "head": spec_of(self.head).id,
             "height": int(self.mask.shape[0]),
             "width": int(self.mask.shape[1]),
         }

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from changeagent.data.constants import LEVIR_MEAN, LEVIR_STD
+from changeagent.data.registry import get_spec, spec_from_summary
+from changeagent.data.spec import DatasetSpec
 from changeagent.errors import ChangeAgentError
 from changeagent.inference import postprocess as post
 from changeagent.inference.raster import Picture, Scaler, read_pair
@@ -51,16 +52,31 @@ def _norm_from(cfg: dict[str, Any], in_channels: int, where: str) -> tuple[np.nd
     return np.asarray(ref_mean, np.float32), np.asarray(ref_std, np.float32)
 
 
+def trained_head(head: str | None, trained: dict[str, dict[str, Any]] | None, model_datasets: Any,
+                 source: str) -> DatasetSpec:
+    """The spec of the head to predict with: `head`, which must be one the model was trained on;
+    by default the first trained dataset that supervises change masks (else the first one)."""
+    if not trained:
+        trained = {n: {} for n in (model_datasets or ["levir_mci", "second_cc"])}
+    if head is None:
+        with_mask = [n for n in trained if "change" in (trained[n].get("targets") or get_spec(n).targets)]
+        head = (with_mask or list(trained))[0]
+    if head not in trained:
+        raise ChangeAgentError(f"{source}: the model was not trained on {head} (trained on {list(trained)}); "
+                               f"use --head with one of those")
+    return spec_from_summary(head, trained[head])
+
+
 class Predictor:
     """Runs a ChangeCaptioner on tile pairs of any size (tiled with blended logits when large)."""
 
-    def __init__(self, model: Any, *, device: str = "cpu", head: str = "levir_mci",
+    def __init__(self, model: Any, *, device: str = "cpu", head: str | None = None,
                  tile: int | None = None, overlap: int = 32, batch_size: int = 8,
                  method: str = "greedy", beam_size: int = 3, max_len: int = 41,
                  length_penalty: float = 1.0, min_area: int = 16, scale: str = "auto",
                  bands: Sequence[int] | None = None, data_norm: dict[str, Any] | None = None,
-                 vocab: Any = None, source: str = "model") -> None:
-        self.channels = post.channels(head)
+                 vocab: Any = None, source: str = "model",
+                 datasets: dict[str, dict[str, Any]] | None = None) -> None:
         if method not in ("greedy", "beam"):
             raise ChangeAgentError(f"decoding method {method!r} is not greedy or beam")
         # the model keeps its resolved dict as `config` (older drafts of the contract said `cfg`)
@@ -72,9 +88,9 @@ class Predictor:
         self.vocab: Any = vocab if vocab is not None else getattr(model, "vocab", None)
         if self.vocab is None:
             raise ChangeAgentError(f"{source}: no caption vocabulary (vocab.json) in the checkpoint")
-        heads = cfg.get("datasets")
-        if heads is not None and head not in heads:
-            raise ChangeAgentError(f"{source}: the model has no {head} head (it has {list(heads)}); use --head")
+        self.spec = trained_head(head, datasets, cfg.get("datasets"), source)
+        head = self.spec.id
+        self.channels = post.channels(self.spec)
         self.in_channels = int(cfg.get("in_channels", 3))
         self.mean, self.std = _norm_from(cfg, self.in_channels, source)
         self.head, self.source = head, source
@@ -88,33 +104,24 @@ class Predictor:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", **kwargs: Any) -> Predictor:
-        """Load a `save_pretrained` folder (config.json, model.safetensors, vocab.json)."""
+        """Load a model folder (`save_pretrained`), a training run folder (its best/) or a last.pt."""
         p = Path(path)
-        if not p.is_dir():
-            raise ChangeAgentError(f"checkpoint {p} is not a folder (expected a save_pretrained folder "
+        if not p.exists():
+            raise ChangeAgentError(f"checkpoint {p} does not exist (expected a save_pretrained folder "
                                    f"such as a training run's best/)")
-        if not (p / "config.json").is_file() and (p / "best" / "config.json").is_file():
-            p = p / "best"  # a training run folder: its exported best model
-        cfg_file = p / "config.json"
-        if not cfg_file.is_file():
+        if p.is_dir() and not (p / "config.json").is_file() and not (p / "best" / "config.json").is_file() \
+                and not (p / "last.pt").is_file():
             raise ChangeAgentError(f"checkpoint {p} has no config.json (expected a save_pretrained folder)")
+        from changeagent.models import load
+
         try:
-            cfg = json.loads(cfg_file.read_text())
-        except (OSError, ValueError) as e:
-            raise ChangeAgentError(f"checkpoint {cfg_file} is not valid JSON: {e}") from None
-        try:
-            from changeagent.models import ChangeCaptioner
-        except ImportError as e:
-            raise ChangeAgentError(f"changeagent.models is not available: {e}") from None
-        try:
-            model = ChangeCaptioner.from_pretrained(p, map_location="cpu")
+            model, _, norm, datasets = load(p, map_location="cpu")
         except ChangeAgentError:
             raise
         except Exception as e:  # a foreign or damaged checkpoint: name it, no traceback
             raise ChangeAgentError(f"checkpoint {p} is incompatible with this model code: {e}") from None
-        if isinstance(cfg, dict):  # top level of config.json, or inside its `model` dict
-            inner = cfg["model"] if isinstance(cfg.get("model"), dict) else {}
-            kwargs.setdefault("data_norm", cfg.get("data_norm") or inner.get("data_norm"))
+        kwargs.setdefault("data_norm", norm)
+        kwargs.setdefault("datasets", datasets)
         return cls(model, device=device, source=str(p), **kwargs)
 
     # ---- model calls -------------------------------------------------------------------------
@@ -135,11 +142,13 @@ class Predictor:
         out = self.model.predict(x, dataset=[self.head] * b, **self.decode)
         try:
             change = out["change"].float()
-            m = out["masks"][self.head].float()
+            parts = [change]
+            if self.spec.dates:  # a semantic head; binary change and caption-only heads use `change` alone
+                parts.append(out["masks"][self.head].float().reshape(b, -1, h, w))
             tokens = out["tokens"].cpu().tolist()
         except (KeyError, TypeError, AttributeError) as e:
             raise ChangeAgentError(f"{self.source}: model output lacks {e} (incompatible checkpoint)") from None
-        logits = torch.cat([change, m.reshape(b, -1, h, w)], dim=1)
+        logits = torch.cat(parts, dim=1)
         if logits.shape != (b, self.channels, h, w):
             raise ChangeAgentError(
                 f"{self.source}: model output shape {tuple(logits.shape)} != expected {(b, self.channels, h, w)}"
@@ -251,12 +260,12 @@ class Predictor:
     def _finish(self, logits: np.ndarray, caption: str, windows: list[dict[str, Any]],
                 valid: np.ndarray | None, timings: dict[str, float]) -> post.Prediction:
         t0 = time.perf_counter()
-        maps = post.decode_maps(logits, self.head, valid)
-        fr = post.fractions(post.class_histogram(maps, self.head), self.head)
-        counts = post.object_counts(maps, self.head, self.min_area)
+        maps = post.decode_maps(logits, self.spec, valid)
+        fr = post.fractions(post.class_histogram(maps, self.spec), self.spec)
+        counts = post.object_counts(maps, self.spec, self.min_area)
         extra = {k: v for k, v in fr.items() if k not in ("changed_fraction", "change_fraction")}
         pred = post.Prediction(maps, caption, fr["changed_fraction"], counts, fr["change_fraction"],
-                               self.head, dict(timings), windows, extra)
+                               self.spec, dict(timings), windows, extra)
         pred.timings["post_s"] = time.perf_counter() - t0
         return pred
 

@@ -86,7 +86,7 @@ def predict_scene(pred: Predictor, a_path: str, b_path: str, out_dir: str | Path
                     os.unlink(dst.name)
             raise
         record = {
-            "a": str(a_path), "b": str(b_path), "head": pred.head,
+            "a": str(a_path), "b": str(b_path), "head": post.spec_of(pred.head).id,
             **{k: str(p) for k, p in paths.items() if k != "record"},
             "crs": a.crs.to_string() if a.crs else None, "transform": list(a.transform)[:6],
             "width": grid.width, "height": grid.height, "tile": grid.tile, "overlap": grid.overlap,

@@ -1,8 +1,12 @@
 """Per-task losses of the joint model: the "mask" group (change + per-dataset semantic heads) and "caption".
 
-Label spaces (SPEC §1.4): every item supervises the shared binary change head; LEVIR-MCI items also
-supervise the 3-class head, SECOND-CC items the 7-class head of each date. Rows of a head whose
-dataset differs from the item's never contribute.
+Label spaces (SPEC §1.4) and partial supervision: each loss uses only the items that carry its
+target (the dataset registry says which targets a dataset supplies; collate fills missing ones with
+IGNORE_INDEX / <NULL>). Every item with a change map supervises the shared binary change head; an
+item of a dataset with a semantic head (`DatasetSpec.dates`) also supervises that head: one class
+map (`mask`, e.g. LEVIR-MCI) or one land-cover map per date (`sem`, e.g. SECOND-CC). Rows of a head
+whose dataset differs from the item's never contribute. Caption-only items (LEVIR-CC) give the
+caption loss only; mask-only items (LEVIR-CD) give no caption loss.
 
 Why the SECOND head keeps 7 outputs although class 0 ("unchanged") is never its target: SECOND
 land cover is labelled only on changed pixels, so unchanged/IGNORE pixels are dropped from its loss
@@ -19,7 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from changeagent.data.constants import DATASETS, IGNORE_INDEX, NUM_CLASSES
+from changeagent.data.constants import IGNORE_INDEX
+from changeagent.data.registry import dataset_ids, get_spec
 from changeagent.errors import ChangeAgentError
 from changeagent.losses.caption import caption_loss
 from changeagent.losses.mask import binary_change_loss, semantic_loss, zero_like_graph
@@ -57,12 +62,12 @@ def parse_loss_config(cfg: Mapping[str, Any] | None) -> tuple[dict[str, Any], di
                 "{levir_mci: [1, 2, 2]}; a plain list is ambiguous across heads"
             )
         for name, w in weights.items():
-            if name not in NUM_CLASSES:
-                raise ChangeAgentError(f"loss config: mask.class_weights has unknown dataset {name!r}")
-            if w is not None and len(w) != NUM_CLASSES[name]:
-                raise ChangeAgentError(
-                    f"loss config: mask.class_weights.{name} has {len(w)} values, need {NUM_CLASSES[name]}"
-                )
+            if name not in dataset_ids():
+                raise ChangeAgentError(f"loss config: mask.class_weights has unknown dataset {name!r}; "
+                                       f"known: {dataset_ids()}")
+            k = get_spec(name).num_classes
+            if w is not None and k and len(w) != k:  # a custom head's class count comes from its data
+                raise ChangeAgentError(f"loss config: mask.class_weights.{name} has {len(w)} values, need {k}")
     return mask, caption
 
 
@@ -74,8 +79,8 @@ def compute_losses(out: Mapping[str, Any], batch: Mapping[str, Any],
                    cfg: Mapping[str, Any] | None = None) -> dict[str, Tensor]:
     """Per-task losses from the model output and the collated batch.
 
-    out: "change" float [B,1,H,W]; "masks" {"levir_mci": [B,3,H,W], "second_cc": [B,2,7,H,W]}
-    (either head may be absent); "caption" float [B,L-1,V] or absent/None (mask-only stage).
+    out: "change" float [B,1,H,W]; "masks" {dataset id: [B,K,H,W] (one map) or [B,2,K,H,W] (per date)},
+    e.g. {"levir_mci": [B,3,H,W], "second_cc": [B,2,7,H,W]} (any head may be absent); "caption" float [B,L-1,V] or absent/None (mask-only stage).
     batch: "change" int64 [B,H,W]; "mask" int64 [B,H,W]; "sem" int64 [B,2,H,W];
     "caption_ids" int64 [B,L] (one caption per item); "dataset" list[str] of length B.
     cfg (the `loss` section; a "weighting" key is allowed and ignored here):
@@ -85,17 +90,17 @@ def compute_losses(out: Mapping[str, Any], batch: Mapping[str, Any],
     ce/dice/lovasz weight the terms of both the binary change loss and the semantic losses;
     class_weights apply to CE and Dice of the semantic heads.
 
-    Returns float32 scalars: "mask" = change_weight * "mask/change" + "mask/levir_mci" +
-    "mask/second_cc"; a semantic part is present only when the batch has items of that dataset
+    Returns float32 scalars: "mask" = change_weight * "mask/change" + "mask/<dataset id>" per
+    semantic head; a semantic part is present only when the batch has items of that dataset
     (otherwise a graph-connected zero joins "mask" so DDP sees the head used); "caption" only when
     caption logits are given. "mask" and "caption" are the tasks for the weighting; "mask/*" are
     for logging.
     """
     mcfg, ccfg = parse_loss_config(cfg)
     datasets = list(batch["dataset"])
-    unknown = sorted(set(datasets) - set(DATASETS))
+    unknown = sorted(set(datasets) - set(dataset_ids()))
     if unknown:
-        raise ChangeAgentError(f"batch: unknown dataset id(s) {unknown}; known: {list(DATASETS)}")
+        raise ChangeAgentError(f"batch: unknown dataset id(s) {unknown}; known: {dataset_ids()}")
     terms = {"ce": mcfg["ce"], "dice": mcfg["dice"], "lovasz": mcfg["lovasz"]}
     class_weights = mcfg["class_weights"] or {}
 
@@ -105,22 +110,23 @@ def compute_losses(out: Mapping[str, Any], batch: Mapping[str, Any],
     mask_total = mcfg["change_weight"] * change
 
     for name, logits in (out.get("masks") or {}).items():
-        if name not in NUM_CLASSES:
-            raise ChangeAgentError(f"model output: unknown mask head {name!r}; known: {list(DATASETS)}")
+        if name not in dataset_ids():
+            raise ChangeAgentError(f"model output: unknown mask head {name!r}; known: {dataset_ids()}")
         idx = _rows(datasets, name, logits.device)
         if idx.numel() == 0:
             mask_total = mask_total + zero_like_graph(logits)
             continue
-        if name == "levir_mci":
+        if logits.dim() == 4:  # one class map per item: target "mask"
             lg, target, classes = logits[idx], batch["mask"][idx], None
-        else:
-            if logits.dim() != 5 or logits.shape[1] != 2:
-                raise ChangeAgentError(f"model output: second_cc head must be [B,2,7,H,W], got {tuple(logits.shape)}")
-            lg = logits[idx].flatten(0, 1)  # both dates as separate images: [2n, 7, H, W]
+        elif logits.dim() == 5 and logits.shape[1] == 2:  # one land-cover map per date: target "sem"
+            lg = logits[idx].flatten(0, 1)  # both dates as separate images: [2n, K, H, W]
             target = batch["sem"][idx].flatten(0, 1)
             # land cover is labelled only on changed pixels: unchanged is "no label" for this head
             target = torch.where(target == 0, torch.full_like(target, IGNORE_INDEX), target)
-            classes = list(range(1, NUM_CLASSES[name]))
+            classes = list(range(1, logits.shape[2]))
+        else:
+            raise ChangeAgentError(f"model output: {name} head must be [B,K,H,W] or [B,2,K,H,W], "
+                                   f"got {tuple(logits.shape)}")
         part = semantic_loss(lg, target, class_weights=class_weights.get(name), classes=classes,
                              what=f"{name} semantic mask", **terms)
         losses[f"mask/{name}"] = part

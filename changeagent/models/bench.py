@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from changeagent.data.constants import DATASETS, END, NULL, NUM_CLASSES, START
+from changeagent.data.constants import END, NULL, START
 from changeagent.errors import ChangeAgentError
 from changeagent.models.factory import create_model, resolve_device
 
@@ -39,28 +39,29 @@ def _timed(fn: Callable[[], None], steps: int, warmup: int, dev: torch.device, d
 
 
 def random_batch(batch: int, size: int, channels: int, vocab_size: int, caption_len: int,
-                 dev: torch.device, gen: torch.Generator) -> dict[str, Any]:
-    """Tensors of the documented batch shapes, datasets alternating so every head gets a loss."""
+                 dev: torch.device, gen: torch.Generator, heads: dict[str, tuple[int, int]],
+                 datasets: list[str]) -> dict[str, Any]:
+    """Tensors of the documented batch shapes, one random target per semantic head (`heads`:
+    {dataset: (maps, classes)}), datasets alternating so every head gets a loss."""
     captions = torch.randint(4, vocab_size, (batch, caption_len), generator=gen)
     captions[:, 0], captions[:, -1] = START, END
     return {
         "image": torch.randn(batch, 2, channels, size, size, generator=gen).to(dev),
         "change": torch.randint(0, 2, (batch, size, size), generator=gen).to(dev),
-        "mask": torch.randint(0, NUM_CLASSES["levir_mci"], (batch, size, size), generator=gen).to(dev),
-        "sem": torch.randint(0, NUM_CLASSES["second_cc"], (batch, 2, size, size), generator=gen).to(dev),
+        "targets": {d: torch.randint(0, k, (batch, maps, size, size), generator=gen).to(dev)
+                    for d, (maps, k) in heads.items()},
         "captions": captions.to(dev),
-        "dataset": [DATASETS[i % len(DATASETS)] for i in range(batch)],
+        "dataset": [datasets[i % len(datasets)] for i in range(batch)],
     }
 
 
 def plain_loss(out: dict[str, Any], b: dict[str, Any]) -> torch.Tensor:
     """Unweighted sum of plain cross-entropies (the real losses live in changeagent.losses)."""
     loss = F.binary_cross_entropy_with_logits(out["change"][:, 0], b["change"].float())
-    masks = out["masks"]
-    if "levir_mci" in masks:
-        loss = loss + F.cross_entropy(masks["levir_mci"], b["mask"])
-    if "second_cc" in masks:
-        loss = loss + F.cross_entropy(masks["second_cc"].flatten(0, 1), b["sem"].flatten(0, 1))
+    for name, logits in out["masks"].items():
+        target = b["targets"][name]  # [B, maps, H, W]
+        lg = logits if logits.dim() == 5 else logits[:, None]  # [B, maps, K, H, W]
+        loss = loss + F.cross_entropy(lg.flatten(0, 1), target.flatten(0, 1))
     logits = out["caption"]
     return loss + F.cross_entropy(logits.flatten(0, 1).float(), b["captions"][:, 1:].flatten(), ignore_index=NULL)
 
@@ -79,7 +80,8 @@ def run_benchmark(cfg: dict[str, Any], vocab_size: int = 468, batch: int = 8, si
     model = create_model(cfg, vocab_size).to(dev)
     channels = model.config["in_channels"]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    data = random_batch(batch, size, channels, vocab_size, caption_len, dev, gen)
+    data = random_batch(batch, size, channels, vocab_size, caption_len, dev, gen,
+                        model.mask_decoder.head_shapes, model.datasets)
 
     def train_step() -> None:
         out = model(data["image"], data["captions"], data["dataset"])
@@ -101,7 +103,7 @@ def run_benchmark(cfg: dict[str, Any], vocab_size: int = 468, batch: int = 8, si
     model.eval()
     for b in infer_batches:
         image = torch.randn(b, 2, channels, size, size, generator=gen).to(dev)
-        names = [DATASETS[i % len(DATASETS)] for i in range(b)]
+        names = [model.datasets[i % len(model.datasets)] for i in range(b)]
 
         def infer(image: torch.Tensor = image, names: list[str] = names) -> None:
             with torch.inference_mode():

@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from changeagent.data.constants import DATASETS
 from changeagent.errors import ChangeAgentError
 
 Cache = list[dict[str, Tensor]]
@@ -98,7 +97,7 @@ class CaptionDecoder(nn.Module):
 
     def __init__(self, vocab_size: int, in_channels: Sequence[int], dim: int = 256, layers: int = 2,
                  heads: int = 8, ffn_ratio: float = 4.0, dropout: float = 0.1,
-                 dataset_token: bool = True, tie_embeddings: bool = False) -> None:
+                 dataset_token: bool = True, tie_embeddings: bool = False, num_datasets: int = 2) -> None:
         super().__init__()
         if not isinstance(vocab_size, int) or vocab_size < 5:
             raise ChangeAgentError(f"caption decoder: vocab_size must be an integer >= 5, got {vocab_size!r}")
@@ -112,7 +111,9 @@ class CaptionDecoder(nn.Module):
         self.memory_proj = nn.ModuleList(nn.Linear(c, dim) for c in in_channels)
         self.memory_norm = nn.LayerNorm(dim)
         self.level_embed = nn.Parameter(torch.zeros(len(in_channels), dim)) if len(in_channels) > 1 else None
-        self.dataset_embed = nn.Embedding(len(DATASETS) + 1, dim) if dataset_token else None
+        # one token per dataset of the model plus a last one for "no dataset given"
+        self.num_datasets = num_datasets
+        self.dataset_embed = nn.Embedding(num_datasets + 1, dim) if dataset_token else None
         self.embed = nn.Embedding(vocab_size, dim)
         self.layers = nn.ModuleList(DecoderLayer(dim, heads, float(ffn_ratio), float(dropout)) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
@@ -136,7 +137,7 @@ class CaptionDecoder(nn.Module):
         mem = torch.cat(tokens, dim=1)
         if self.dataset_embed is not None:
             if dataset_ids is None:  # the extra last row means "unknown dataset"
-                dataset_ids = torch.full((mem.shape[0],), len(DATASETS), dtype=torch.long, device=mem.device)
+                dataset_ids = torch.full((mem.shape[0],), self.num_datasets, dtype=torch.long, device=mem.device)
             mem = torch.cat([self.dataset_embed(dataset_ids)[:, None].to(mem.dtype), mem], dim=1)
         return self.memory_norm(mem)
 

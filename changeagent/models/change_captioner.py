@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from changeagent.data.constants import DATASETS
 from changeagent.errors import ChangeAgentError
 from changeagent.models.caption_decoder import CaptionDecoder
 from changeagent.models.decoding import beam_search, greedy_decode
@@ -38,18 +36,21 @@ class Necks(nn.Module):
         return fused, self.caption(feats_a, feats_b)
 
 
-def dataset_ids(dataset: Sequence[str] | None, batch: int, device: torch.device) -> Tensor | None:
-    """list[str] of dataset names -> int64 [B] indices into `DATASETS` (None stays None)."""
+def dataset_ids(dataset: Sequence[str] | str | None, batch: int, device: torch.device,
+                known: Sequence[str]) -> Tensor | None:
+    """list[str] of dataset ids -> int64 [B] positions in `known` (the model's datasets); None stays None.
+
+    An id the model was not built (trained) for is an error: its caption token would be untrained."""
     if dataset is None:
         return None
     if isinstance(dataset, str):
         dataset = [dataset] * batch
     if len(dataset) != batch:
         raise ChangeAgentError(f"model: got {len(dataset)} dataset names for a batch of {batch}")
-    unknown = sorted({d for d in dataset if d not in DATASETS})
+    unknown = sorted({d for d in dataset if d not in known})
     if unknown:
-        raise ChangeAgentError(f"model: unknown dataset name(s) {unknown}; known: {list(DATASETS)}")
-    return torch.tensor([DATASETS.index(d) for d in dataset], dtype=torch.long, device=device)
+        raise ChangeAgentError(f"model: dataset(s) {unknown} are not among the model's datasets {list(known)}")
+    return torch.tensor([list(known).index(d) for d in dataset], dtype=torch.long, device=device)
 
 
 def check_image(image: Any) -> None:
@@ -79,7 +80,12 @@ class ChangeCaptioner(nn.Module):
         self.caption_decoder = caption_decoder
         self.config = config
         self.vocab_size = vocab_size
-        self.vocab: Any = None  # a changeagent.data.vocab.Vocabulary, attached by the engine
+        self.vocab: Any = None  # a changeagent.data.vocab.Vocabulary (models.hub.attach_vocab)
+
+    @property
+    def datasets(self) -> list[str]:
+        """The dataset ids this model was built for (its semantic heads and caption tokens)."""
+        return list(self.config.get("datasets") or [])
 
     def features(self, image: Tensor, dataset: Sequence[str] | None = None
                  ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
@@ -98,7 +104,7 @@ class ChangeCaptioner(nn.Module):
         feats_b = [f[b:] for f in feats]
         mask_feats, caption_maps = self.neck(feats_a, feats_b)
         change, masks = self.mask_decoder(mask_feats, (h, w))
-        memory = self.caption_decoder.memory(caption_maps, dataset_ids(dataset, b, image.device))
+        memory = self.caption_decoder.memory(caption_maps, dataset_ids(dataset, b, image.device, self.datasets))
         return change, masks, memory
 
     def forward(self, image: Tensor, captions: Tensor | None = None,
@@ -152,16 +158,3 @@ class ChangeCaptioner(nn.Module):
             return sum(p.numel() for p in m.parameters())
         return {"total": count(self), "encoder": count(self.encoder), "neck": count(self.neck),
                 "mask_decoder": count(self.mask_decoder), "caption_decoder": count(self.caption_decoder)}
-
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write config.json, model.safetensors and (if attached) vocab.json into `directory`."""
-        from changeagent.models.hub import save_pretrained
-
-        save_pretrained(self, directory)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> ChangeCaptioner:
-        """Rebuild a model saved by `save_pretrained` (safetensors + JSON; nothing is unpickled)."""
-        from changeagent.models.hub import load_pretrained
-
-        return load_pretrained(directory, map_location)

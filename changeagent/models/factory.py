@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from changeagent.data.constants import DATASETS
+from changeagent.data.registry import get_spec
 from changeagent.errors import ChangeAgentError
 from changeagent.models.caption_decoder import CaptionDecoder
 from changeagent.models.change_captioner import ChangeCaptioner, Necks
@@ -28,7 +28,8 @@ DEFAULTS: dict[str, Any] = {
     "mask_decoder": {"channels": 64, "dropout": 0.0},
     "caption_decoder": {"dim": 256, "layers": 2, "heads": 8, "ffn_ratio": 4.0, "dropout": 0.1,
                         "levels": 1, "dataset_token": True, "tie_embeddings": False},
-    "datasets": list(DATASETS),   # which per-dataset semantic heads exist
+    "datasets": ["levir_mci", "second_cc"],  # datasets it is built for: semantic heads, caption tokens
+    "num_classes": {},            # classes of a head whose dataset takes them from its data (custom)
     "compile": False,             # torch.compile the encoder, necks and decoders' forward
     "channels_last": True,        # NHWC activations: 20-30 % faster convolutions on CPU and GPU
 }
@@ -59,6 +60,26 @@ def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def head_shapes(cfg: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """{dataset id: (maps, classes)} of the semantic heads of a resolved model config (registry specs)."""
+    names = cfg["datasets"]
+    if not isinstance(names, list) or not names or len(set(names)) != len(names):
+        raise ChangeAgentError(f"model config: datasets must be a non-empty list of distinct ids, got {names!r}")
+    overrides = cfg["num_classes"] or {}
+    if not isinstance(overrides, dict) or [n for n in overrides if n not in names]:
+        raise ChangeAgentError(f"model config: num_classes {overrides!r} must map some of {names} to a count")
+    heads = {}
+    for name in names:
+        spec = get_spec(name)
+        k = overrides.get(name, spec.num_classes)
+        if not isinstance(k, int) or k < 2:
+            raise ChangeAgentError(f"model config: num_classes.{name} must be an integer >= 2, got {k!r}")
+        dates = spec.dates if name not in overrides else (spec.dates or (1 if k > 2 else 0))
+        if dates:
+            heads[name] = (dates, k)
+    return heads
+
+
 def create_model(cfg: dict[str, Any], vocab_size: int,
                  device: str | torch.device | None = None) -> ChangeCaptioner:
     """Build the model described by `cfg` (see `DEFAULTS` and configs/model/*.yaml).
@@ -87,8 +108,8 @@ def _assemble(cfg: dict[str, Any], vocab_size: int, encoder: Encoder) -> ChangeC
                                   levels=list(range(n_levels - cap_levels, n_levels)))
     necks = Necks(mask_neck, caption_neck, cap_levels)
     cap_in = (caption_neck if caption_neck is not None else mask_neck).out_channels[-cap_levels:]
-    mask_decoder = MaskDecoder(mask_neck.out_channels, datasets=cfg["datasets"], **cfg["mask_decoder"])
-    caption_decoder = CaptionDecoder(vocab_size, cap_in, **cap_cfg)
+    mask_decoder = MaskDecoder(mask_neck.out_channels, heads=head_shapes(cfg), **cfg["mask_decoder"])
+    caption_decoder = CaptionDecoder(vocab_size, cap_in, num_datasets=len(cfg["datasets"]), **cap_cfg)
     model = ChangeCaptioner(encoder, necks, mask_decoder, caption_decoder, cfg, vocab_size)
     if cfg["compile"]:
         compile_model(model)

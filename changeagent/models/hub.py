@@ -1,19 +1,65 @@
-"""Self-contained model folders: config.json + model.safetensors (+ vocab.json); never unpickled."""
+"""The one owner of saved models: `save_pretrained` writes a model folder, `load` reads a model folder,
+a training run folder (its `best/`) or a `last.pt`, and `attach_vocab` is the one place a vocabulary
+joins a model.
+
+Model folder: config.json (`model` config, `vocab_size`, `data_norm`, `datasets` trained on with their
+classes and palettes), model.safetensors, vocab.json. Nothing is ever unpickled (safetensors; `last.pt`
+through `torch.load(weights_only=True)`). This module imports the model code, never the reverse.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
+from changeagent.data.registry import get_spec
+from changeagent.data.spec import DatasetSpec
+from changeagent.data.vocab import Vocabulary
 from changeagent.errors import ChangeAgentError
+from changeagent.models.change_captioner import ChangeCaptioner
+from changeagent.models.factory import compile_model, create_model
 
 CONFIG, WEIGHTS, VOCAB = "config.json", "model.safetensors", "vocab.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: data_norm and datasets written by save_pretrained itself
+
+
+class Loaded(NamedTuple):
+    model: ChangeCaptioner
+    vocab: Vocabulary | None
+    norm: dict[str, list[float]] | None  # {"mean": [...], "std": [...]} the model was trained with
+    datasets: dict[str, dict[str, Any]]  # dataset id -> DatasetSpec.summary() of what it was trained on
+
+
+def attach_vocab(model: Any, vocab: Vocabulary | None) -> None:
+    """Attach `vocab` to `model` (None detaches); its size must match the caption head."""
+    if vocab is not None and len(vocab) != model.vocab_size:
+        raise ChangeAgentError(f"vocabulary has {len(vocab)} words, the model's caption head {model.vocab_size}")
+    model.vocab = vocab
+
+
+def dataset_summaries(datasets: Mapping[str, Any] | Sequence[str] | None) -> dict[str, dict[str, Any]]:
+    """ids, {id: DatasetSpec} or {id: summary dict} -> {id: summary dict} (validated against the registry)."""
+    if datasets is None:
+        return {}
+    if isinstance(datasets, str):
+        datasets = [datasets]
+    items = datasets.items() if isinstance(datasets, Mapping) else ((d, None) for d in datasets)
+    out = {}
+    for name, value in items:
+        spec = get_spec(name)
+        if isinstance(value, DatasetSpec):
+            out[name] = value.summary()
+        elif isinstance(value, Mapping):
+            out[name] = {**spec.summary(), **dict(value)}
+        else:
+            out[name] = spec.summary()
+    return out
 
 
 def _temp_path(directory: Path, name: str) -> Path:
@@ -22,20 +68,30 @@ def _temp_path(directory: Path, name: str) -> Path:
     return Path(tmp)
 
 
-def save_pretrained(model: Any, directory: str | Path) -> None:
-    """Write the model folder; every file goes to a temp name first and is renamed at the end."""
+def save_pretrained(model: Any, directory: str | Path, *, vocab: Vocabulary | None = None,
+                    norm: Mapping[str, Sequence[float]] | None = None,
+                    datasets: Mapping[str, Any] | Sequence[str] | None = None) -> Path:
+    """Write the model folder; every file goes to a temp name first and is renamed at the end.
+
+    vocab: defaults to the attached `model.vocab`; norm: {"mean", "std"} of the training data;
+    datasets: the datasets the model was trained on (ids, specs or summaries).
+    """
     from safetensors.torch import save_model
 
     directory = Path(directory)
-    vocab = getattr(model, "vocab", None)
+    vocab = vocab if vocab is not None else getattr(model, "vocab", None)
     if vocab is not None and len(vocab) != model.vocab_size:
         raise ChangeAgentError(
-            f"cannot save to {directory}: attached vocabulary has {len(vocab)} words, model has {model.vocab_size}"
+            f"cannot save to {directory}: vocabulary has {len(vocab)} words, model has {model.vocab_size}"
         )
-    config = {"format_version": FORMAT_VERSION, "model": model.config, "vocab_size": model.vocab_size}
+    config: dict[str, Any] = {"format_version": FORMAT_VERSION, "model": model.config, "vocab_size": model.vocab_size}
+    if norm is not None:
+        config["data_norm"] = {"mean": [float(v) for v in norm["mean"]], "std": [float(v) for v in norm["std"]]}
+    if datasets is not None:
+        config["datasets"] = dataset_summaries(datasets)
     texts = {CONFIG: json.dumps(config, indent=2, sort_keys=True)}
     if vocab is not None:
-        texts[VOCAB] = vocab.dumps() if hasattr(vocab, "dumps") else json.dumps(dict(vocab.word_to_id))
+        texts[VOCAB] = vocab.dumps()
     temps: dict[str, Path] = {}
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -54,6 +110,7 @@ def save_pretrained(model: Any, directory: str | Path) -> None:
     finally:
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
+    return directory
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:
@@ -74,20 +131,36 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     return config
 
 
-def load_pretrained(directory: str | Path, map_location: str | torch.device = "cpu") -> Any:
-    """Rebuild a ChangeCaptioner from a folder written by `save_pretrained`."""
+def _check_norm(norm: Any, where: Path) -> dict[str, list[float]] | None:
+    if norm is None:
+        return None
+    try:
+        return {"mean": [float(v) for v in norm["mean"]], "std": [float(v) for v in norm["std"]]}
+    except (KeyError, TypeError, ValueError):
+        raise ChangeAgentError(f"{where}: data_norm must be {{\"mean\": [...], \"std\": [...]}}") from None
+
+
+def _trained_on(recorded: Any, model_cfg: dict[str, Any], where: Path) -> dict[str, dict[str, Any]]:
+    """The datasets a saved model was trained on; folders of format 1 list ids (or nothing: its heads)."""
+    try:
+        return dataset_summaries(recorded if recorded is not None else model_cfg.get("datasets"))
+    except ChangeAgentError as e:
+        raise ChangeAgentError(f"{where}: {e}") from None
+
+
+def _build(model_cfg: dict[str, Any], vocab_size: int) -> ChangeCaptioner:
+    # the weights come from the file: do not look for the encoder's original weights
+    return create_model({**model_cfg, "encoder_weights": None, "compile": False}, vocab_size)
+
+
+def _load_folder(directory: Path, map_location: str | torch.device) -> Loaded:
     from safetensors.torch import load_model
 
-    from changeagent.models.factory import create_model
-
-    directory = Path(directory)
     config = read_config(directory)
     weights = directory / WEIGHTS
     if not weights.is_file():
         raise ChangeAgentError(f"{directory} is not a complete model folder: {WEIGHTS} is missing")
-    # the weights come from the folder: do not look for the encoder's original weights file
-    build_cfg = {**config["model"], "encoder_weights": None, "compile": False}
-    model = create_model(build_cfg, config["vocab_size"])
+    model = _build(config["model"], config["vocab_size"])
     try:
         missing, unexpected = load_model(model, str(weights), strict=False, device=str(map_location))
     except Exception as e:  # noqa: BLE001 - corrupt or foreign file: name it, no deep traceback
@@ -100,14 +173,62 @@ def load_pretrained(directory: str | Path, map_location: str | torch.device = "c
     model.config = dict(config["model"])
     model.to(map_location)
     if config["model"].get("compile"):
-        from changeagent.models.factory import compile_model
-
         compile_model(model)
-    vocab_path = directory / VOCAB
-    if vocab_path.is_file():
-        from changeagent.data.vocab import Vocabulary
+    vocab = None
+    if (directory / VOCAB).is_file():
+        vocab = Vocabulary.load(directory / VOCAB)
+        if len(vocab) != model.vocab_size:
+            raise ChangeAgentError(f"{directory / VOCAB} has {len(vocab)} words, config.json says {model.vocab_size}")
+    attach_vocab(model, vocab)
+    norm = _check_norm(config.get("data_norm") or config["model"].get("data_norm"), directory / CONFIG)
+    return Loaded(model, vocab, norm, _trained_on(config.get("datasets"), model.config, directory / CONFIG))
 
-        model.vocab = Vocabulary.load(vocab_path)
-        if len(model.vocab) != model.vocab_size:
-            raise ChangeAgentError(f"{vocab_path} has {len(model.vocab)} words, config.json says {model.vocab_size}")
-    return model
+
+def _load_last(path: Path, map_location: str | torch.device) -> Loaded:
+    """The model of a training checkpoint: its EMA weights when it has them (what validation used)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated/garbage zip files
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ChangeAgentError(f"checkpoint {path} is corrupt or truncated ({reason})") from None
+    if not isinstance(state, dict) or any(k not in state for k in ("model", "config", "vocab")):
+        raise ChangeAgentError(f"checkpoint {path} is not a changeagent training checkpoint")
+    vocab = Vocabulary(dict(state["vocab"]))
+    cfg = state["config"]
+    model = _build(cfg["model"], len(vocab))
+    weights = state["model"]
+    if state.get("ema"):  # AveragedModel state: "module.<name>" plus n_averaged
+        weights = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise ChangeAgentError(f"checkpoint {path}: weights do not fit its model config: "
+                               f"{str(e).splitlines()[0]}") from None
+    model.to(map_location)
+    attach_vocab(model, vocab)
+    data = cfg.get("data", {})
+    norm = _check_norm({"mean": data["mean"], "std": data["std"]} if "mean" in data else None, path)
+    recorded = state.get("datasets") or data.get("datasets")
+    return Loaded(model, vocab, norm, _trained_on(recorded, model.config, path))
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> Loaded:
+    """(model, vocab, norm, datasets) from a model folder (`best/`), a run folder or a `last.pt`."""
+    p = Path(path)
+    if p.is_dir() and not (p / CONFIG).is_file():
+        if (p / "best" / CONFIG).is_file():
+            p = p / "best"  # a training run folder: its exported best model
+        elif (p / "last.pt").is_file():
+            p = p / "last.pt"
+    if p.is_file():
+        if p.suffix != ".pt":
+            raise ChangeAgentError(f"checkpoint {p} is neither a model folder nor a last.pt")
+        return _load_last(p, map_location)
+    if not p.exists():
+        raise ChangeAgentError(f"checkpoint {p} does not exist")
+    return _load_folder(p, map_location)
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> ChangeCaptioner:
+    """Only the model of `load(path)` (its vocabulary attached as `model.vocab`)."""
+    return load(path, map_location).model

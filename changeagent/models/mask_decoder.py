@@ -1,7 +1,9 @@
 """Multi-scale mask decoder: FPN-style top-down path over the fused maps of every level.
 
-Outputs a binary change head shared by all datasets and one semantic head per dataset (SPEC §1.4):
-LEVIR-MCI 3 classes; SECOND-CC 7 land-cover classes for each of the two dates.
+Outputs a binary change head shared by all datasets and one semantic head per dataset that has
+semantic maps (SPEC §1.4; shapes from the dataset registry, `models.factory.head_shapes`): e.g.
+LEVIR-MCI 3 classes; SECOND-CC 7 land-cover classes for each of the two dates. Binary change and
+caption-only datasets use the shared change head alone.
 """
 
 from __future__ import annotations
@@ -13,11 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from changeagent.data.constants import DATASETS, NUM_CLASSES
 from changeagent.errors import ChangeAgentError
-
-# maps per dataset: LEVIR has one change-class map, SECOND one land-cover map per date
-DATES = {"levir_mci": 1, "second_cc": 2}
 
 
 def _conv_bn_relu(c_in: int, c_out: int, k: int) -> nn.Sequential:
@@ -32,17 +30,18 @@ class MaskDecoder(nn.Module):
     Args:
         in_channels: channels of the fused maps, finest (stride 4) first.
         channels: decoder width.
-        datasets: dataset ids that get a semantic head (default: all of `DATASETS`).
+        heads: {dataset id: (maps, classes)}: one semantic head per entry, `maps` class maps per item
+            (1: one map, 2: one per date).
         dropout: dropout before the 1x1 heads.
     """
 
     def __init__(self, in_channels: Sequence[int], channels: int = 64,
-                 datasets: Sequence[str] | None = None, dropout: float = 0.0) -> None:
+                 heads: dict[str, tuple[int, int]] | None = None, dropout: float = 0.0) -> None:
         super().__init__()
-        names = list(DATASETS if datasets is None else datasets)
-        unknown = [d for d in names if d not in NUM_CLASSES]
-        if unknown:
-            raise ChangeAgentError(f"mask decoder: unknown dataset(s) {unknown}; known: {list(NUM_CLASSES)}")
+        self.head_shapes = dict(heads or {})
+        bad = {d: s for d, s in self.head_shapes.items() if len(s) != 2 or s[0] not in (1, 2) or s[1] < 2}
+        if bad:
+            raise ChangeAgentError(f"mask decoder: head shapes {bad} must be (1 or 2 maps, >= 2 classes)")
         if not isinstance(channels, int) or channels < 1:
             raise ChangeAgentError(f"mask decoder: channels must be a positive integer, got {channels!r}")
         self.lateral = nn.ModuleList(_conv_bn_relu(c, channels, 1) for c in in_channels)
@@ -50,7 +49,7 @@ class MaskDecoder(nn.Module):
         self.drop = nn.Dropout2d(dropout)
         self.change_head = nn.Conv2d(channels, 1, 1)
         self.heads = nn.ModuleDict(
-            {d: nn.Conv2d(channels, DATES.get(d, 1) * NUM_CLASSES[d], 1) for d in names}
+            {d: nn.Conv2d(channels, maps * k, 1) for d, (maps, k) in self.head_shapes.items()}
         )
 
     def forward(self, feats: Sequence[Tensor], size: tuple[int, int]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -73,5 +72,6 @@ class MaskDecoder(nn.Module):
         parts = logits.split([h.out_channels for h in heads], dim=1)
         masks = {}
         for name, part in zip(self.heads, parts[1:]):
-            masks[name] = part.unflatten(1, (DATES[name], NUM_CLASSES[name])) if DATES.get(name, 1) > 1 else part
+            maps, k = self.head_shapes[name]
+            masks[name] = part.unflatten(1, (maps, k)) if maps > 1 else part
         return parts[0], masks

@@ -133,10 +133,20 @@ def test_collate_errors(real_joint):
     small["image"] = small["image"][..., :16, :16]
     with pytest.raises(ChangeAgentError, match="different image shapes"):
         collate([real_joint[0], small])
-    no_ids = dict(real_joint[0])
-    del no_ids["caption_ids"]
+    bad = dict(real_joint[0])
+    bad["caption_ids"] = bad["caption_ids"][:3]
     with pytest.raises(ChangeAgentError, match="caption_ids"):
-        collate([real_joint[0], no_ids])
+        collate([real_joint[0], bad])
+
+
+def test_collate_gives_items_without_captions_null_rows(real_joint):
+    """Partial supervision: a mask-only item next to captioned ones gets all-<NULL> caption rows."""
+    no_caps = dict(real_joint[0])
+    del no_caps["caption_ids"], no_caps["captions"]
+    batch = collate([real_joint[1], no_caps])
+    assert batch["caption_ids"].shape[:2] == (2, 5)
+    assert (batch["caption_ids"][1] == NULL).all() and (batch["caption_ids"][0] != NULL).any()
+    assert batch["captions"][1] == []
 
 
 def test_loaders_with_mixed_and_distributed_samplers(real_joint):

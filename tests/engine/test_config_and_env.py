@@ -63,8 +63,11 @@ def test_selection_score_averages_datasets():
     assert selection_score(results, "miou+s_m") == pytest.approx((1.4 + 0.4) / 2)
     with pytest.raises(ChangeAgentError, match="meteor"):
         selection_score({"levir_mci": {"meteor": None}}, "meteor")
-    with pytest.raises(ChangeAgentError, match="does not report"):
+    with pytest.raises(ChangeAgentError, match="none of .* reports"):
         selection_score(results, "sek")
+    # partial supervision: each dataset adds the keys it reports (LEVIR-CD no captions, LEVIR-CC no masks)
+    partial = {"levir_cd": {"miou": 0.5, "f1": 0.6}, "levir_cc": {"s_m": 0.4}}
+    assert selection_score(partial, "miou+s_m") == pytest.approx((0.5 + 0.4) / 2)
 
 
 def test_lr_schedules():

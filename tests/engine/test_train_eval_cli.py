@@ -10,7 +10,7 @@ from engine_helpers import TINY_MODEL, read_jsonl, write_config
 
 from changeagent.cli import main
 from changeagent.config import config_dir
-from changeagent.models import ChangeCaptioner
+from changeagent.models import load_model
 
 CAPTION_KEYS = {"bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider", "s_m", "no_change_accuracy"}
 TINY_OVERRIDES = ["data.batch_size=4", "data.eval_batch_size=4", "data.num_workers=0", "data.min_count=0",
@@ -38,7 +38,7 @@ def test_levir_contract_time_budget_then_eval(tmp_path, synth_roots, capsys):
     cfg = json.loads((best / "config.json").read_text())
     assert cfg["data_norm"]["mean"] == [0.39073, 0.38623, 0.32989]
     assert json.loads((best / "metrics.json").read_text())["levir_mci"]["n_pairs"] == 5
-    model = ChangeCaptioner.from_pretrained(best)
+    model = load_model(best)
     assert model.vocab is not None and len(model.vocab) == model.vocab_size
     assert "validation at step" in capsys.readouterr().out
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ from rasterio.windows import Window
 from shared_data import DATA
 
 from changeagent.data.vocab import Vocabulary
-from changeagent.models import create_model
+from changeagent.models import create_model, save_pretrained
 
 TILES = DATA / "real_tiles"
 GEOTIFF = DATA / "geotiff"
@@ -29,21 +28,19 @@ WORDS = ["a", "building", "buildings", "road", "new", "is", "built", "the", "sce
 FAST = {"max_len": 6}  # random weights: keep caption decoding short
 
 
-def save_tiny(path: Path, seed: int = 0, data_norm: dict | None = None, **cfg: object) -> Path:
+def save_tiny(path: Path, seed: int = 0, data_norm: dict | None = None, trained: list[str] | None = None,
+              **cfg: object) -> Path:
+    """A tiny random model folder; `trained`: the datasets recorded as trained on (default: its heads)."""
     torch.manual_seed(seed)
     vocab = Vocabulary.build([WORDS], min_count=0)
     model = create_model({**TINY, **cfg}, len(vocab))
+    datasets = trained if trained is not None else model.datasets
     with torch.no_grad():  # untrained heads predict one class everywhere; spread them so masks vary
         dec = model.mask_decoder
         for conv in [dec.change_head, *dec.heads.values()]:
             conv.weight.normal_(0.0, 2.0)
             conv.bias.zero_()
-    model.vocab = vocab
-    model.save_pretrained(path)
-    if data_norm is not None:
-        conf = json.loads((path / "config.json").read_text())
-        conf["data_norm"] = data_norm
-        (path / "config.json").write_text(json.dumps(conf))
+    save_pretrained(model, path, vocab=vocab, norm=data_norm, datasets=datasets)
     return path
 
 

@@ -121,7 +121,7 @@ def test_scaler_rules():
 
 
 def test_incompatible_checkpoints(tmp_path, ckpt):
-    with pytest.raises(ChangeAgentError, match="not a folder"):
+    with pytest.raises(ChangeAgentError, match="does not exist"):
         Predictor.from_pretrained(tmp_path / "nope")
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -148,5 +148,25 @@ def test_incompatible_checkpoints(tmp_path, ckpt):
     with pytest.raises(ChangeAgentError, match="vocab"):
         Predictor.from_pretrained(novocab)
     levir_only = save_tiny(tmp_path / "levir_only", datasets=["levir_mci"])
-    with pytest.raises(ChangeAgentError, match="no second_cc head"):
+    with pytest.raises(ChangeAgentError, match="not trained on second_cc"):
         Predictor.from_pretrained(levir_only, head="second_cc")
+
+
+def test_default_head_is_the_trained_one(tmp_path):
+    """Issue 10.4: a SECOND-CC-only model predicts with its SECOND head and caption token by default,
+    and an untrained head (even one the network has) is refused."""
+    both_heads = save_tiny(tmp_path / "sc", datasets=["levir_mci", "second_cc"], trained=["second_cc"])
+    p = Predictor.from_pretrained(both_heads, **FAST)
+    assert p.head == "second_cc"
+    assert set(p.predict(*_tile("test_2_0000_0000")).maps) == {"mask", "change", "from", "to"}
+    with pytest.raises(ChangeAgentError, match="not trained on levir_mci"):
+        Predictor.from_pretrained(both_heads, head="levir_mci")
+
+
+def test_binary_change_head_from_a_levir_cd_model(tmp_path):
+    ckpt = save_tiny(tmp_path / "cd", datasets=["levir_cd"])
+    p = Predictor.from_pretrained(ckpt, **FAST)
+    assert p.head == "levir_cd" and p.channels == 1
+    pred = p.predict(*_tile("test_2_0000_0000"))
+    assert set(pred.maps) == {"mask", "change"} and np.array_equal(pred.mask, pred.change)
+    assert set(pred.changed_fraction) == {"change"} and pred.record()["head"] == "levir_cd"

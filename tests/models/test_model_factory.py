@@ -66,7 +66,7 @@ def test_bad_inputs_raise_clear_errors():
         model(torch.randn(1, 3, 64, 64))
     with pytest.raises(ChangeAgentError, match="channels"):
         model(torch.randn(1, 2, 4, 64, 64))
-    with pytest.raises(ChangeAgentError, match="unknown dataset"):
+    with pytest.raises(ChangeAgentError, match="not among the model.s datasets"):
         model(torch.randn(1, 2, 3, 64, 64), dataset=["second"])
     with pytest.raises(ChangeAgentError, match="caption ids"):
         model(torch.randn(1, 2, 3, 64, 64), torch.tensor([[2, VOCAB, 3]]))

@@ -1,4 +1,4 @@
-"""save_pretrained / from_pretrained: identical outputs, self-contained folder, clear errors."""
+"""models.save_pretrained / load: identical outputs, self-contained folder, what was trained, clear errors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from model_helpers import VOCAB, captions, tiny_cfg
 from changeagent.data.constants import SPECIALS
 from changeagent.data.vocab import Vocabulary
 from changeagent.errors import ChangeAgentError
-from changeagent.models import ChangeCaptioner, create_model
+from changeagent.models import ChangeCaptioner, create_model, load, load_model, save_pretrained
 
 
 @pytest.fixture
@@ -32,11 +32,11 @@ def model() -> ChangeCaptioner:
 
 
 def test_round_trip_gives_identical_outputs(model, tmp_path):
-    model.save_pretrained(tmp_path / "m")
+    save_pretrained(model, tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors", "vocab.json"]
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["vocab_size"] == VOCAB and config["model"]["separate_necks"] is True
-    loaded = ChangeCaptioner.from_pretrained(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
     assert loaded.vocab == model.vocab
     assert loaded.config == model.config
     assert loaded.caption_decoder.head.weight is loaded.caption_decoder.embed.weight  # still tied
@@ -50,34 +50,74 @@ def test_round_trip_gives_identical_outputs(model, tmp_path):
 
 
 def test_saving_again_without_vocab_removes_the_stale_one(model, tmp_path):
-    model.save_pretrained(tmp_path)
+    save_pretrained(model, tmp_path)
     model.vocab = None
-    model.save_pretrained(tmp_path)
+    save_pretrained(model, tmp_path)
     assert not (tmp_path / "vocab.json").exists()
-    assert ChangeCaptioner.from_pretrained(tmp_path).vocab is None
+    assert load_model(tmp_path).vocab is None
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
 def test_loading_bad_folders_raises_clear_errors(model, tmp_path):
     with pytest.raises(ChangeAgentError, match="config.json is missing"):
-        ChangeCaptioner.from_pretrained(tmp_path)
-    model.save_pretrained(tmp_path)
+        load_model(tmp_path)
+    save_pretrained(model, tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ChangeAgentError, match="model.safetensors"):
-        ChangeCaptioner.from_pretrained(tmp_path)
-    model.save_pretrained(tmp_path)
+        load_model(tmp_path)
+    save_pretrained(model, tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     config["model"]["mask_decoder"]["channels"] = 8  # weights no longer fit the config
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ChangeAgentError, match="model.safetensors"):
-        ChangeCaptioner.from_pretrained(tmp_path)
+        load_model(tmp_path)
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ChangeAgentError, match="config.json"):
-        ChangeCaptioner.from_pretrained(tmp_path)
+        load_model(tmp_path)
 
 
 def test_vocab_size_mismatch_is_refused(model, tmp_path):
     model.vocab = Vocabulary({s: i for i, s in enumerate(SPECIALS)})
     with pytest.raises(ChangeAgentError, match="4 words"):
-        model.save_pretrained(tmp_path)
+        save_pretrained(model, tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_load_returns_vocab_norm_and_trained_datasets(model, tmp_path):
+    norm = {"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]}
+    save_pretrained(model, tmp_path / "m", norm=norm, datasets=["second_cc"])
+    loaded, vocab, got_norm, datasets = load(tmp_path / "m")
+    assert vocab == model.vocab and loaded.vocab is vocab
+    assert got_norm == norm
+    assert list(datasets) == ["second_cc"] and datasets["second_cc"]["classes"][0] == "unchanged"
+    # a run folder resolves to its best/
+    save_pretrained(model, tmp_path / "run" / "best", norm=norm, datasets=["second_cc"])
+    assert load(tmp_path / "run").datasets == datasets
+
+
+def test_load_reads_a_training_checkpoint(model, tmp_path):
+    cfg = {"model": model.config, "data": {"mean": [0.5] * 3, "std": [0.25] * 3, "datasets": ["levir_mci"]}}
+    state = {"model": model.state_dict(), "config": cfg, "vocab": dict(model.vocab.word_to_id)}
+    torch.save(state, tmp_path / "last.pt")
+    loaded, vocab, norm, datasets = load(tmp_path / "last.pt")
+    assert vocab == model.vocab and norm == {"mean": [0.5] * 3, "std": [0.25] * 3}
+    assert list(datasets) == ["levir_mci"]
+    for (n1, t1), (n2, t2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert n1 == n2 and torch.equal(t1, t2), n1
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    with pytest.raises(ChangeAgentError, match="corrupt"):
+        load(tmp_path / "bad.pt")
+
+
+def test_hub_is_not_imported_by_the_model_code():
+    import ast
+    import pathlib
+
+    import changeagent.models as pkg
+
+    for f in pathlib.Path(pkg.__file__).parent.rglob("*.py"):
+        if f.name in ("hub.py", "__init__.py"):
+            continue
+        tree = ast.parse(f.read_text())
+        names = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        assert "changeagent.models.hub" not in names, f"{f} imports the hub (import cycle)"

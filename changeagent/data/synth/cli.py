@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from changeagent.data.synth.writer import FORMATS, MASK_VARIANTS, generate_with_summary
+from changeagent.data.synth.writer import MASK_VARIANTS
 
 
 def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", required=True, choices=FORMATS, help="dataset layout to write")
+    from changeagent.data.cli import format_choices
+
+    parser.add_argument("--format", required=True, choices=format_choices(),
+                        help="dataset layout to write (a registered dataset id; '-' and '_' are the same)")
+    parser.add_argument("--layout", choices=("crop", "official"), default="crop",
+                        help="binary change datasets: 256-px crop layout with list/, or LEVIR-CD's release")
     parser.add_argument("--out", required=True, help="output folder (created; must be empty or absent)")
     parser.add_argument("--n-train", type=int, default=100, help="training pairs")
     parser.add_argument("--n-val", type=int, default=20, help="validation pairs")
@@ -24,10 +29,15 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    summary = generate_with_summary(
-        args.format, args.out, args.n_train, args.n_val, args.n_test, size=args.size, seed=args.seed,
-        mask_variant=args.mask_variant, overwrite=args.overwrite, progress=not args.no_progress,
-    )
+    from changeagent.data.registry import get_spec
+    from changeagent.errors import ChangeAgentError
+
+    spec = get_spec(args.format.replace("-", "_"))
+    if spec.synth is None:
+        raise ChangeAgentError(f"{spec.title} has no synthetic form")
+    summary = spec.synth(args.out, args.n_train, args.n_val, args.n_test, size=args.size, seed=args.seed,
+                         mask_variant=args.mask_variant, overwrite=args.overwrite, progress=not args.no_progress,
+                         layout=args.layout)
     p, c = summary["pairs"], summary["change_pairs"]
     print(
         f"wrote {summary['total_pairs']} {args.format} pairs of {args.size}x{args.size} to {summary['out']} "
