@@ -105,7 +105,8 @@ def split_names(root: Path, split: str, pairs: dict[str, PairInfo]) -> list[str]
     if (root / "list").is_dir():
         if not lst.is_file():
             raise ChangeAgentError(f"split list {lst} does not exist")
-        return [ln.strip() for ln in lst.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        names = [ln.strip() for ln in lst.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        return [n if Path(n).suffix else f"{n}.png" for n in names]  # a bare stem means <stem>.png
     if pairs:
         return [n for n, p in pairs.items() if p.split == split]
     raise ChangeAgentError(f"custom dataset {root}: no list/{split}.txt and no {CAPTIONS_FILE} to take splits from")

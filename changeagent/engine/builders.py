@@ -122,9 +122,10 @@ def build_vocab(cfg: DictConfig, roots: dict[str, Path]) -> Vocabulary:
     specs = dataset_specs(cfg, roots)
     files = [roots[n] / str(cfg.data[n].captions_file or specs[n].captions_file) for n in roots
              if specs[n].has_captions]
-    if not files:
-        raise ChangeAgentError(f"none of the datasets {list(roots)} has captions; give data.vocab=VOCAB.json "
-                               "(the caption head needs a vocabulary)")
+    if not files:  # mask-only run (e.g. LEVIR-CD alone): the caption head stays untrained and unused
+        from changeagent.data.constants import SPECIALS
+
+        return Vocabulary({w: i for i, w in enumerate(SPECIALS)})
     for f in files:
         if not f.is_file():
             raise ChangeAgentError(f"caption file {f} does not exist")
@@ -155,6 +156,21 @@ def make_dataset(name: str, root: Path, split: str, cfg: DictConfig, vocab: Voca
     )
 
 
+def check_tasks(cfg: DictConfig, specs: dict[str, DatasetSpec]) -> None:
+    """Every stage's tasks must have a target in some dataset of the run (partial supervision is
+    per item; a task no dataset supervises would train nothing)."""
+    from changeagent.engine.schema import stages_of
+
+    has = {"mask": [n for n, s in specs.items() if s.has_mask], "caption": [n for n, s in specs.items() if s.has_captions]}
+    what = {"mask": "change masks", "caption": "captions"}
+    for stage in stages_of(cfg):
+        for task in stage["tasks"]:
+            if not has.get(task, True):
+                raise ChangeAgentError(f"stage {stage['name']!r} trains {task!r}, but none of data.datasets "
+                                       f"{list(specs)} supplies {what[task]}; set its tasks to "
+                                       f"{[t for t in has if has[t]]} (train.stages)")
+
+
 @dataclass
 class RunData:
     vocab: Vocabulary
@@ -173,6 +189,7 @@ def build_train_data(cfg: DictConfig, info: DistInfo, vocab: Vocabulary | None =
     from changeagent.data.joint import JointDataset, MixedSampler
 
     roots = dataset_roots(cfg, info)
+    check_tasks(cfg, dataset_specs(cfg, roots))
     vocab = vocab or build_vocab(cfg, roots)
     parts = {n: make_dataset(n, roots[n], cfg.data[n].train_split, cfg, vocab, train=True) for n in roots}
     joint = JointDataset(parts)

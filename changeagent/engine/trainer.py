@@ -153,14 +153,17 @@ class Trainer:
         bad: list[Any] = []
         for micro in range(accum):
             batch = self._next_batch()
-            caps = builders.choose_captions(batch["caption_ids"], cfg.run.seed, self.step, micro, info.rank)
+            caps = None
+            if "caption_ids" in batch:  # absent when no dataset of the run has captions (mask-only run)
+                caps = builders.choose_captions(batch["caption_ids"], cfg.run.seed, self.step, micro, info.rank)
             batch = builders.to_device(batch, info.device)
-            batch["caption_ids"] = caps.to(info.device)
+            if caps is not None:
+                batch["caption_ids"] = caps.to(info.device)
             last = micro == accum - 1
             sync = self.ddp.no_sync() if (self.ddp is not None and not last) else nullcontext()
             with sync:
                 with self._autocast():
-                    out = self.net(batch["image"], captions=batch["caption_ids"] if "caption" in tasks else None,
+                    out = self.net(batch["image"], captions=batch.get("caption_ids") if "caption" in tasks else None,
                                    dataset=batch["dataset"])
                     losses = compute_losses(out, batch, self.c["loss"])
                     task_losses = {t: losses[t] for t in tasks if t in losses}

@@ -99,8 +99,9 @@ class CaptionDecoder(nn.Module):
                  heads: int = 8, ffn_ratio: float = 4.0, dropout: float = 0.1,
                  dataset_token: bool = True, tie_embeddings: bool = False, num_datasets: int = 2) -> None:
         super().__init__()
-        if not isinstance(vocab_size, int) or vocab_size < 5:
-            raise ChangeAgentError(f"caption decoder: vocab_size must be an integer >= 5, got {vocab_size!r}")
+        # 4 = the special tokens only: a model trained without captions (binary change detection)
+        if not isinstance(vocab_size, int) or vocab_size < 4:
+            raise ChangeAgentError(f"caption decoder: vocab_size must be an integer >= 4, got {vocab_size!r}")
         if not isinstance(dim, int) or not isinstance(heads, int) or heads < 1 or dim % heads or dim < 2:
             raise ChangeAgentError(f"caption decoder: heads={heads!r} must divide dim={dim!r}")
         if not isinstance(layers, int) or layers < 1:

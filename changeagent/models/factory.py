@@ -72,10 +72,10 @@ def head_shapes(cfg: dict[str, Any]) -> dict[str, tuple[int, int]]:
     for name in names:
         spec = get_spec(name)
         k = overrides.get(name, spec.num_classes)
-        if not isinstance(k, int) or k < 2:
+        if name in overrides and (not isinstance(k, int) or k < 2):
             raise ChangeAgentError(f"model config: num_classes.{name} must be an integer >= 2, got {k!r}")
         dates = spec.dates if name not in overrides else (spec.dates or (1 if k > 2 else 0))
-        if dates:
+        if dates:  # binary change and caption-only datasets use the shared change head alone
             heads[name] = (dates, k)
     return heads
 

@@ -89,7 +89,7 @@ def save_pretrained(model: Any, directory: str | Path, *, vocab: Vocabulary | No
         config["data_norm"] = {"mean": [float(v) for v in norm["mean"]], "std": [float(v) for v in norm["std"]]}
     if datasets is not None:
         config["datasets"] = dataset_summaries(datasets)
-    texts = {CONFIG: json.dumps(config, indent=2, sort_keys=True)}
+    texts = {CONFIG: json.dumps(config, indent=2)}  # unsorted: `datasets` keeps the training order
     if vocab is not None:
         texts[VOCAB] = vocab.dumps()
     temps: dict[str, Path] = {}

@@ -170,3 +170,27 @@ def test_end_to_end_training_reduces_losses(name):
     assert set(weights) == {"mask", "caption"}
     assert losses["mask"].item() < 0.8 * first["mask"]
     assert losses["caption"].item() < 0.8 * first["caption"]
+
+
+def test_partial_supervision_each_loss_uses_only_items_with_its_target():
+    """levir_cd items have a change map only, levir_cc items captions only: the change loss equals
+    the loss over the items with a change map, the caption loss the one over captioned items."""
+    from changeagent.losses.mask import binary_change_loss
+
+    batch = _batch(["levir_mci", "levir_cd", "levir_cc", "levir_cd"])
+    batch["change"][1] = (torch.arange(H * W).reshape(H, W) % 3 == 0).long()
+    batch["change"][3] = 0
+    batch["change"][2] = IGNORE_INDEX  # captions only: no change map
+    batch["caption_ids"][1] = NULL  # mask only: no caption
+    batch["caption_ids"][3] = NULL
+    out = _out(4)
+    losses = compute_losses(out, batch)
+    keep = [0, 1, 3]
+    ref = binary_change_loss(out["change"][keep], batch["change"][keep])
+    assert torch.allclose(losses["mask/change"], ref)
+    ref_cap = caption_loss(out["caption"][[0, 2]], batch["caption_ids"][[0, 2]])
+    assert torch.allclose(losses["caption"], ref_cap)
+    assert set(losses) == {"mask", "caption", "mask/change", "mask/levir_mci"}  # no second_cc item
+    losses["mask"].backward()
+    # the levir_cd/levir_cc rows never reach the LEVIR-MCI head
+    assert out["masks"]["levir_mci"].grad[1:].abs().sum() == 0
