@@ -82,7 +82,7 @@ class BinaryChangeDataset(Dataset):
             raise ChangeAgentError(f"split must be one of {SPLITS}, got {split!r}")
         if captions_file:
             raise ChangeAgentError(f"{self.dataset_id} has no captions; remove captions_file={captions_file!r}")
-        self.split, self.layout = split, detect_layout(self.root, layout)
+        self.split, self.layout = split, self.resolve_layout(self.root, layout)
         self.names = self.list_names(self.root, split, self.layout)
         if not self.names:
             raise ChangeAgentError(f"{self.root} has no {split} pairs ({self.layout} layout)")
@@ -90,6 +90,11 @@ class BinaryChangeDataset(Dataset):
         if self.mean.shape != self.std.shape or (self.std <= 0).any():
             raise ChangeAgentError(f"mean {tuple(mean)} and std {tuple(std)} must have equal length, std > 0")
         self.transforms = transforms
+
+    @staticmethod
+    def resolve_layout(root: Path, layout: str) -> str:
+        """The layout of the folder at `root` (`crop` or `official`; a subclass may read its own)."""
+        return detect_layout(root, layout)
 
     @staticmethod
     def list_names(root: Path, split: str, layout: str) -> list[str]:

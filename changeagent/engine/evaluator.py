@@ -137,9 +137,11 @@ def evaluate(model: Any, loaders: dict[str, DataLoader], vocab: Any, info: DistI
         seg, scd = _mask_metrics(spec, info.device)
         captions: list[tuple[str, str, list[str], int]] = []
         vis: list[dict[str, Any]] = []
+        n_local = 0
         bar = tqdm(loader, desc=f"eval {dataset}", disable=not (opts.progress and info.is_main), leave=False)
         for batch in bar:
             image = batch["image"].to(info.device, non_blocking=True)
+            n_local += image.shape[0]
             ctx = torch.autocast(info.device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
             with ctx:
                 if spec.has_captions or not hasattr(model, "features"):
@@ -169,6 +171,8 @@ def evaluate(model: Any, loaders: dict[str, DataLoader], vocab: Any, info: DistI
         scores = _mask_scores(spec, seg, scd)
         if spec.has_captions:
             scores.update(_caption_scores(dataset, captions, vocab, info, opts, vis))
+        else:  # mask-only: count the pairs here (caption scoring counts them otherwise)
+            scores["n_pairs"] = sum(all_gather_objects(n_local, info))
         results[dataset] = broadcast_object(scores if info.is_main else None, info)
         visuals[dataset] = vis
     if was_training:

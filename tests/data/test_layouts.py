@@ -179,3 +179,29 @@ def test_custom_layout_with_grey_ids_and_check_lists_every_problem(tmp_path, cap
 def test_registry_ids_match_files():
     for name, module in REGISTRY.items():
         assert module.endswith(f".{name}")
+
+
+def test_the_worked_example_of_design_md_adds_a_dataset(tmp_path, monkeypatch):
+    """docs/design.md's "Adding a dataset": its file plus one registry line make a working dataset."""
+    import re
+    import sys
+
+    from changeagent.data import registry
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "design.md").read_text()
+    code = re.search(r"```python\n# changeagent/data/my_cd.py\n(.*?)```", doc, re.S).group(1)
+    (tmp_path / "my_cd_example.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(registry.REGISTRY, "my_cd", "my_cd_example")
+    for split, n in (("train", 2), ("test", 1)):
+        for sub, src in (("t1", "A"), ("t2", "B"), ("gt", "label")):
+            (tmp_path / "data" / split / sub).mkdir(parents=True)
+            for name in sorted(p.name for p in (REAL / "DSIFN-CD" / "A").glob("*.png"))[:n]:
+                shutil.copy(REAL / "DSIFN-CD" / src / name, tmp_path / "data" / split / sub / name)
+    spec = get_spec("my_cd")
+    ds = spec.reader(tmp_path / "data", split="train")
+    assert len(ds) == 2 and ds[0]["dataset"] == "my_cd" and set(ds[0]["change"].unique().tolist()) <= {0, 1}
+    report = check_layout(tmp_path / "data", "my_cd", progress=False)
+    assert report["splits"]["test"]["pairs"] == 1
+    assert len(report["errors"]) == 1 and report["errors"][0].startswith("val:")  # no val/ folder
+    sys.modules.pop("my_cd_example", None)
