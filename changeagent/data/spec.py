@@ -32,7 +32,6 @@ class DatasetCfg:
     """Config section `data.<id>` shared by every dataset (a spec may name a subclass with more keys)."""
 
     root: str | None = None  # folder in the published layout
-    synthetic: bool = False  # true: generate the synthetic benchmark in this layout (root must be unset)
     weight: float = 1.0  # mixing weight in the joint sampler
     train_split: str = "train"
     val_split: str = "val"
