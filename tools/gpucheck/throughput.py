@@ -56,8 +56,9 @@ def device_batch(ctx: Context, b: int) -> dict[str, Any]:
     caps[:, 0], caps[:, -1] = START, END
     return {"image": torch.randn(b, 2, 3, s, s, device=dev),
             "change": torch.randint(0, 2, (b, s, s), device=dev),
-            "mask": torch.randint(0, NUM_CLASSES["levir_mci"], (b, s, s), device=dev),
-            "sem": torch.randint(0, NUM_CLASSES["second_cc"], (b, 2, s, s), device=dev),
+            # one target per semantic head of the default model (models.bench.plain_loss: [B, maps, H, W])
+            "targets": {"levir_mci": torch.randint(0, NUM_CLASSES["levir_mci"], (b, 1, s, s), device=dev),
+                        "second_cc": torch.randint(0, NUM_CLASSES["second_cc"], (b, 2, s, s), device=dev)},
             "captions": caps, "dataset": ["levir_mci"] * b}  # the head every model has (mci: the only one)
 
 
@@ -198,16 +199,15 @@ def scene_check(ctx: Context, c: Check) -> None:
     from changeagent.inference.bench import make_scene
     from changeagent.inference.predictor import Predictor
     from changeagent.inference.scene import predict_scene
-    from changeagent.models import create_model
+    from changeagent.models import create_model, save_pretrained
 
     s = ctx.sizes
     vocab = Vocabulary.load(ctx.vocab) if ctx.vocab.is_file() else \
         Vocabulary.build([["a", "house", "is", "built", "the", "scene", "is", "the", "same"]], min_count=0)
     torch.manual_seed(0)
     model = create_model(ctx.model_config("fast"), len(vocab))
-    model.vocab = vocab
     ckpt = ctx.work / "scene_model"
-    model.save_pretrained(ckpt)
+    save_pretrained(model, ckpt, vocab=vocab)
     a, b = ctx.work / "scene_a.tif", ctx.work / "scene_b.tif"
     t0 = time.perf_counter()
     make_scene(a, b, s.scene)
