@@ -6,6 +6,7 @@ IGNORE_INDEX = 255  # unlabelled pixel in every mask target
 NULL, UNK, START, END = 0, 1, 2, 3
 SPECIALS = ("<NULL>", "<UNK>", "<START>", "<END>")
 
+# the joint recipe's datasets: the model's default heads (every dataset's facts: changeagent.data.registry)
 DATASETS = ("levir_mci", "second_cc")
 NUM_CLASSES = {"levir_mci": 3, "second_cc": 7}
 LEVIR_CLASSES = ("background", "road", "building")

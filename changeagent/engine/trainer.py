@@ -332,6 +332,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(), "weighting": self.weighting.state_dict(),
             "optimizer_stage": self._opt_stage, **{k: getattr(self, k) for k in COUNTERS}, "config": self.c,
             "vocab": self.data.vocab.word_to_id, "rng": rngs, "world_size": self.info.world_size,
+            "datasets": {n: s.summary() for n, s in self.data.specs.items()},  # classes for models.load
             "wandb_id": self.wandb.run_id,
         }
         save_checkpoint(state, self.out / "last.pt")

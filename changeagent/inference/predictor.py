@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from changeagent.data.constants import LEVIR_MEAN, LEVIR_STD
+from changeagent.data.constants import DATASETS, LEVIR_MEAN, LEVIR_STD
 from changeagent.data.registry import get_spec, spec_from_summary
 from changeagent.data.spec import DatasetSpec
 from changeagent.errors import ChangeAgentError
@@ -57,7 +57,7 @@ def trained_head(head: str | None, trained: dict[str, dict[str, Any]] | None, mo
     """The spec of the head to predict with: `head`, which must be one the model was trained on;
     by default the first trained dataset that supervises change masks (else the first one)."""
     if not trained:
-        trained = {n: {} for n in (model_datasets or ["levir_mci", "second_cc"])}
+        trained = {n: {} for n in (model_datasets or DATASETS)}  # an old folder: its heads
     if head is None:
         with_mask = [n for n in trained if "change" in (trained[n].get("targets") or get_spec(n).targets)]
         head = (with_mask or list(trained))[0]

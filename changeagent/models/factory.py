@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from changeagent.data.constants import DATASETS
 from changeagent.data.registry import get_spec
 from changeagent.errors import ChangeAgentError
 from changeagent.models.caption_decoder import CaptionDecoder
@@ -28,7 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "mask_decoder": {"channels": 64, "dropout": 0.0},
     "caption_decoder": {"dim": 256, "layers": 2, "heads": 8, "ffn_ratio": 4.0, "dropout": 0.1,
                         "levels": 1, "dataset_token": True, "tie_embeddings": False},
-    "datasets": ["levir_mci", "second_cc"],  # datasets it is built for: semantic heads, caption tokens
+    "datasets": list(DATASETS),   # datasets it is built for: semantic heads, caption tokens
     "num_classes": {},            # classes of a head whose dataset takes them from its data (custom)
     "compile": False,             # torch.compile the encoder, necks and decoders' forward
     "channels_last": True,        # NHWC activations: 20-30 % faster convolutions on CPU and GPU

@@ -28,7 +28,7 @@ WORDS = ["a", "building", "buildings", "road", "new", "is", "built", "the", "sce
 FAST = {"max_len": 6}  # random weights: keep caption decoding short
 
 
-def save_tiny(path: Path, seed: int = 0, data_norm: dict | None = None, trained: list[str] | None = None,
+def save_tiny(path: Path, seed: int = 0, data_norm: dict | None = None, trained: list[str] | dict | None = None,
               **cfg: object) -> Path:
     """A tiny random model folder; `trained`: the datasets recorded as trained on (default: its heads)."""
     torch.manual_seed(seed)

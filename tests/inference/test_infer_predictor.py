@@ -170,3 +170,15 @@ def test_binary_change_head_from_a_levir_cd_model(tmp_path):
     pred = p.predict(*_tile("test_2_0000_0000"))
     assert set(pred.maps) == {"mask", "change"} and np.array_equal(pred.mask, pred.change)
     assert set(pred.changed_fraction) == {"change"} and pred.record()["head"] == "levir_cd"
+
+
+def test_custom_head_decodes_with_the_classes_saved_beside_the_weights(tmp_path):
+    """A custom folder's classes (classes.yaml) travel in best/config.json; predict uses them."""
+    from changeagent.data.registry import get_spec
+
+    spec = get_spec("custom").with_classes(("none", "pool", "shed"), ((0, 0, 0), (0, 0, 255), (255, 0, 0)))
+    ckpt = save_tiny(tmp_path / "custom", datasets=["custom"], num_classes={"custom": 3}, trained={"custom": spec})
+    p = Predictor.from_pretrained(ckpt, **FAST)
+    assert p.head == "custom" and p.channels == 4 and p.spec.classes == ("none", "pool", "shed")
+    pred = p.predict(*_tile("test_2_0000_0000"))
+    assert set(pred.changed_fraction) == {"pool", "shed"} and pred.mask.max() <= 2
