@@ -121,6 +121,9 @@ class WandbLogger:
         if self.run is not None:
             self.run.finish()
             self.run = None
+            # finish() can return before the wandb service has written the run file's last records
+            # (artifact, exit); teardown waits for the service, so an offline run is complete on disk
+            self._wandb.teardown()
 
 
 def _colour(mask: np.ndarray, dataset: str) -> np.ndarray:
