@@ -159,9 +159,10 @@ class EMA(AveragedModel):
         self.decay = float(decay)
 
         @torch.no_grad()
-        def update(ema: list[torch.Tensor], cur: list[torch.Tensor], n: torch.Tensor) -> None:
+        def update(ema: tuple[torch.Tensor, ...] | list[torch.Tensor],
+                   cur: tuple[torch.Tensor, ...] | list[torch.Tensor], n: torch.Tensor | int) -> None:
             if torch.is_floating_point(ema[0]):
-                torch._foreach_lerp_(ema, cur, 1.0 - ema_decay(int(n), self.decay))
+                torch._foreach_lerp_(list(ema), list(cur), 1.0 - ema_decay(int(n), self.decay))
             else:  # integer buffers (BatchNorm's num_batches_tracked): a count, not an average
                 for e, c in zip(ema, cur, strict=True):
                     e.copy_(c)

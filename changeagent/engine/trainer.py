@@ -313,7 +313,7 @@ class Trainer:
         ev = self.cfg.eval
         opts = EvalOptions.from_config(self.cfg, vis_pairs=ev.vis_pairs if self.wandb.active else 0)
         weights = self._eval_weights()
-        model = self.ema.module if weights == "ema" else self.model
+        model = self.ema.module if (weights == "ema" and self.ema is not None) else self.model
         broadcast_buffers_(model, self.info)  # evaluate (and save) rank 0's BatchNorm statistics
         results, vis = evaluate(model, self.data.val_loaders, self.data.vocab, self.info, opts)
         score = builders.selection_score(results, ev.select)
