@@ -57,7 +57,7 @@ def loader_workers(requested: int, is_main: bool = True) -> int:
     cap = max(cores_per_process() - 1, 0)
     if requested > cap:
         say_once(f"note: data.num_workers={requested} capped to {cap}: {cores_per_process()} CPU core(s) "
-                 f"per process, one of them runs the training", is_main)
+                 f"per process, one stays with the main process", is_main)
         return cap
     return requested
 
