@@ -113,6 +113,13 @@ def test_gpu_recipe_on_cpu_learns_and_says_so(tmp_path, synth_roots, capsys, mon
     assert printed.count("until the EMA (train.ema=0.999) has warmed up at step 8990") == 1
     val = [r for r in read_jsonl(out / "metrics.jsonl") if r["kind"] == "val"]
     assert len(val) == 3 and {r["weights"] for r in val} == {"model"}
+    # a last.pt whose EMA has not warmed up evaluates the raw weights, as validation did
+    from changeagent.models import load
+
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert ck["ema_ready"] is False
+    loaded = load(out / "last.pt").model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in ck["model"].items())
 
 
 def test_validation_time_share(tmp_path, synth_roots, capsys):
