@@ -3,6 +3,11 @@
 `model: NAME` (in a file) or `model=NAME` (on the command line) loads `configs/model/NAME.yaml`;
 `model.encoder=resnet34` then edits that dict. Values on the command line are parsed as YAML
 (`train.lr=3e-4` is a float, `data.levir_mci.root=null` is None).
+
+A model file may carry a `recipe:` block: the run settings measured for that model (learning rate,
+batch size, accumulation, warm-up, ...). It is merged *under* the run file: defaults <- recipe of the
+chosen model <- run file <- overrides, so `-c configs/joint.yaml model=fast` trains `fast` with its
+own recipe, and a run file states only what is about the task (datasets, losses, stages, evaluation).
 """
 
 from __future__ import annotations
@@ -27,7 +32,22 @@ def config_dir() -> Path:
 
 
 def load_model_config(name_or_path: str) -> dict[str, Any]:
-    """Model dict from a name in `configs/model/` (`fast`) or a path to a YAML file."""
+    """Model dict from a name in `configs/model/` (`fast`) or a path to a YAML file (no `recipe`)."""
+    return split_recipe(read_model_file(name_or_path))[0]
+
+
+def split_recipe(model: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(model dict, its `recipe` block or {}) from a model file's mapping."""
+    model = dict(model)
+    recipe = model.pop("recipe", None) or {}
+    if not isinstance(recipe, dict) or "model" in recipe:
+        raise ChangeAgentError("model config: `recipe` must be a mapping of run sections (optim, sched, data, "
+                               "train, ...) without `model`")
+    return model, recipe
+
+
+def read_model_file(name_or_path: str) -> dict[str, Any]:
+    """The mapping of `configs/model/NAME.yaml` or of a YAML path, recipe included."""
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
         path = config_dir() / "model" / f"{name_or_path}.yaml"
@@ -73,27 +93,32 @@ def load_config(
     path: str | Path | None = None,
     overrides: Sequence[str] = (),
     defaults: dict[str, Any] | None = None,
+    default_model: str | None = None,
 ) -> DictConfig:
-    """Merge `defaults` <- YAML file <- overrides; resolve `model: NAME` to its dict.
+    """Merge `defaults` <- model recipe <- YAML file <- overrides; resolve `model: NAME` to its dict
+    (`default_model` when neither the file nor the overrides name one).
 
     Returns an OmegaConf DictConfig (attribute access, `OmegaConf.to_container` for plain dicts).
     """
     cfg: dict[str, Any] = dict(defaults or {})
     base = OmegaConf.create(cfg)
-    if path is not None:
-        file_cfg = _read_yaml(Path(path))
-        if isinstance(file_cfg.get("model"), str):
-            file_cfg["model"] = load_model_config(file_cfg["model"])
-        merged = OmegaConf.merge(base, OmegaConf.create(file_cfg))
+    file_cfg = _read_yaml(Path(path)) if path is not None else {}
+    parsed = [_parse_override(item) for item in overrides]
+    # the model: `model=NAME|{...}` on the command line replaces the file's whole model entry
+    chosen = [v for k, v in parsed if k == "model"]
+    spec = chosen[-1] if chosen else file_cfg.get("model", default_model)
+    recipe: dict[str, Any] = {}
+    if isinstance(spec, str):
+        file_cfg["model"], recipe = split_recipe(read_model_file(spec))
+    elif isinstance(spec, dict):
+        file_cfg["model"], recipe = split_recipe(spec)
+    for layer in (recipe, file_cfg):  # the model's recipe sits under the run file
+        merged = OmegaConf.merge(base, OmegaConf.create(layer))
         assert isinstance(merged, DictConfig)  # a mapping merged into a mapping stays a mapping
         base = merged
-    parsed = [_parse_override(item) for item in overrides]
-    # `model=NAME` replaces the whole model dict, so it goes before any `model.x=...` edit
-    parsed.sort(key=lambda kv: 0 if kv[0] == "model" else 1)
     for key, value in parsed:
-        if key == "model" and isinstance(value, str):
-            base["model"] = OmegaConf.create(load_model_config(value))
-            continue
+        if key == "model":
+            continue  # applied above, before any `model.x=...` edit
         OmegaConf.update(base, key, value, merge=True, force_add=True)
     assert isinstance(base, DictConfig)
     return base

@@ -24,6 +24,7 @@ from changeagent.config import to_dict
 from changeagent.data.registry import bind_spec, get_spec
 from changeagent.data.spec import DatasetCfg, DatasetSpec
 from changeagent.data.vocab import Vocabulary, build_vocab_from_files
+from changeagent.engine.device import loader_workers
 from changeagent.engine.distributed import DistInfo, barrier
 from changeagent.engine.evaluator import ShardSampler
 from changeagent.errors import ChangeAgentError
@@ -202,7 +203,8 @@ def build_train_data(cfg: DictConfig, info: DistInfo, vocab: Vocabulary | None =
                                f"{cfg.data.batch_size}")
     val = eval_loaders(cfg, info, roots, vocab, split=None, max_pairs=cfg.eval.max_pairs)
     return RunData(vocab, roots, EpochSeeded(joint, parts, cfg.run.seed), sampler, batches, cfg.data.batch_size,
-                   cfg.data.num_workers, cfg.run.seed, val, dataset_specs(cfg, roots))
+                   loader_workers(cfg.data.num_workers, info.is_main), cfg.run.seed, val,
+                   dataset_specs(cfg, roots))
 
 
 class EpochSeeded(Dataset):
@@ -283,7 +285,8 @@ def eval_loaders(cfg: DictConfig, info: DistInfo, roots: dict[str, Path], vocab:
         n = len(ds)
         loaders[name] = DataLoader(
             ds, batch_size=cfg.data.eval_batch_size, sampler=ShardSampler(n, info.rank, info.world_size),
-            collate_fn=collate, num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(0),
+            collate_fn=collate, num_workers=loader_workers(cfg.data.num_workers, info.is_main),
+            generator=torch.Generator().manual_seed(0),
             pin_memory=torch.cuda.is_available(),
         )
         loaders[name].spec = specs[name]  # type: ignore[attr-defined]  # the evaluator's metrics and decoding

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from changeagent.data.constants import IGNORE_INDEX
 from changeagent.data.registry import get_spec
 from changeagent.data.spec import DatasetSpec
+from changeagent.engine.device import autocast_dtype
 from changeagent.engine.distributed import DistInfo, all_gather_objects, broadcast_object
 from changeagent.metrics import SegmentationMetrics, SemanticChangeMetrics
 
@@ -131,7 +132,7 @@ def evaluate(model: Any, loaders: dict[str, DataLoader], vocab: Any, info: DistI
     model.eval()
     results: dict[str, dict[str, Any]] = {}
     visuals: dict[str, list[dict[str, Any]]] = {}
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opts.amp)
+    amp_dtype = autocast_dtype(opts.amp, info.device, info.is_main)
     for dataset, loader in loaders.items():
         spec = opts.spec(dataset)
         seg, scd = _mask_metrics(spec, info.device)

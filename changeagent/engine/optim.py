@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from changeagent.errors import ChangeAgentError
 
@@ -64,8 +64,13 @@ def build_optimizer(model: nn.Module, weighting: nn.Module, optim_cfg: dict[str,
     return torch.optim.Adam(groups, lr=lr, betas=betas)
 
 
-def lr_factor(step: int, total: int, sched_cfg: dict[str, Any]) -> float:
-    """Multiplier of the stage's lr after `step` optimizer steps (LambdaLR calls it with 0, 1, ...)."""
+def lr_factor(step: int, total: int, sched_cfg: dict[str, Any], time_progress: float = 0.0) -> float:
+    """Multiplier of the stage's lr after `step` optimizer steps (LambdaLR calls it with 0, 1, ...).
+
+    `time_progress` (0..1, `train.budget_schedule`): the share of the time budget left after the
+    warm-up that has been used; the cosine then follows whichever is further, steps or time, so a
+    slow machine still anneals by the budget's end while the warm-up keeps its length in steps.
+    """
     warm = int(sched_cfg["warmup_steps"])
     if warm > 0 and step < warm:
         return (step + 1) / warm
@@ -75,19 +80,27 @@ def lr_factor(step: int, total: int, sched_cfg: dict[str, Any]) -> float:
     if name == "step":
         return float(sched_cfg["gamma"]) ** ((step - warm) // max(int(sched_cfg["step_size"]), 1))
     floor = float(sched_cfg["min_lr_ratio"])
-    progress = min(max(step - warm, 0) / max(total - warm, 1), 1.0)
+    progress = min(max(max(step - warm, 0) / max(total - warm, 1), time_progress), 1.0)
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def build_scheduler(opt: torch.optim.Optimizer, total_steps: int, sched_cfg: dict[str, Any]) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps, sched_cfg))
+class StageSchedule(torch.optim.lr_scheduler.LambdaLR):
+    """Warm-up + cosine/step/constant over `total` steps; the trainer sets `time_progress`."""
+
+    def __init__(self, opt: torch.optim.Optimizer, total_steps: int, sched_cfg: dict[str, Any]) -> None:
+        self.time_progress = 0.0
+        super().__init__(opt, lambda s: lr_factor(s, total_steps, sched_cfg, self.time_progress))
+
+
+def build_scheduler(opt: torch.optim.Optimizer, total_steps: int, sched_cfg: dict[str, Any]) -> StageSchedule:
+    return StageSchedule(opt, total_steps, sched_cfg)
 
 
 @dataclass
 class StageParts:
     weighting: Any  # losses.MultiTaskWeighting
     opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.LambdaLR
+    sched: StageSchedule
     scaler: torch.amp.GradScaler
     net: nn.Module  # what the loop calls: the model, or its DDP wrapper
     ddp: DDP | None
@@ -104,7 +117,9 @@ def build_stage(model: nn.Module, st: dict[str, Any], cfg: dict[str, Any], info:
     lr = st["lr"] if st["lr"] is not None else cfg["optim"]["lr"]
     opt = build_optimizer(model, weighting, cfg["optim"], lr)
     sched = build_scheduler(opt, total, cfg["sched"])
-    scaler = torch.amp.GradScaler(info.device.type, enabled=cfg["train"]["amp"] == "fp16")
+    # fp16 needs loss scaling only where autocast runs (CUDA, see engine.device.autocast_dtype)
+    scaler = torch.amp.GradScaler(info.device.type, enabled=cfg["train"]["amp"] == "fp16"
+                                  and info.device.type == "cuda")
     trainable = [p for p in model.get_submodule("neck").parameters() if p.requires_grad]
     net: nn.Module = model
     ddp = None
@@ -118,10 +133,51 @@ def build_stage(model: nn.Module, st: dict[str, Any], cfg: dict[str, Any], info:
     return StageParts(weighting, opt, sched, scaler, net, ddp, trainable[-2:] or None)
 
 
-def build_ema(model: nn.Module, decay: float | None) -> AveragedModel | None:
-    """Exponential moving average of parameters and buffers (torch.optim.swa_utils)."""
+def ema_decay(n: int, decay: float) -> float:
+    """Decay of the EMA update after `n` earlier updates: min(decay, (1 + n) / (10 + n)).
+
+    The warm-up of TF's ExponentialMovingAverage(num_updates=...) and timm's ModelEma: early
+    updates follow the model closely (the average spans about the last 10 % of the steps), so the
+    average is not dominated by the random initialisation of a short run.
+    """
+    return min(decay, (1.0 + n) / (10.0 + n))
+
+
+def ema_warmup_steps(decay: float) -> int:
+    """Updates after which the warm-up ramp has reached `decay` (0.99: 890, 0.999: 8,990)."""
+    return max(math.ceil((10.0 * decay - 1.0) / (1.0 - decay) - 1e-9), 0)
+
+
+class EMA(AveragedModel):
+    """Exponential moving average of parameters and buffers with the `ema_decay` warm-up.
+
+    `warmed_up` turns true once the decay has ramped up to its configured value; until then the
+    average lags the model by a growing but short window, and the engine evaluates the raw model.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = float(decay)
+
+        @torch.no_grad()
+        def update(ema: tuple[torch.Tensor, ...] | list[torch.Tensor],
+                   cur: tuple[torch.Tensor, ...] | list[torch.Tensor], n: torch.Tensor | int) -> None:
+            if torch.is_floating_point(ema[0]):
+                torch._foreach_lerp_(list(ema), list(cur), 1.0 - ema_decay(int(n), self.decay))
+            else:  # integer buffers (BatchNorm's num_batches_tracked): a count, not an average
+                for e, c in zip(ema, cur, strict=True):
+                    e.copy_(c)
+
+        super().__init__(model, multi_avg_fn=update, use_buffers=True)
+
+    @property
+    def warmed_up(self) -> bool:
+        return int(self.n_averaged) >= ema_warmup_steps(self.decay)
+
+
+def build_ema(model: nn.Module, decay: float | None) -> EMA | None:
+    """EMA of the model (None when `train.ema` is null); decay must be in (0, 1)."""
     if decay is None:
         return None
     if not 0.0 < decay < 1.0:
         raise ChangeAgentError(f"train.ema must be in (0, 1), got {decay}")
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    return EMA(model, decay)

@@ -128,6 +128,7 @@ class EvalCfg:
     beam_size: int = 3
     max_len: int = 41
     max_pairs: int | None = None  # validate on the first N pairs of each dataset (quick checks)
+    time_share: float | None = None  # validate less often when validations exceed this share of wall time
     vis_pairs: int = 8  # fixed validation pairs shown in wandb
 
 
@@ -167,7 +168,7 @@ TASKS = ("mask", "caption")
 
 def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> DictConfig:
     """Defaults <- file <- overrides, validated; `model` defaults to configs/model/fast.yaml."""
-    cfg = load_config(path, overrides)
+    cfg = load_config(path, overrides, default_model="fast")
     return validate(cfg)
 
 
@@ -201,6 +202,9 @@ def validate(cfg: DictConfig | dict[str, Any]) -> DictConfig:
             raise ChangeAgentError(f"stage {stage['name']!r}: tasks {list(stage['tasks'])} must be from {list(TASKS)}")
         if stage["steps"] is None and stage["epochs"] is None:
             raise ChangeAgentError(f"stage {stage['name']!r} needs `steps` or `epochs`")
+    share = merged.eval.time_share
+    if share is not None and not 0.0 < share <= 1.0:
+        raise ChangeAgentError(f"config eval.time_share={share} must be in (0, 1]")
     for key in ("data.batch_size", "data.eval_batch_size", "train.grad_accum", "train.log_every", "train.save_every"):
         if OmegaConf.select(merged, key) < 1:
             raise ChangeAgentError(f"config {key} must be >= 1")

@@ -26,6 +26,7 @@ from changeagent.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from changeagent.engine.device import autocast_dtype, reset_notes, say_once
 from changeagent.engine.distributed import (
     DistInfo,
     all_gather_objects,
@@ -36,7 +37,7 @@ from changeagent.engine.distributed import (
     init_distributed,
 )
 from changeagent.engine.evaluator import EvalOptions, evaluate
-from changeagent.engine.optim import build_ema, build_stage, set_train_mode
+from changeagent.engine.optim import build_ema, build_stage, ema_warmup_steps, set_train_mode
 from changeagent.engine.runlog import RunLog, flatten, format_table
 from changeagent.engine.schema import stages_of
 from changeagent.engine.wandb_logger import WandbLogger
@@ -66,6 +67,7 @@ class Trainer:
 
     def __init__(self, cfg: DictConfig, info: DistInfo) -> None:
         self.t0 = time.monotonic()
+        reset_notes()
         self.cfg, self.info, self.c = cfg, info, to_dict(cfg)
         self.out = Path(cfg.run.out_dir)
         builders.set_threads(cfg.run.threads)
@@ -90,7 +92,7 @@ class Trainer:
         self.stop_reason: str | None = None
         self._iter: Any = None
         self._last_val_step = self._last_save_step = -1
-        self._val_seconds = 0.0
+        self._val_seconds = self._val_total = 0.0
 
     # -- the loop ----------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -123,7 +125,7 @@ class Trainer:
                     acc, t_log, n_log = {}, time.monotonic(), 0
                 self._check_stop()
                 t_pause = time.monotonic()
-                if self._eval_due(epoch_before) or self.stop_reason is not None:
+                if (self._eval_due(epoch_before) and self._eval_in_share()) or self.stop_reason is not None:
                     last_metrics = self._validate() or last_metrics
                 if self.stage_step % self.cfg.train.save_every == 0 or self.stop_reason is not None:
                     self._save()
@@ -190,8 +192,7 @@ class Trainer:
         self.scaler.update()
         tr = cfg.train
         if tr.budget_schedule and tr.max_minutes:  # anneal by the budget's end even on a slow machine
-            done = (time.monotonic() - self.t0) / (tr.max_minutes * 60)
-            self.sched.last_epoch = max(self.sched.last_epoch, int(done * self._stage_len) - 1)
+            self.sched.time_progress = max(self.sched.time_progress, self._time_progress())
         self.sched.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
@@ -215,6 +216,7 @@ class Trainer:
     def _setup_stage(self, st: dict[str, Any]) -> int:
         info = self.info
         self.stage_name, self._opt_stage = st["name"], self.stage
+        self._t_warm: float | None = None  # when this stage's lr warm-up ended (budget schedule)
         total = self._stage_len = self._stage_total(st)
         parts = build_stage(self.model, st, self.c, info, total)
         self.weighting, self.opt, self.sched, self.scaler = parts.weighting, parts.opt, parts.sched, parts.scaler
@@ -231,6 +233,17 @@ class Trainer:
             self._say(f"resumed from step {self.step} (stage '{st['name']}', epoch {self.epoch})")
         return total
 
+    def _time_progress(self) -> float:
+        """Share of the time budget after this stage's warm-up that is used (0 during the warm-up);
+        the end keeps the margin `_check_stop` reserves for the last validation."""
+        if self.stage_step + 1 < int(self.cfg.sched.warmup_steps):
+            return 0.0
+        now = time.monotonic()
+        if self._t_warm is None:
+            self._t_warm = now
+        end = self.t0 + self.cfg.train.max_minutes * 60 - self._val_seconds * 1.2
+        return min(max((now - self._t_warm) / max(end - self._t_warm, 1e-6), 0.0), 1.0)
+
     def _stage_total(self, st: dict[str, Any]) -> int:
         if st["steps"] is not None:
             return int(st["steps"])
@@ -242,10 +255,8 @@ class Trainer:
         return self.cfg.data.batch_size * self.cfg.train.grad_accum * self.info.world_size
 
     def _autocast(self) -> Any:
-        amp = self.cfg.train.amp
-        if amp == "none":
-            return nullcontext()
-        return torch.autocast(self.info.device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+        dtype = autocast_dtype(self.cfg.train.amp, self.info.device, self.info.is_main)
+        return nullcontext() if dtype is None else torch.autocast(self.info.device.type, dtype=dtype)
 
     # -- data ---------------------------------------------------------------------------------------
     def _next_batch(self) -> dict[str, Any]:
@@ -274,6 +285,16 @@ class Trainer:
             return math.floor(self._epoch_progress() / ev.every_epochs) > math.floor(epoch_before / ev.every_epochs)
         return False
 
+    def _eval_in_share(self) -> bool:
+        """False while validations so far took more than `eval.time_share` of the wall time: a slow
+        device (a CPU run of a GPU recipe) then validates less often instead of mostly validating."""
+        share = self.cfg.eval.time_share
+        if share is None or self._val_total <= share * (time.monotonic() - self.t0):
+            return True
+        self._say_once(f"note: validating less often than eval.every_* to keep validation under "
+                       f"eval.time_share={share} of the wall time")
+        return False
+
     def _check_stop(self) -> None:
         tr = self.cfg.train
         reason = None
@@ -291,7 +312,8 @@ class Trainer:
         t = time.monotonic()
         ev = self.cfg.eval
         opts = EvalOptions.from_config(self.cfg, vis_pairs=ev.vis_pairs if self.wandb.active else 0)
-        model = self.ema.module if self.ema is not None else self.model
+        weights = self._eval_weights()
+        model = self.ema.module if (weights == "ema" and self.ema is not None) else self.model
         broadcast_buffers_(model, self.info)  # evaluate (and save) rank 0's BatchNorm statistics
         results, vis = evaluate(model, self.data.val_loaders, self.data.vocab, self.info, opts)
         score = builders.selection_score(results, ev.select)
@@ -305,10 +327,10 @@ class Trainer:
                 self.stop_reason = "early_stop"
         if self.info.is_main:
             rec = {"kind": "val", "step": self.step, "stage": self.stage_name, "epoch": self._epoch_progress(),
-                   "score": score, "best_score": self.best_score, **results}
+                   "weights": weights, "score": score, "best_score": self.best_score, **results}
             self.log.write(rec)
-            tqdm.write(format_table(results, f"validation at step {self.step} (score {score:.4f}"
-                                             f"{', best' if improved else ''})"))
+            tqdm.write(format_table(results, f"validation at step {self.step}, {weights} weights (score "
+                                             f"{score:.4f}{', best' if improved else ''})"))
             self.wandb.log({**flatten({"val": results}), "val/score": score}, self.step)
             self.wandb.log_predictions(vis, self.step)
             if improved:
@@ -317,7 +339,22 @@ class Trainer:
                             self.data.specs)
                 self.wandb.log_summary({"best/score": score, "best/step": self.step})
         self._val_seconds = time.monotonic() - t
+        self._val_total += self._val_seconds
         return results
+
+    def _eval_weights(self) -> str:
+        """"ema" once the EMA has warmed up (`optim.EMA.warmed_up`), else "model": until then the
+        average is still a short-window copy of recent weights and best/ keeps the raw model."""
+        if self.ema is None:
+            return "model"
+        if self.ema.warmed_up:
+            return "ema"
+        self._say_once(f"note: validating the raw weights until the EMA (train.ema={self.ema.decay}) has warmed "
+                       f"up at step {ema_warmup_steps(self.ema.decay)}")
+        return "model"
+
+    def _say_once(self, msg: str) -> None:
+        say_once(msg, self.info.is_main)
 
     def _save(self) -> None:
         if self._last_save_step == self.step and self.stage_step != 0:
@@ -328,6 +365,7 @@ class Trainer:
             return
         state = {
             "model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema is not None else None,
+            "ema_ready": self.ema is not None and self.ema.warmed_up,
             "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
             "scaler": self.scaler.state_dict(), "weighting": self.weighting.state_dict(),
             "optimizer_stage": self._opt_stage, **{k: getattr(self, k) for k in COUNTERS}, "config": self.c,

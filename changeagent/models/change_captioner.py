@@ -99,11 +99,14 @@ class ChangeCaptioner(nn.Module):
         x = torch.cat([image[:, 0], image[:, 1]], dim=0)
         if self.config.get("channels_last", True):
             x = x.contiguous(memory_format=torch.channels_last)
-        feats = self.encoder(x)
+        with_fine = self.mask_decoder.fine is not None
+        feats = self.encoder(x, fine=with_fine)
+        fine = (feats[0][:b], feats[0][b:]) if with_fine else None
+        feats = feats[1:] if with_fine else feats
         feats_a = [f[:b] for f in feats]
         feats_b = [f[b:] for f in feats]
         mask_feats, caption_maps = self.neck(feats_a, feats_b)
-        change, masks = self.mask_decoder(mask_feats, (h, w))
+        change, masks = self.mask_decoder(mask_feats, (h, w), fine)
         memory = self.caption_decoder.memory(caption_maps, dataset_ids(dataset, b, image.device, self.datasets))
         return change, masks, memory
 

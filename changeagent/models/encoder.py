@@ -116,8 +116,10 @@ class Encoder(nn.Module):
             load_encoder_weights(self.body, Path(str(weights)))
         self.name = name
         self.out_channels: list[int] = [self.body.out_channels[i] for i in LEVELS]
+        self.fine_channels: int = self.body.out_channels[1]  # stride 2; 0 for mit_*
 
-    def forward(self, x: Tensor) -> list[Tensor]:
-        """x: float [N, C, H, W] (H, W multiples of 32) -> 4 maps [N, C_l, H/s, W/s], s = 4, 8, 16, 32."""
+    def forward(self, x: Tensor, fine: bool = False) -> list[Tensor]:
+        """x: float [N, C, H, W] (H, W multiples of 32) -> 4 maps [N, C_l, H/s, W/s], s = 4, 8, 16, 32;
+        with `fine`, the stride-2 map [N, fine_channels, H/2, W/2] comes first (5 maps)."""
         feats = self.body(x)
-        return [feats[i] for i in LEVELS]
+        return [feats[i] for i in ((1, *LEVELS) if fine else LEVELS)]

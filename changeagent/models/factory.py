@@ -26,7 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "neck": {"name": "diff"},
     "separate_necks": False,      # the reference uses one neck per head
     "caption_neck": {},           # keys overriding `neck` for the caption neck when separate
-    "mask_decoder": {"channels": 64, "dropout": 0.0},
+    "mask_decoder": {"channels": 64, "dropout": 0.0, "fine": 0},  # fine: stride-2 stage width, 0 = off
     "caption_decoder": {"dim": 256, "layers": 2, "heads": 8, "ffn_ratio": 4.0, "dropout": 0.1,
                         "levels": 1, "dataset_token": True, "tie_embeddings": False},
     "datasets": list(DATASETS),   # datasets it is built for: semantic heads, caption tokens
@@ -109,7 +109,8 @@ def _assemble(cfg: dict[str, Any], vocab_size: int, encoder: Encoder) -> ChangeC
                                   levels=list(range(n_levels - cap_levels, n_levels)))
     necks = Necks(mask_neck, caption_neck, cap_levels)
     cap_in = (caption_neck if caption_neck is not None else mask_neck).out_channels[-cap_levels:]
-    mask_decoder = MaskDecoder(mask_neck.out_channels, heads=head_shapes(cfg), **cfg["mask_decoder"])
+    mask_decoder = MaskDecoder(mask_neck.out_channels, heads=head_shapes(cfg), fine_in=encoder.fine_channels,
+                               **cfg["mask_decoder"])
     caption_decoder = CaptionDecoder(vocab_size, cap_in, num_datasets=len(cfg["datasets"]), **cap_cfg)
     model = ChangeCaptioner(encoder, necks, mask_decoder, caption_decoder, cfg, vocab_size)
     if cfg["compile"]:

@@ -185,7 +185,7 @@ def _load_folder(directory: Path, map_location: str | torch.device) -> Loaded:
 
 
 def _load_last(path: Path, map_location: str | torch.device) -> Loaded:
-    """The model of a training checkpoint: its EMA weights when it has them (what validation used)."""
+    """The model of a training checkpoint: its EMA weights once warmed up (what validation used)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated/garbage zip files
@@ -197,7 +197,9 @@ def _load_last(path: Path, map_location: str | torch.device) -> Loaded:
     cfg = state["config"]
     model = _build(cfg["model"], len(vocab))
     weights = state["model"]
-    if state.get("ema"):  # AveragedModel state: "module.<name>" plus n_averaged
+    # AveragedModel state: "module.<name>" plus n_averaged; `ema_ready` (written by the engine) is
+    # false until the EMA has warmed up, and validation used the raw weights until then
+    if state.get("ema") and state.get("ema_ready", True):
         weights = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
     try:
         model.load_state_dict(weights)

@@ -4,6 +4,11 @@ Outputs a binary change head shared by all datasets and one semantic head per da
 semantic maps (SPEC §1.4; shapes from the dataset registry, `models.factory.head_shapes`): e.g.
 LEVIR-MCI 3 classes; SECOND-CC 7 land-cover classes for each of the two dates. Binary change and
 caption-only datasets use the shared change head alone.
+
+Optionally (`fine` channels > 0) a stride-2 refinement stage: the encoder's stride-2 maps of both
+dates are fused (A, B, |A-B|) and added to the upsampled stride-4 decoder output, so the heads see
+edges at twice the resolution. Small objects gain most: a 10x10-pixel building covers 2.5x2.5 cells
+of a stride-4 map, and bilinear upsampling of stride-4 logits rounds its corners off.
 """
 
 from __future__ import annotations
@@ -24,6 +29,28 @@ def _conv_bn_relu(c_in: int, c_out: int, k: int) -> nn.Sequential:
     )
 
 
+class FineStage(nn.Module):
+    """Stride-2 refinement: fuse(A2, B2, |A2-B2|) + up(reduce(p4)) -> depth-wise separable 3x3 conv.
+
+    The depth-wise separable conv (MobileNet style) keeps the cost of the 4x larger map small.
+    """
+
+    def __init__(self, enc_channels: int, channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.fuse = _conv_bn_relu(3 * enc_channels, out_channels, 1)
+        self.reduce = _conv_bn_relu(channels, out_channels, 1)
+        self.smooth = nn.Sequential(
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, groups=out_channels, bias=False),
+            _conv_bn_relu(out_channels, out_channels, 1),
+        )
+
+    def forward(self, p: Tensor, fa: Tensor, fb: Tensor) -> Tensor:
+        """p [B, channels, H/4, W/4]; fa, fb encoder maps [B, enc_channels, H/2, W/2] -> [B, out, H/2, W/2]."""
+        f = self.fuse(torch.cat([fa, fb, (fa - fb).abs()], dim=1))
+        up = F.interpolate(self.reduce(p), size=f.shape[-2:], mode="bilinear", align_corners=False)
+        return self.smooth(f + up)
+
+
 class MaskDecoder(nn.Module):
     """Top-down decoder to logits at input resolution.
 
@@ -33,10 +60,13 @@ class MaskDecoder(nn.Module):
         heads: {dataset id: (maps, classes)}: one semantic head per entry, `maps` class maps per item
             (1: one map, 2: one per date).
         dropout: dropout before the 1x1 heads.
+        fine: width of the stride-2 refinement stage (0: off, heads at stride 4).
+        fine_in: channels of the encoder's stride-2 maps (needed when `fine` > 0).
     """
 
     def __init__(self, in_channels: Sequence[int], channels: int = 64,
-                 heads: dict[str, tuple[int, int]] | None = None, dropout: float = 0.0) -> None:
+                 heads: dict[str, tuple[int, int]] | None = None, dropout: float = 0.0,
+                 fine: int = 0, fine_in: int = 0) -> None:
         super().__init__()
         self.head_shapes = dict(heads or {})
         bad = {d: s for d, s in self.head_shapes.items() if len(s) != 2 or s[0] not in (1, 2) or s[1] < 2}
@@ -44,16 +74,25 @@ class MaskDecoder(nn.Module):
             raise ChangeAgentError(f"mask decoder: head shapes {bad} must be (1 or 2 maps, >= 2 classes)")
         if not isinstance(channels, int) or channels < 1:
             raise ChangeAgentError(f"mask decoder: channels must be a positive integer, got {channels!r}")
+        if not isinstance(fine, int) or fine < 0:
+            raise ChangeAgentError(f"mask decoder: fine must be a non-negative integer, got {fine!r}")
+        if fine and fine_in < 1:
+            raise ChangeAgentError("mask decoder: fine > 0 needs an encoder with stride-2 features "
+                                   "(mit_* has none); set model.mask_decoder.fine=0")
         self.lateral = nn.ModuleList(_conv_bn_relu(c, channels, 1) for c in in_channels)
+        self.fine = FineStage(fine_in, channels, fine) if fine else None
+        head_in = fine or channels
         self.smooth = nn.ModuleList(_conv_bn_relu(channels, channels, 3) for _ in in_channels[:-1])
         self.drop = nn.Dropout2d(dropout)
-        self.change_head = nn.Conv2d(channels, 1, 1)
+        self.change_head = nn.Conv2d(head_in, 1, 1)
         self.heads = nn.ModuleDict(
-            {d: nn.Conv2d(channels, maps * k, 1) for d, (maps, k) in self.head_shapes.items()}
+            {d: nn.Conv2d(head_in, maps * k, 1) for d, (maps, k) in self.head_shapes.items()}
         )
 
-    def forward(self, feats: Sequence[Tensor], size: tuple[int, int]) -> tuple[Tensor, dict[str, Tensor]]:
-        """feats: fused maps [B, C_l, H_l, W_l], finest first; size: (H, W) of the input.
+    def forward(self, feats: Sequence[Tensor], size: tuple[int, int],
+                fine: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """feats: fused maps [B, C_l, H_l, W_l], finest first; size: (H, W) of the input;
+        fine: the encoder's stride-2 maps of date A and B [B, C, H/2, W/2] (used when `self.fine`).
 
         Returns change logits [B, 1, H, W] and {dataset: [B, K, H, W] or [B, 2, K, H, W]}.
         """
@@ -62,9 +101,13 @@ class MaskDecoder(nn.Module):
             lat = self.lateral[i](feats[i])
             p = lat + F.interpolate(p, size=lat.shape[-2:], mode="bilinear", align_corners=False)
             p = self.smooth[i](p)
+        if self.fine is not None:
+            if fine is None:
+                raise ChangeAgentError("mask decoder: the fine stage needs the encoder's stride-2 maps")
+            p = self.fine(p, *fine)
         p = self.drop(p)
         # all heads as one 1x1 conv and one upsampling call (one pass over the big output);
-        # logits are computed at stride 4 and upsampled, as SegFormer/FPN heads do
+        # logits are computed at stride 4 (2 with the fine stage) and upsampled, as SegFormer/FPN heads do
         heads = cast(list[nn.Conv2d], [self.change_head, *self.heads.values()])
         weight = torch.cat([h.weight for h in heads])
         bias = torch.cat([cast(Tensor, h.bias) for h in heads])

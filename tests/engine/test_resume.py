@@ -53,8 +53,10 @@ def test_resume_true_without_checkpoint_starts_fresh(tmp_path, synth_roots):
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 1
 
 
-def test_fp16_amp_with_grad_scaler_state(tmp_path, synth_roots):
+def test_fp16_amp_on_cpu_trains_in_float32_without_scaler(tmp_path, synth_roots, capsys):
+    """fp16 autocast and its GradScaler run on CUDA only; on the CPU the run says so and resumes."""
     cfg = write_config(tmp_path / "c.yaml", synth_roots, train={"steps": 1, "amp": "fp16"})
     assert main(["train", "-c", str(cfg)]) == 0
-    scaler = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["scaler"]
-    assert scaler["scale"] > 0 and "_growth_tracker" in scaler
+    assert capsys.readouterr().out.count("train.amp=fp16 is off on cpu") == 1
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["scaler"] == {}  # disabled scaler
+    assert main(["train", "-c", str(cfg), "train.steps=2", "resume=true"]) == 0
