@@ -93,7 +93,7 @@ class StageCfg:
     epochs: float | None = None  # passes over the training sampler (steps win when both are set)
     lr: float | None = None  # null -> optim.lr
     tasks: list[str] = field(default_factory=lambda: ["mask", "caption"])
-    freeze: list[str] = field(default_factory=list)  # encoder | neck | mask_decoder | caption_decoder
+    freeze: list[str] = field(default_factory=list)  # encoder | neck | mask_decoder | caption_decoder | retrieval
 
 
 @dataclass
@@ -162,8 +162,8 @@ CHOICES = {
     "eval.method": ("greedy", "beam"),
     "wandb.mode": ("online", "offline", "disabled"),
 }
-PARTS = ("encoder", "neck", "mask_decoder", "caption_decoder")
-TASKS = ("mask", "caption")
+PARTS = ("encoder", "neck", "mask_decoder", "caption_decoder", "retrieval")
+TASKS = ("mask", "caption", "retrieval")  # "retrieval" only counts for a model with a retrieval head
 
 
 def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> DictConfig:

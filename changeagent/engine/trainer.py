@@ -165,7 +165,8 @@ class Trainer:
             sync = self.ddp.no_sync() if (self.ddp is not None and not last) else nullcontext()
             with sync:
                 with self._autocast():
-                    out = self.net(batch["image"], captions=batch.get("caption_ids") if "caption" in tasks else None,
+                    texts = "caption" in tasks or "retrieval" in tasks  # both heads read the captions
+                    out = self.net(batch["image"], captions=batch.get("caption_ids") if texts else None,
                                    dataset=batch["dataset"])
                     losses = compute_losses(out, batch, self.c["loss"])
                     task_losses = {t: losses[t] for t in tasks if t in losses}

@@ -27,12 +27,13 @@ from changeagent.data.constants import IGNORE_INDEX
 from changeagent.data.registry import dataset_ids, get_spec
 from changeagent.errors import ChangeAgentError
 from changeagent.losses.caption import caption_loss
+from changeagent.losses.contrastive import contrastive_loss
 from changeagent.losses.mask import binary_change_loss, semantic_loss, zero_like_graph
 
 MASK_DEFAULTS: dict[str, Any] = {"ce": 1.0, "dice": 0.0, "lovasz": 0.0, "change_weight": 1.0,
                                  "class_weights": None}
 CAPTION_DEFAULTS: dict[str, Any] = {"label_smoothing": 0.0}
-TASKS = ("mask", "caption")  # the groups the weighting strategies balance
+TASKS = ("mask", "caption", "retrieval")  # the groups the weighting strategies balance
 
 
 def _section(cfg: Mapping[str, Any] | None, key: str, defaults: dict[str, Any]) -> dict[str, Any]:
@@ -93,8 +94,9 @@ def compute_losses(out: Mapping[str, Any], batch: Mapping[str, Any],
     Returns float32 scalars: "mask" = change_weight * "mask/change" + "mask/<dataset id>" per
     semantic head; a semantic part is present only when the batch has items of that dataset
     (otherwise a graph-connected zero joins "mask" so DDP sees the head used); "caption" only when
-    caption logits are given. "mask" and "caption" are the tasks for the weighting; "mask/*" are
-    for logging.
+    caption logits are given; "retrieval" (losses/contrastive.py) only when the model has a
+    retrieval head and was given captions (uses batch["changeflag"] for the no-change rule).
+    "mask", "caption" and "retrieval" are the tasks for the weighting; "mask/*" are for logging.
     """
     mcfg, ccfg = parse_loss_config(cfg)
     datasets = list(batch["dataset"])
@@ -135,4 +137,8 @@ def compute_losses(out: Mapping[str, Any], batch: Mapping[str, Any],
     losses["mask"] = mask_total
     if out.get("caption") is not None:
         losses["caption"] = caption_loss(out["caption"], batch["caption_ids"], ccfg["label_smoothing"])
+    if out.get("pair_emb") is not None and out.get("text_emb") is not None:
+        flags = batch.get("changeflag")
+        losses["retrieval"] = contrastive_loss(out["pair_emb"], out["text_emb"], out.get("logit_scale", 1.0),
+                                               batch["caption_ids"], flags)
     return losses

@@ -14,6 +14,7 @@ from changeagent.models.decoding import beam_search, greedy_decode
 from changeagent.models.encoder import STRIDE, Encoder
 from changeagent.models.mask_decoder import MaskDecoder
 from changeagent.models.necks import FusionNeck
+from changeagent.models.retrieval import RetrievalHead
 
 
 class Necks(nn.Module):
@@ -72,12 +73,14 @@ class ChangeCaptioner(nn.Module):
     """
 
     def __init__(self, encoder: Encoder, neck: Necks, mask_decoder: MaskDecoder,
-                 caption_decoder: CaptionDecoder, config: dict[str, Any], vocab_size: int) -> None:
+                 caption_decoder: CaptionDecoder, config: dict[str, Any], vocab_size: int,
+                 retrieval: RetrievalHead | None = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.neck = neck
         self.mask_decoder = mask_decoder
         self.caption_decoder = caption_decoder
+        self.retrieval = retrieval  # None: a model without the text-retrieval head
         self.config = config
         self.vocab_size = vocab_size
         self.vocab: Any = None  # a changeagent.data.vocab.Vocabulary (models.hub.attach_vocab)
@@ -116,7 +119,9 @@ class ChangeCaptioner(nn.Module):
 
         image float [B, 2, C, H, W]; captions int64 [B, L] (`<START> ... <END> <NULL>...`);
         dataset list[str] of length B. Returns {"change": [B,1,H,W], "masks": {name: logits},
-        "caption": [B, L-1, V] (position t predicts captions[:, t+1]; only with captions)}.
+        "caption": [B, L-1, V] (position t predicts captions[:, t+1]; only with captions)}; with a
+        retrieval head and captions also "pair_emb" [B, D], "text_emb" [B, D] (L2-normalised) and
+        "logit_scale" (scalar, the contrastive loss's inverse temperature).
         """
         change, masks, memory = self.features(image, dataset)
         out: dict[str, Any] = {"change": change, "masks": masks}
@@ -129,7 +134,17 @@ class ChangeCaptioner(nn.Module):
                 raise ChangeAgentError(f"model: caption ids must be in [0, {self.vocab_size}), "
                                        f"got {int(captions.min())}..{int(captions.max())}")
             out["caption"] = self.caption_decoder(memory, captions)
+            if self.retrieval is not None:
+                out["pair_emb"] = self.retrieval.pair(memory)
+                out["text_emb"] = self.retrieval.text(captions)
+                out["logit_scale"] = self.retrieval.scale()
         return out
+
+    def embed_text(self, caption_ids: Tensor) -> Tensor:
+        """Caption ids int64 [B, L] -> L2-normalised [B, D] in the pair-embedding space."""
+        if self.retrieval is None:
+            raise ChangeAgentError("model: this model has no retrieval head (model.retrieval.enabled: false)")
+        return self.retrieval.text(caption_ids)
 
     @torch.no_grad()
     def predict(self, image: Tensor, dataset: Sequence[str] | None = None, method: str = "greedy",
@@ -139,7 +154,8 @@ class ChangeCaptioner(nn.Module):
 
         Returns {"change", "masks"} as in `forward` and "tokens": int64 [B, T] without `<START>`,
         cut at `<END>` (excluded), padded with `<NULL>`. `min_len` forbids `<END>` before that
-        many tokens (benchmarks use it to decode a fixed length).
+        many tokens (benchmarks use it to decode a fixed length). With a retrieval head also
+        "pair_emb": float [B, D] (L2-normalised) from the same pass.
         """
         if method not in ("greedy", "beam"):
             raise ChangeAgentError(f"predict: method must be 'greedy' or 'beam', got {method!r}")
@@ -151,13 +167,19 @@ class ChangeCaptioner(nn.Module):
                 tokens = greedy_decode(self.caption_decoder, memory, max_len, min_len)
             else:
                 tokens = beam_search(self.caption_decoder, memory, beam_size, max_len, length_penalty, min_len)
+            out = {"change": change, "masks": masks, "tokens": tokens}
+            if self.retrieval is not None:
+                out["pair_emb"] = self.retrieval.pair(memory)
         finally:
             self.train(was_training)
-        return {"change": change, "masks": masks, "tokens": tokens}
+        return out
 
     def param_counts(self) -> dict[str, int]:
         """Parameters per part: total, encoder, neck, mask_decoder, caption_decoder (shared counted once)."""
         def count(m: nn.Module) -> int:
             return sum(p.numel() for p in m.parameters())
-        return {"total": count(self), "encoder": count(self.encoder), "neck": count(self.neck),
-                "mask_decoder": count(self.mask_decoder), "caption_decoder": count(self.caption_decoder)}
+        counts = {"total": count(self), "encoder": count(self.encoder), "neck": count(self.neck),
+                  "mask_decoder": count(self.mask_decoder), "caption_decoder": count(self.caption_decoder)}
+        if self.retrieval is not None:
+            counts["retrieval"] = count(self.retrieval)
+        return counts

@@ -54,7 +54,9 @@ def run_model_info(args: argparse.Namespace) -> int:
     print(f"model {cfg.get('name') or '?'}: encoder {model.config['encoder']}, neck {model.config['neck']['name']}"
           f"{' (separate caption neck)' if model.config['separate_necks'] else ''}, vocabulary {args.vocab_size}")
     print(f"{'part':<16}{'parameters':>14}{'share':>8}")
-    for part in (*PARTS, "total"):
+    for part in (*PARTS, "retrieval", "total"):
+        if part not in counts:
+            continue  # no retrieval head
         n = counts[part]
         print(f"{part:<16}{n:>14,}{100 * n / counts['total']:>7.1f}%")
     if args.json:

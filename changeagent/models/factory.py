@@ -15,6 +15,7 @@ from changeagent.models.caption_decoder import CaptionDecoder
 from changeagent.models.change_captioner import ChangeCaptioner, Necks
 from changeagent.models.encoder import Encoder
 from changeagent.models.mask_decoder import MaskDecoder
+from changeagent.models.retrieval import RetrievalConfig, RetrievalHead
 from changeagent.models.necks import build_neck
 
 # every key a model config may hold, with its default (configs/model/*.yaml override these)
@@ -31,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
                         "levels": 1, "dataset_token": True, "tie_embeddings": False},
     "datasets": list(DATASETS),   # datasets it is built for: semantic heads, caption tokens
     "num_classes": {},            # classes of a head whose dataset takes them from its data (custom)
+    "retrieval": RetrievalConfig().to_dict(),  # text-to-pair retrieval head (models/retrieval.py)
     "compile": False,             # torch.compile the encoder, necks and decoders' forward
     "channels_last": True,        # NHWC activations: 20-30 % faster convolutions on CPU and GPU
 }
@@ -55,6 +57,7 @@ def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
             out[key].update(value)
         else:
             out[key] = value
+    out["retrieval"] = RetrievalConfig.parse({**DEFAULTS["retrieval"], **(out["retrieval"] or {})}).to_dict()
     for key in ("neck", "caption_neck"):
         if not isinstance(out[key], dict):
             raise ChangeAgentError(f"model config: {key} must be a mapping, got {out[key]!r}")
@@ -112,7 +115,9 @@ def _assemble(cfg: dict[str, Any], vocab_size: int, encoder: Encoder) -> ChangeC
     mask_decoder = MaskDecoder(mask_neck.out_channels, heads=head_shapes(cfg), fine_in=encoder.fine_channels,
                                **cfg["mask_decoder"])
     caption_decoder = CaptionDecoder(vocab_size, cap_in, num_datasets=len(cfg["datasets"]), **cap_cfg)
-    model = ChangeCaptioner(encoder, necks, mask_decoder, caption_decoder, cfg, vocab_size)
+    rcfg = RetrievalConfig.parse(cfg["retrieval"])
+    retrieval = RetrievalHead(vocab_size, caption_decoder.dim, rcfg) if rcfg.enabled else None
+    model = ChangeCaptioner(encoder, necks, mask_decoder, caption_decoder, cfg, vocab_size, retrieval)
     if cfg["compile"]:
         compile_model(model)
     return model
@@ -122,6 +127,8 @@ def compile_model(model: ChangeCaptioner, **kwargs: Any) -> ChangeCaptioner:
     """`torch.compile` each part in place (state-dict names unchanged); kwargs go to torch.compile."""
     for part in (model.encoder, model.neck, model.mask_decoder, model.caption_decoder):
         part.compile(**kwargs)
+    if model.retrieval is not None:
+        model.retrieval.compile(**kwargs)
     return model
 
 
