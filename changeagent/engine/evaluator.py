@@ -28,6 +28,7 @@ from changeagent.data.registry import get_spec
 from changeagent.data.spec import DatasetSpec
 from changeagent.engine.device import autocast_dtype
 from changeagent.engine.distributed import DistInfo, all_gather_objects, broadcast_object
+from changeagent.engine.retrieval_eval import retrieval_embeddings, retrieval_scores
 from changeagent.metrics import SegmentationMetrics, SemanticChangeMetrics
 
 
@@ -137,6 +138,7 @@ def evaluate(model: Any, loaders: dict[str, DataLoader], vocab: Any, info: DistI
         spec = opts.spec(dataset)
         seg, scd = _mask_metrics(spec, info.device)
         captions: list[tuple[str, str, list[str], int]] = []
+        embeddings: list[tuple[Any, Any]] = []  # per pair (pair_emb [D], its captions' embeddings [5, D])
         vis: list[dict[str, Any]] = []
         n_local = 0
         bar = tqdm(loader, desc=f"eval {dataset}", disable=not (opts.progress and info.is_main), leave=False)
@@ -160,6 +162,8 @@ def evaluate(model: Any, loaders: dict[str, DataLoader], vocab: Any, info: DistI
                 seg.update(maps.flatten(0, 1) if maps.dim() == 4 else maps,
                            target.flatten(0, 1) if target.dim() == 4 else target)
             tokens = pred["tokens"].cpu().tolist() if spec.has_captions else None
+            if tokens is not None and pred.get("pair_emb") is not None:
+                embeddings.extend(retrieval_embeddings(model, vocab, pred["pair_emb"], batch["captions"], info.device))
             for i, name in enumerate(batch["name"]):
                 hyp = vocab.decode(tokens[i]) if tokens is not None else ""
                 if tokens is not None:
@@ -171,7 +175,8 @@ def evaluate(model: Any, loaders: dict[str, DataLoader], vocab: Any, info: DistI
         # exact global confusion matrices (sum over ranks), computed on every rank
         scores = _mask_scores(spec, seg, scd)
         if spec.has_captions:
-            scores.update(_caption_scores(dataset, captions, vocab, info, opts, vis))
+            has_head = getattr(getattr(model, "module", model), "retrieval", None) is not None
+            scores.update(_caption_scores(dataset, captions, vocab, info, opts, vis, embeddings if has_head else None))
         else:  # mask-only: count the pairs here (caption scoring counts them otherwise)
             scores["n_pairs"] = sum(all_gather_objects(n_local, info))
         results[dataset] = broadcast_object(scores if info.is_main else None, info)
@@ -182,11 +187,15 @@ def evaluate(model: Any, loaders: dict[str, DataLoader], vocab: Any, info: DistI
 
 
 def _caption_scores(dataset: str, captions: list[tuple[str, str, list[str], int]], vocab: Any, info: DistInfo,
-                    opts: EvalOptions, vis: list[dict[str, Any]]) -> dict[str, Any]:
-    """Caption metrics of one dataset on rank 0 (other ranks send their captions and get {})."""
+                    opts: EvalOptions, vis: list[dict[str, Any]],
+                    embeddings: list[tuple[Any, Any]] | None = None) -> dict[str, Any]:
+    """Caption metrics of one dataset on rank 0 (other ranks send their captions and get {}), and the
+    retrieval protocol: the learned head's (`embeddings`, one entry per caption tuple; None without a
+    head, the same on every rank) and the caption-matching baseline."""
     from changeagent.metrics import caption_report  # noqa: PLC0415  (heavy pycocoevalcap import)
 
     gathered = [c for part in all_gather_objects(captions, info) for c in part]
+    gathered_emb = [e for part in all_gather_objects(embeddings, info) for e in part] if embeddings is not None else []
     if not info.is_main:
         return {}
     ids = [f"{dataset}/{name}" for name, *_ in gathered]
@@ -200,6 +209,7 @@ def _caption_scores(dataset: str, captions: list[tuple[str, str, list[str], int]
     scores: dict[str, Any] = dict(report["all"] or {})
     scores.update(change=report["change"], no_change=report["no_change"], counts=report["counts"],
                   no_change_accuracy=report["no_change_accuracy"], n_pairs=len(ids))
+    scores.update(retrieval_scores(gathered, gathered_emb))
     if opts.predictions_dir is not None:
         from changeagent.engine.checkpoint import atomic_write_json
 

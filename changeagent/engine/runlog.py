@@ -42,7 +42,28 @@ def format_table(metrics: dict[str, dict[str, Any]], title: str = "") -> str:
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     head = f"{title} (percent)\n" if title else "(percent)\n"
-    return head + "\n".join(lines)
+    return head + "\n".join(lines) + retrieval_table(metrics)
+
+
+RETRIEVAL_COLUMNS = (("r1", "R@1"), ("r5", "R@5"), ("r10", "R@10"), ("mrr10", "MRR@10"),
+                     ("change_r1", "chg R@1"), ("change_r5", "chg R@5"), ("change_r10", "chg R@10"),
+                     ("change_mrr10", "chg MRR@10"))
+
+
+def retrieval_table(metrics: dict[str, dict[str, Any]]) -> str:
+    """Text-to-pair retrieval rows (SPEC §2.4): the learned head and the caption-matching baseline."""
+    rows = [["dataset", "ranking", *[h for _, h in RETRIEVAL_COLUMNS], "queries"]]
+    for name, m in metrics.items():
+        for key, label in (("retrieval", "learned"), ("retrieval_baseline", "bm25 captions")):
+            r = m.get(key)
+            if isinstance(r, dict):
+                rows.append([name, label, *[_fmt(r.get(k)) for k, _ in RETRIEVAL_COLUMNS], str(r.get("n_queries", "-"))])
+    if len(rows) == 1:
+        return ""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n\ntext-to-pair retrieval (percent; chg = change queries only)\n" + "\n".join(lines)
 
 
 def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -129,3 +129,12 @@ class RetrievalHead(nn.Module):
     def scale(self) -> Tensor:
         """exp(logit_scale) clamped at 100 (CLIP's guard against a collapsing temperature)."""
         return self.logit_scale.exp().clamp(max=100.0)
+
+
+def encode_texts(vocab: Any, texts: list[str], max_len: int = 41) -> Tensor:
+    """Captions/queries -> int64 [N, L] ids the way captions are encoded for training
+    (`<START> w... <END>`, padded with `<NULL>` to the longest, cut at `max_len`)."""
+    rows = [vocab.encode(t) for t in texts]
+    rows = [r if len(r) <= max_len else r[: max_len - 1] + r[-1:] for r in rows]
+    width = max((len(r) for r in rows), default=2)
+    return torch.tensor([r + [NULL] * (width - len(r)) for r in rows], dtype=torch.long).reshape(len(rows), width)

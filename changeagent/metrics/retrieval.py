@@ -1,0 +1,171 @@
+"""Text-driven change retrieval: the protocol of SPEC §2.4 and the caption-matching baseline.
+
+Protocol (Ferrod et al. on LEVIR-CC): every reference caption of every test pair is a query over all
+test pairs. The relevant item of a query is its own pair; a no-change query (its sentence is one of
+the no-change sentences) has every no-change pair relevant too. Per query, rank the pairs by score
+(ties broken by pair order, i.e. deterministically); Recall@k = 1 when a relevant pair is among the
+top k; MRR@10 = 1 / rank of the first relevant pair, 0 past rank 10. Means over all queries and over
+the change queries (`change_*`).
+
+Baseline (`caption_match_scores`): Okapi BM25 between the query and each pair's *generated* caption
+-- what a captioning-only system can do -- ranked by the same protocol.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from changeagent.data.constants import NO_CHANGE_SENTENCES
+from changeagent.data.vocab import tokenize
+from changeagent.errors import ChangeAgentError
+
+KS = (1, 5, 10)
+MRR_AT = 10
+
+
+def _norm(sentence: str) -> str:
+    return " ".join(tokenize(sentence))
+
+
+def no_change_set(extra: Iterable[str] = ()) -> set[str]:
+    """The five no-change sentences of SPEC §1.1 plus `extra` (a dataset's own), tokenised."""
+    return {_norm(s) for s in (*NO_CHANGE_SENTENCES, *extra)}
+
+
+def first_relevant_ranks(scores: np.ndarray, query_pair: np.ndarray, query_no_change: np.ndarray,
+                         pair_no_change: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """1-based rank of the first relevant pair per query: int64 [Q].
+
+    scores float [Q, N] (higher = better); query_pair int [Q] (the query's own pair); query_no_change
+    bool [Q]; pair_no_change bool [N]. Ties go to the lower pair index (a stable sort).
+    """
+    scores = np.asarray(scores)
+    q, n = scores.shape
+    query_pair = np.asarray(query_pair, np.int64)
+    if query_pair.shape != (q,) or np.asarray(query_no_change).shape != (q,) or np.asarray(pair_no_change).shape != (n,):
+        raise ChangeAgentError(f"retrieval: scores {scores.shape} do not match query_pair {query_pair.shape}, "
+                               f"query_no_change {np.shape(query_no_change)}, pair_no_change {np.shape(pair_no_change)}")
+    if q and (query_pair.min() < 0 or query_pair.max() >= n):
+        raise ChangeAgentError(f"retrieval: query_pair indices must be in [0, {n})")
+    qnc = np.asarray(query_no_change, bool)
+    pnc = np.asarray(pair_no_change, bool)
+    ranks = np.empty(q, np.int64)
+    for s in range(0, q, chunk):
+        sc = scores[s : s + chunk]
+        order = np.argsort(-sc, axis=1, kind="stable")  # [c, N] pair indices, best first
+        rel = order == query_pair[s : s + chunk, None]
+        rel |= qnc[s : s + chunk, None] & pnc[order]
+        ranks[s : s + chunk] = rel.argmax(1) + 1  # the own pair is always relevant: argmax finds a True
+    return ranks
+
+
+def rank_metrics(ranks: np.ndarray, ks: Sequence[int] = KS, mrr_at: int = MRR_AT) -> dict[str, float | None]:
+    """{"r1", "r5", "r10", "mrr10"} (fractions) from 1-based ranks; None for no queries."""
+    ranks = np.asarray(ranks)
+    out: dict[str, float | None] = {}
+    for k in ks:
+        out[f"r{k}"] = float((ranks <= k).mean()) if ranks.size else None
+    rr = np.where(ranks <= mrr_at, 1.0 / np.maximum(ranks, 1), 0.0)
+    out[f"mrr{mrr_at}"] = float(rr.mean()) if ranks.size else None
+    return out
+
+
+def retrieval_metrics(scores: np.ndarray, query_pair: np.ndarray, query_no_change: np.ndarray,
+                      pair_no_change: np.ndarray) -> dict[str, Any]:
+    """The protocol's numbers: r1, r5, r10, mrr10 over all queries, change_* over change queries,
+    and the counts n_queries, n_change_queries, n_pairs."""
+    ranks = first_relevant_ranks(scores, query_pair, query_no_change, pair_no_change)
+    qnc = np.asarray(query_no_change, bool)
+    out: dict[str, Any] = rank_metrics(ranks)
+    out.update({f"change_{k}": v for k, v in rank_metrics(ranks[~qnc]).items()})
+    out.update(n_queries=int(ranks.size), n_change_queries=int((~qnc).sum()), n_pairs=int(np.shape(scores)[1]))
+    return out
+
+
+def queries_of(references: Sequence[Sequence[str]], pair_flags: Sequence[int] | None = None,
+               extra_no_change: Iterable[str] = ()) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Protocol queries from the pairs' reference captions.
+
+    references: per pair its captions; pair_flags: per pair its changeflag (1 change, 0 none), or None
+    to call a pair no-change when every one of its references is a no-change sentence. A query is a
+    no-change query when its sentence is in `no_change_set(extra_no_change)` (the five sentences
+    plus a dataset's own no-change sentences, if it has others).
+    Returns (query texts [Q], query_pair int64 [Q], query_no_change bool [Q], pair_no_change bool [N]).
+    """
+    nc = no_change_set(extra_no_change)
+    texts: list[str] = []
+    owner: list[int] = []
+    for i, refs in enumerate(references):
+        for r in refs:
+            texts.append(r)
+            owner.append(i)
+    qnc = np.array([_norm(t) in nc for t in texts], bool)
+    if pair_flags is None:
+        pnc = np.array([bool(refs) and all(_norm(r) in nc for r in refs) for refs in references], bool)
+    else:
+        pnc = np.array([int(f) == 0 for f in pair_flags], bool)
+    return texts, np.array(owner, np.int64), qnc, pnc
+
+
+def bm25_scores(queries: Sequence[Sequence[str]], documents: Sequence[Sequence[str]],
+                k1: float = 1.5, b: float = 0.75) -> np.ndarray:
+    """Okapi BM25 of each tokenised query against each tokenised document: float32 [Q, N].
+
+    idf(t) = ln(1 + (N - n_t + 0.5) / (n_t + 0.5)) (the non-negative Lucene form); repeated query
+    words count once per occurrence; words absent from every document score 0.
+    """
+    terms: dict[str, int] = {}
+    for doc in documents:
+        for t in doc:
+            terms.setdefault(t, len(terms))
+    n, v = len(documents), len(terms)
+    tf = np.zeros((n, v), np.float64)
+    for i, doc in enumerate(documents):
+        for t, c in Counter(doc).items():
+            tf[i, terms[t]] = c
+    dl = tf.sum(1)
+    avgdl = dl.mean() if n and dl.mean() > 0 else 1.0
+    df = (tf > 0).sum(0)
+    idf = np.log1p((n - df + 0.5) / (df + 0.5))
+    weight = idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl[:, None] / avgdl))  # [N, V]
+    qm = np.zeros((len(queries), v), np.float64)
+    for i, q in enumerate(queries):
+        for t, c in Counter(q).items():
+            if t in terms:
+                qm[i, terms[t]] = c
+    return (qm @ weight.T).astype(np.float32)
+
+
+def caption_match_scores(queries: Sequence[str], generated: Sequence[str]) -> np.ndarray:
+    """The baseline's scores [Q, N]: BM25 of each query against each pair's generated caption."""
+    return bm25_scores([tokenize(q) for q in queries], [tokenize(g) for g in generated])
+
+
+def retrieval_report(references: Sequence[Sequence[str]], pair_flags: Sequence[int] | None,
+                     generated: Sequence[str] | None = None, pair_emb: np.ndarray | None = None,
+                     text_emb: np.ndarray | None = None) -> dict[str, Any]:
+    """{"retrieval": learned-head metrics (when embeddings are given), "retrieval_baseline": BM25 over
+    the generated captions (when they are given)}.
+
+    pair_emb float [N, D]; text_emb float [Q, D], one row per reference caption in pair order (the
+    order of `queries_of`), both L2-normalised.
+    """
+    texts, owner, qnc, pnc = queries_of(references, pair_flags)
+    out: dict[str, Any] = {}
+    if not texts:
+        return out
+    if pair_emb is not None and text_emb is not None:
+        if text_emb.shape[0] != len(texts) or pair_emb.shape[0] != len(references):
+            raise ChangeAgentError(f"retrieval: {text_emb.shape[0]} caption embeddings for {len(texts)} captions, "
+                                   f"{pair_emb.shape[0]} pair embeddings for {len(references)} pairs")
+        out["retrieval"] = retrieval_metrics(text_emb.astype(np.float32) @ pair_emb.astype(np.float32).T,
+                                             owner, qnc, pnc)
+    if generated is not None:
+        out["retrieval_baseline"] = {"method": "bm25 over generated captions",
+                                     **retrieval_metrics(caption_match_scores(texts, generated), owner, qnc, pnc)}
+    return out
+
