@@ -1,8 +1,9 @@
-"""`changeagent predict`: pair mode, folder mode (--a-dir/--b-dir) and scene mode (--scene)."""
+"""`changeagent predict` (pair, folder and scene mode), `changeagent index` and `changeagent search`."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +126,126 @@ def _print_record(rec: dict[str, Any]) -> None:
     counts = ", ".join(f"{k} {v}" for k, v in rec["object_counts"].items())
     print(f"changed: {frac}\nobjects: {counts}")
     print(f"mask: {rec['mask']}\nrecord: {Path(rec['mask']).parent / (rec['name'] + '.json')}")
+
+
+def add_index_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = _Formatter
+    parser.epilog = (
+        "pairs:   changeagent index --checkpoint CK --a-dir A/ --b-dir B/ -o INDEX/\n"
+        "scene:   changeagent index --checkpoint CK --scene A.tif B.tif -o INDEX/\n"
+        "dataset: changeagent index --checkpoint CK -c CONFIG --split test -o INDEX/\n"
+        "Run the same command again to resume an interrupted index. Search it with `changeagent search`."
+    )
+    parser.add_argument("--checkpoint", "-k", required=True, help="save_pretrained folder of a model with a retrieval head")
+    parser.add_argument("--out", "-o", required=True, help="index folder (created, or resumed when it exists)")
+    parser.add_argument("--a-dir", help="pairs: images of date A")
+    parser.add_argument("--b-dir", help="pairs: images of date B (same file names)")
+    parser.add_argument("--scene", nargs=2, metavar=("A", "B"), help="scene: two co-registered rasters, indexed by window")
+    parser.add_argument("--config", "-c", help="dataset: a run config; indexes --split of its datasets")
+    parser.add_argument("--split", default="test", help="dataset split with --config")
+    parser.add_argument("overrides", nargs="*", help="config overrides key=value (with --config)")
+    parser.add_argument("--head", choices=("levir_mci", "second_cc"), default="levir_mci",
+                        help="which mask head gives the stored changed fractions")
+    parser.add_argument("--tile", type=int, default=None, help="scene window size, a multiple of 32 (None: 256)")
+    parser.add_argument("--overlap", type=int, default=32, help="scene window overlap in pixels")
+    parser.add_argument("--batch-size", type=int, default=16, help="pairs / windows per model call")
+    parser.add_argument("--max-len", type=int, default=41, help="longest generated caption in tokens")
+    parser.add_argument("--bands", help="1-based bands to use, e.g. 3,2,1")
+    parser.add_argument("--scale", default="auto", help="auto, percentile[:LO,HI], divide:N (as predict)")
+    parser.add_argument("--align", action="store_true", help="scene: warp B onto A's grid")
+    parser.add_argument("--name", help="scene: name of the scene in item names (None: stem of A)")
+    parser.add_argument("--ann", choices=("none", "hnsw", "ivf"), default="none",
+                        help="also build an approximate FAISS index (for millions of rows; exact search otherwise)")
+    parser.add_argument("--overwrite", action="store_true", help="start the index afresh instead of resuming")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (None: torch's choice)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--json", metavar="OUT", help="also write the summary here")
+
+
+def run_index(args: argparse.Namespace) -> int:
+    modes = [m for m, on in (("pairs", args.a_dir or args.b_dir), ("scene", args.scene), ("dataset", args.config)) if on]
+    if len(modes) != 1:
+        raise ChangeAgentError("give exactly one of --a-dir/--b-dir (pairs), --scene A B, or -c CONFIG (dataset)")
+    mode = modes[0]
+    if mode == "pairs" and not (args.a_dir and args.b_dir):
+        raise ChangeAgentError("pairs mode needs both --a-dir and --b-dir")
+    if args.overrides and mode != "dataset":
+        raise ChangeAgentError(f"unexpected arguments {args.overrides} (key=value overrides go with -c CONFIG)")
+    from changeagent.inference import index as ix
+    from changeagent.inference.predictor import Predictor
+    from changeagent.inference.raster import parse_bands
+
+    _threads(args.threads)
+    pred = Predictor.from_pretrained(args.checkpoint, device=args.device, head=args.head, tile=args.tile,
+                                     overlap=args.overlap, batch_size=args.batch_size, max_len=args.max_len,
+                                     scale=args.scale, bands=parse_bands(args.bands))
+    common: dict[str, Any] = dict(progress=not args.no_progress, overwrite=args.overwrite, ann=args.ann)
+    if mode == "pairs":
+        result = ix.index_pairs(pred, args.a_dir, args.b_dir, args.out, **common)
+    elif mode == "scene":
+        result = ix.index_scene(pred, args.scene[0], args.scene[1], args.out, align=args.align, name=args.name, **common)
+    else:
+        result = ix.index_dataset(pred, args.config, list(args.overrides), args.split, args.out, **common)
+    rate = f", {result['items_per_s']} items/s" if result.get("items_per_s") else ""
+    print(f"index {result['index']} ({result['kind']}): {result['count']} items, {result['indexed']} embedded now, "
+          f"{result['already_done']} already done{rate}" + (f", approximate index {result['ann']}" if result["ann"] else ""))
+    _write_json(args.json, result)
+    return 0
+
+
+def add_search_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = _Formatter
+    parser.epilog = ('changeagent search INDEX/ "new buildings along the road" --top-k 10 --json hits.json\n'
+                     'changeagent search SCENE1/ SCENE2/ "a road is built" --geojson hits.geojson')
+    parser.add_argument("items", nargs="+", metavar="INDEX... QUERY",
+                        help="one or more index folders built with the same model, then the query text")
+    parser.add_argument("--top-k", "-k", type=int, default=10, help="results to return")
+    parser.add_argument("--exact", action="store_true", help="exhaustive search even when an approximate index exists")
+    parser.add_argument("--json", metavar="OUT", help="write {query, results: [{rank, name, score, caption, ...}]}")
+    parser.add_argument("--geojson", metavar="OUT", help="write the results' window footprints (scene indexes)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (None: torch's choice)")
+
+
+def run_search(args: argparse.Namespace) -> int:
+    if len(args.items) < 2:
+        raise ChangeAgentError("give one or more index folders and then the query text")
+    *paths, query = args.items
+    if not query.strip():
+        raise ChangeAgentError("empty query: give some words describing the change")
+    from changeagent.inference.outputs import write_json
+    from changeagent.inference.search import Searcher, results_geojson
+
+    _threads(args.threads)
+    searcher = Searcher.from_index(paths, exact=args.exact)
+    result = searcher.search(query, args.top_k)
+    if result["unknown_words"]:
+        print(f"warning: not in the model's vocabulary (encoded as <unk>): {', '.join(result['unknown_words'])}",
+              file=sys.stderr)
+    print(f"query: {query!r} over {len(searcher)} items in {len(paths)} index(es)")
+    for hit in result["results"]:
+        frac = hit.get("change_fraction")
+        changed = f"  changed {100 * frac:.1f} %" if isinstance(frac, (int, float)) else ""
+        print(f"{hit['rank']:>3}  {hit['score']:.4f}  {hit['name']}  \"{hit['caption']}\"{changed}")
+    _write_json(args.json, result)
+    if args.geojson:
+        Path(args.geojson).parent.mkdir(parents=True, exist_ok=True)
+        write_json(args.geojson, results_geojson(result, searcher))
+    return 0
+
+
+def _threads(threads: int | None) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise ChangeAgentError(f"--threads must be at least 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _write_json(path: str | None, obj: Any) -> None:
+    if path:
+        from changeagent.inference.outputs import write_json
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, obj)

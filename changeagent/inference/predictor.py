@@ -134,9 +134,22 @@ class Predictor:
         lo, hi = self.scaler.fit(pic.data, pic.valid)
         return self.normalise(Scaler.apply(pic.data, lo, hi))
 
-    @torch.inference_mode()
     def run_windows(self, batch: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """float32 [B, 2, C, h, w] normalised (h, w multiples of 32) -> logits [B, K, h, w], captions."""
+        logits, captions, _ = self._run(batch)
+        return logits, captions
+
+    def embed_windows(self, batch: np.ndarray) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """As `run_windows`, plus the retrieval head's pair embeddings float32 [B, D] (same pass)."""
+        logits, captions, out = self._run(batch)
+        emb = out.get("pair_emb")
+        if emb is None:
+            raise ChangeAgentError(f"{self.source}: the model has no retrieval head (model.retrieval.enabled "
+                                   "was false when it was trained); train one with it to build a search index")
+        return logits, captions, emb.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, list[str], dict[str, Any]]:
         b, _, c, h, w = batch.shape
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
         out = self.model.predict(x, dataset=[self.head] * b, **self.decode)
@@ -153,7 +166,7 @@ class Predictor:
             raise ChangeAgentError(
                 f"{self.source}: model output shape {tuple(logits.shape)} != expected {(b, self.channels, h, w)}"
             )
-        return logits.cpu().numpy(), [self.vocab.decode(t) for t in tokens]
+        return logits.cpu().numpy(), [self.vocab.decode(t) for t in tokens], out
 
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, str, list[dict[str, Any]]]:
         """Normalised float32 [2, C, H, W] -> blended logits [K, H, W], caption, per-window captions.
