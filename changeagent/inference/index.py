@@ -226,7 +226,7 @@ def index_dataset(pred: Predictor, config: str | Path, overrides: list[str], spl
     store = IndexStore.create_or_resume(out_dir, model_header(pred, "dataset", source), overwrite)
     save_text_encoder(pred, store.path)
     done = store.done_names()
-    todo = {n: [i for i, p in enumerate(ds.pairs) if f"{n}/{p.filename}" not in done] for n, ds in datasets.items()}
+    todo = {n: [i for i, p in enumerate(ds.pairs) if f"{n}/{p.name}" not in done] for n, ds in datasets.items()}
     total = sum(len(v) for v in todo.values())
     skipped = sum(len(ds) for ds in datasets.values()) - total
 

@@ -57,7 +57,10 @@ def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
             out[key].update(value)
         else:
             out[key] = value
-    out["retrieval"] = RetrievalConfig.parse({**DEFAULTS["retrieval"], **(out["retrieval"] or {})}).to_dict()
+    given = out["retrieval"]
+    if isinstance(given, dict):  # partial sections fill in from the defaults
+        given = {**DEFAULTS["retrieval"], **given}
+    out["retrieval"] = RetrievalConfig.parse(given).to_dict()
     for key in ("neck", "caption_neck"):
         if not isinstance(out[key], dict):
             raise ChangeAgentError(f"model config: {key} must be a mapping, got {out[key]!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ def write_config(path: Path, roots: dict[str, Path], datasets: tuple[str, ...] =
                  **sections: Any) -> Path:
     """A run config YAML for the tiny model on `roots`; `sections` deep-update the defaults below."""
     cfg: dict[str, Any] = {
-        "model": TINY_MODEL,
+        "model": copy.deepcopy(TINY_MODEL),  # sections deep-update it: never the shared dict
         "run": {"out_dir": str(path.parent / "run"), "seed": 0, "device": "cpu", "threads": 1},
         "data": {
             "datasets": list(datasets), "batch_size": 4, "eval_batch_size": 3, "min_count": 0,

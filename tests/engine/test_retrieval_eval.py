@@ -1,0 +1,51 @@
+"""Training with the retrieval head as a third task, its evaluation by the SPEC §2.4 protocol (with
+the caption-matching baseline) in metrics.json and the table, and `index -c CONFIG --split test`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from engine_helpers import TINY_MODEL, read_jsonl, write_config
+
+from changeagent.cli import main
+from changeagent.inference.index_store import IndexStore
+
+RETR = {"enabled": True, "dim": 16, "text_dim": 16, "text_layers": 1, "heads": 2}
+KEYS = {"r1", "r5", "r10", "mrr10", "change_r1", "change_r5", "change_r10", "change_mrr10", "n_queries"}
+
+
+@pytest.mark.parametrize("weighting", ["uncertainty"])
+def test_train_eval_index_with_retrieval(tmp_path, synth_roots, capsys, weighting):
+    cfg = write_config(tmp_path / "run.yaml", synth_roots, model={**TINY_MODEL, "retrieval": RETR},
+                       loss={"weighting": {"name": weighting}}, train={"steps": 3})
+    assert main(["train", "-c", str(cfg)]) == 0
+    out = tmp_path / "run"
+    logs = [r for r in read_jsonl(out / "metrics.jsonl") if r["kind"] == "train"]
+    assert "loss/retrieval" in logs[-1] and "weight/retrieval" in logs[-1]
+    val = [r for r in read_jsonl(out / "metrics.jsonl") if r["kind"] == "val"][-1]
+    assert "r1" in val["levir_mci"]["retrieval"] and "r1" in val["levir_mci"]["retrieval_baseline"]
+
+    ev = tmp_path / "eval"
+    assert main(["eval", "-c", str(cfg), "--checkpoint", str(out / "best"), "--split", "test", "--out", str(ev)]) == 0
+    m = json.loads((ev / "metrics.json").read_text())["levir_mci"]
+    assert KEYS <= set(m["retrieval"]) and KEYS <= set(m["retrieval_baseline"])
+    assert m["retrieval"]["n_queries"] == 5 * 5 and m["retrieval"]["n_pairs"] == 5
+    assert all(0.0 <= m["retrieval"][k] <= 1.0 for k in ("r1", "r5", "r10", "mrr10"))
+    assert m["retrieval"]["r5"] == 1.0  # 5 test pairs: every query finds its pair in the top 5
+    table = capsys.readouterr().out
+    assert "R@1" in table and "MRR@10" in table and "bm25 captions" in table
+
+    idx = tmp_path / "idx"
+    assert main(["index", "-k", str(out / "best"), "-c", str(cfg), "--split", "test", "-o", str(idx),
+                 "--no-progress", "--max-len", "6"]) == 0
+    items = IndexStore.open(idx).items()
+    assert len(items) == 5 and all(i["name"].startswith("levir_mci/") for i in items)
+    assert all(len(i["references"]) == 5 and i["changeflag"] in (0, 1) for i in items)
+
+
+def test_model_without_head_still_reports_the_baseline(tmp_path, synth_roots):
+    cfg = write_config(tmp_path / "run.yaml", synth_roots, train={"steps": 1})
+    assert main(["train", "-c", str(cfg)]) == 0
+    m = json.loads((tmp_path / "run" / "best" / "metrics.json").read_text())["levir_mci"]
+    assert "retrieval" not in m and KEYS <= set(m["retrieval_baseline"])

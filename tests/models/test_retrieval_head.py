@@ -1,0 +1,72 @@
+"""The retrieval head: outputs in forward/predict, config checks, save/load, and models without it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from model_helpers import VOCAB, captions, tiny_cfg
+
+from changeagent.errors import ChangeAgentError
+from changeagent.models import ChangeCaptioner, create_model
+from changeagent.models.factory import resolve_config
+
+RETR = {"enabled": True, "dim": 24, "text_dim": 16, "text_layers": 1, "heads": 2}
+
+
+def test_forward_and_predict_give_normalised_embeddings() -> None:
+    torch.manual_seed(0)
+    model = create_model(tiny_cfg(encoder="tu-mobilenetv3_small_050", retrieval=RETR), VOCAB)
+    x = torch.randn(3, 2, 3, 64, 64)
+    out = model(x, captions=captions(3, 7), dataset=["levir_mci"] * 3)
+    assert out["pair_emb"].shape == (3, 24) and out["text_emb"].shape == (3, 24)
+    assert torch.allclose(out["pair_emb"].norm(dim=1), torch.ones(3), atol=1e-5)
+    assert out["logit_scale"].item() == pytest.approx(1 / 0.07, rel=1e-4)
+    pred = model.predict(x, dataset=["levir_mci"] * 3, max_len=4)
+    model.eval()
+    with torch.no_grad():
+        again = model(x, captions=captions(3, 7), dataset=["levir_mci"] * 3)
+    assert torch.allclose(pred["pair_emb"], again["pair_emb"], atol=1e-5)  # same pass as the masks
+    text = model.embed_text(captions(3, 7))
+    assert torch.allclose(text, again["text_emb"], atol=1e-5)
+    # padding does not change a caption's embedding
+    padded = torch.cat([captions(3, 7), torch.zeros(3, 4, dtype=torch.long)], dim=1)
+    assert torch.allclose(model.embed_text(padded), text, atol=1e-5)
+    assert model.param_counts()["retrieval"] > 0
+
+
+def test_model_without_head_works_and_says_so() -> None:
+    model = create_model(tiny_cfg(encoder="tu-mobilenetv3_small_050"), VOCAB)
+    assert model.retrieval is None and "retrieval" not in model.param_counts()
+    x = torch.randn(2, 2, 3, 64, 64)
+    out = model(x, captions=captions(2, 5))
+    assert "pair_emb" not in out and "pair_emb" not in model.predict(x, max_len=3)
+    with pytest.raises(ChangeAgentError, match="no retrieval head"):
+        model.embed_text(captions(2, 5))
+
+
+def test_save_and_load_keep_the_head(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = create_model(tiny_cfg(encoder="tu-mobilenetv3_small_050", retrieval=RETR), VOCAB)
+    model.save_pretrained(tmp_path)
+    back = ChangeCaptioner.from_pretrained(tmp_path)
+    c = captions(2, 6)
+    assert torch.equal(back.eval().embed_text(c), model.eval().embed_text(c))
+
+
+@pytest.mark.parametrize("bad, msg", [
+    ({"dims": 3}, "unknown retrieval key"),
+    ({"dim": 0}, "retrieval.dim"),
+    ({"text_dim": 30, "heads": 4}, "not divisible"),
+    ({"temperature": 0}, "temperature"),
+    ("yes", "must be a mapping"),
+])
+def test_bad_config(bad, msg) -> None:
+    with pytest.raises(ChangeAgentError, match=msg):
+        resolve_config({"retrieval": bad})
+
+
+def test_fast_enables_the_head_by_default() -> None:
+    from changeagent.config import load_model_config
+
+    assert resolve_config(load_model_config("fast"))["retrieval"]["enabled"] is True
+    assert resolve_config({})["retrieval"]["enabled"] is False
