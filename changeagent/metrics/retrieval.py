@@ -2,10 +2,10 @@
 
 Protocol (Ferrod et al. on LEVIR-CC): every reference caption of every test pair is a query over all
 test pairs. The relevant item of a query is its own pair; a no-change query (its sentence is one of
-the no-change sentences) has every no-change pair relevant too. Per query, rank the pairs by score
-(ties broken by pair order, i.e. deterministically); Recall@k = 1 when a relevant pair is among the
-top k; MRR@10 = 1 / rank of the first relevant pair, 0 past rank 10. Means over all queries and over
-the change queries (`change_*`).
+the no-change sentences) has every no-change pair relevant too. Per query, rank the pairs by score;
+Recall@k = 1 when a relevant pair is among the top k; MRR@10 = 1 / rank of the first relevant pair,
+0 past rank 10. Means over all queries and over the change queries (`change_*`). Tied scores are
+broken uniformly at random, in expectation (see `hit_probabilities`).
 
 Baseline (`caption_match_scores`): Okapi BM25 between the query and each pair's *generated* caption
 -- what a captioning-only system can do -- ranked by the same protocol.
@@ -36,53 +36,73 @@ def no_change_set(extra: Iterable[str] = ()) -> set[str]:
     return {_norm(s) for s in (*NO_CHANGE_SENTENCES, *extra)}
 
 
-def first_relevant_ranks(scores: np.ndarray, query_pair: np.ndarray, query_no_change: np.ndarray,
-                         pair_no_change: np.ndarray, chunk: int = 1024) -> np.ndarray:
-    """1-based rank of the first relevant pair per query: int64 [Q].
+def relevance(query_pair: np.ndarray, query_no_change: np.ndarray,
+              pair_no_change: np.ndarray, n: int) -> np.ndarray:
+    """bool [Q, N]: pair j is relevant to query q (its own pair, or any no-change pair for a
+    no-change query)."""
+    rel = np.arange(n)[None, :] == np.asarray(query_pair)[:, None]
+    return rel | (np.asarray(query_no_change, bool)[:, None] & np.asarray(pair_no_change, bool)[None, :])
 
-    scores float [Q, N] (higher = better); query_pair int [Q] (the query's own pair); query_no_change
-    bool [Q]; pair_no_change bool [N]. Ties go to the lower pair index (a stable sort).
+
+def hit_probabilities(scores: np.ndarray, query_pair: np.ndarray, query_no_change: np.ndarray,
+                      pair_no_change: np.ndarray, ks: Sequence[int] = KS, mrr_at: int = MRR_AT,
+                      chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Per query: P(a relevant pair in the top k) float64 [Q, len(ks)] and E[1/rank of the first
+    relevant pair, 0 past `mrr_at`] float64 [Q], with ties in score broken uniformly at random.
+
+    Exact expectations, not a sampled tie-break: with b irrelevant pairs scored above the best
+    relevant score s*, t pairs scored exactly s* of which r are relevant, the first relevant rank is
+    b + j with P(j) = C(t - j, r - 1) / C(t, r). Without ties this is the plain rank (0/1 hits).
+    (A caption-matching ranking ties whole groups of pairs with the same generated caption; a fixed
+    tie-break by pair order would reward or punish it by where the relevant pairs happen to sit.)
+    scores float [Q, N] (higher = better); query_pair int [Q]; query_no_change bool [Q]; pair_no_change bool [N].
     """
     scores = np.asarray(scores)
     q, n = scores.shape
     query_pair = np.asarray(query_pair, np.int64)
-    if query_pair.shape != (q,) or np.asarray(query_no_change).shape != (q,) or np.asarray(pair_no_change).shape != (n,):
+    if query_pair.shape != (q,) or np.shape(query_no_change) != (q,) or np.shape(pair_no_change) != (n,):
         raise ChangeAgentError(f"retrieval: scores {scores.shape} do not match query_pair {query_pair.shape}, "
                                f"query_no_change {np.shape(query_no_change)}, pair_no_change {np.shape(pair_no_change)}")
     if q and (query_pair.min() < 0 or query_pair.max() >= n):
         raise ChangeAgentError(f"retrieval: query_pair indices must be in [0, {n})")
     qnc = np.asarray(query_no_change, bool)
-    pnc = np.asarray(pair_no_change, bool)
-    ranks = np.empty(q, np.int64)
+    hits = np.zeros((q, len(ks)), np.float64)
+    rr = np.zeros(q, np.float64)
+    depth = max(max(ks), mrr_at)
     for s in range(0, q, chunk):
-        sc = scores[s : s + chunk]
-        order = np.argsort(-sc, axis=1, kind="stable")  # [c, N] pair indices, best first
-        rel = order == query_pair[s : s + chunk, None]
-        rel |= qnc[s : s + chunk, None] & pnc[order]
-        ranks[s : s + chunk] = rel.argmax(1) + 1  # the own pair is always relevant: argmax finds a True
-    return ranks
-
-
-def rank_metrics(ranks: np.ndarray, ks: Sequence[int] = KS, mrr_at: int = MRR_AT) -> dict[str, float | None]:
-    """{"r1", "r5", "r10", "mrr10"} (fractions) from 1-based ranks; None for no queries."""
-    ranks = np.asarray(ranks)
-    out: dict[str, float | None] = {}
-    for k in ks:
-        out[f"r{k}"] = float((ranks <= k).mean()) if ranks.size else None
-    rr = np.where(ranks <= mrr_at, 1.0 / np.maximum(ranks, 1), 0.0)
-    out[f"mrr{mrr_at}"] = float(rr.mean()) if ranks.size else None
-    return out
+        sc = scores[s : s + chunk].astype(np.float64)
+        rel = relevance(query_pair[s : s + chunk], qnc[s : s + chunk], pair_no_change, n)
+        best = np.where(rel, sc, -np.inf).max(1, keepdims=True)  # s*: the own pair is always relevant
+        before = ((sc > best) & ~rel).sum(1)  # every pair above s* is irrelevant by definition of s*
+        tied = (sc == best).sum(1)
+        tied_rel = ((sc == best) & rel).sum(1)
+        for i, (b, t, r) in enumerate(zip(before.tolist(), tied.tolist(), tied_rel.tolist())):
+            # p_first[j-1] = P(the first relevant of the tied group sits at its position j)
+            p_first, none_yet = [], 1.0
+            for j in range(1, min(t - r + 1, depth - b) + 1):
+                p_first.append(none_yet * r / (t - j + 1))
+                none_yet *= (t - r - j + 1) / (t - j + 1)
+            cum = np.cumsum(p_first) if p_first else np.zeros(0)
+            for ki, k in enumerate(ks):
+                m = k - b
+                hits[s + i, ki] = 0.0 if m <= 0 else float(cum[min(m, len(cum)) - 1])
+            rr[s + i] = sum(p / (b + j) for j, p in enumerate(p_first, start=1) if b + j <= mrr_at)
+    return hits, rr
 
 
 def retrieval_metrics(scores: np.ndarray, query_pair: np.ndarray, query_no_change: np.ndarray,
                       pair_no_change: np.ndarray) -> dict[str, Any]:
     """The protocol's numbers: r1, r5, r10, mrr10 over all queries, change_* over change queries,
-    and the counts n_queries, n_change_queries, n_pairs."""
-    ranks = first_relevant_ranks(scores, query_pair, query_no_change, pair_no_change)
-    qnc = np.asarray(query_no_change, bool)
-    out: dict[str, Any] = rank_metrics(ranks)
-    out.update({f"change_{k}": v for k, v in rank_metrics(ranks[~qnc]).items()})
-    out.update(n_queries=int(ranks.size), n_change_queries=int((~qnc).sum()), n_pairs=int(np.shape(scores)[1]))
+    and the counts n_queries, n_change_queries, n_pairs (fractions; None for no queries)."""
+    hits, rr = hit_probabilities(scores, query_pair, query_no_change, pair_no_change)
+    change = ~np.asarray(query_no_change, bool)
+    out: dict[str, Any] = {}
+    for prefix, sel in (("", slice(None)), ("change_", change)):
+        h, r = hits[sel], rr[sel]
+        for ki, k in enumerate(KS):
+            out[f"{prefix}r{k}"] = float(h[:, ki].mean()) if len(r) else None
+        out[f"{prefix}mrr{MRR_AT}"] = float(r.mean()) if len(r) else None
+    out.update(n_queries=int(len(rr)), n_change_queries=int(change.sum()), n_pairs=int(np.shape(scores)[1]))
     return out
 
 

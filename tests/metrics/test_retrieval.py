@@ -8,7 +8,7 @@ import pytest
 from changeagent.errors import ChangeAgentError
 from changeagent.metrics.retrieval import (
     bm25_scores,
-    first_relevant_ranks,
+    hit_probabilities,
     queries_of,
     retrieval_metrics,
     retrieval_report,
@@ -18,21 +18,31 @@ NC = ["there is no difference", "the two scenes seem identical", "the scene is t
       "no change has occurred", "almost nothing has changed"]
 
 
-def test_ranks_hand_computed_with_no_change_rule() -> None:
+def test_hits_hand_computed_with_no_change_rule() -> None:
     # 3 pairs: 0 change, 1 no-change, 2 no-change; 3 queries
     scores = np.array([
         [0.1, 0.9, 0.5],   # change query of pair 0: pairs ranked 1, 2, 0 -> rank 3
         [0.9, 0.1, 0.5],   # no-change query of pair 1: ranked 0, 2, 1 -> pair 2 is relevant -> rank 2
         [0.9, 0.1, 0.5],   # the same scores as a change query of pair 1 -> rank 3
     ])
-    ranks = first_relevant_ranks(scores, np.array([0, 1, 1]), np.array([False, True, False]),
-                                 np.array([False, True, True]))
-    assert ranks.tolist() == [3, 2, 3]
+    hits, rr = hit_probabilities(scores, np.array([0, 1, 1]), np.array([False, True, False]),
+                                 np.array([False, True, True]), ks=(1, 2, 3))
+    assert hits.tolist() == [[0, 0, 1], [0, 1, 1], [0, 0, 1]]
+    assert rr.tolist() == pytest.approx([1 / 3, 1 / 2, 1 / 3])
 
 
-def test_ties_go_to_the_lower_index() -> None:
-    ranks = first_relevant_ranks(np.zeros((2, 3)), np.array([0, 2]), np.array([False, False]), np.zeros(3, bool))
-    assert ranks.tolist() == [1, 3]
+def test_ties_are_broken_at_random_in_expectation() -> None:
+    # all 3 pairs tie: the own pair is equally likely at rank 1, 2 or 3
+    hits, rr = hit_probabilities(np.zeros((1, 3)), np.array([2]), np.array([False]), np.zeros(3, bool), ks=(1, 2, 3))
+    assert hits[0].tolist() == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert rr[0] == pytest.approx((1 + 1 / 2 + 1 / 3) / 3)
+    # a no-change query tied with 4 pairs of which 2 are no-change, one better irrelevant pair above:
+    # first relevant at tied position 1 w.p. 2/4, 2 w.p. 2/4 * 2/3, 3 w.p. 2/4 * 1/3 * 2/2
+    scores = np.array([[0.0, 0.0, 0.0, 0.0, 1.0]])
+    hits, rr = hit_probabilities(scores, np.array([0]), np.array([True]),
+                                 np.array([True, True, False, False, False]), ks=(1, 2, 3, 4))
+    assert hits[0].tolist() == pytest.approx([0.0, 1 / 2, 1 / 2 + 1 / 3, 1.0])
+    assert rr[0] == pytest.approx(1 / 2 / 2 + 1 / 3 / 3 + 1 / 6 / 4)
 
 
 def test_metrics_hand_computed() -> None:
@@ -87,10 +97,12 @@ def test_report_learned_and_baseline() -> None:
     rep = retrieval_report(refs, [1, 1, 0], gen, emb, text)
     assert rep["retrieval"]["r1"] == 1.0 and rep["retrieval"]["change_mrr10"] == 1.0
     base = rep["retrieval_baseline"]
-    # "a road is built" ties pairs 0 and 1 (rank 1 for pair 0, rank 2 for pair 1); "two buildings
-    # appear" matches nothing: all tie, pair 1 at rank 2; NC[2] matches pair 2; NC[3] ties all -> rank 3
-    assert base["change_r1"] == pytest.approx(2 / 4)
-    assert base["r1"] == pytest.approx(3 / 6)
-    assert base["mrr10"] == pytest.approx((1 + 1 + 0.5 + 0.5 + 1 + 1 / 3) / 6)
+    # "a road is built" (pair 0) ties pairs 0 and 1 on top: rank 1 or 2; "two buildings appear"
+    # (pair 1) matches nothing: all 3 tie; NC[2] matches pair 2 best; NC[3] matches nothing: all tie,
+    # and only pair 2 is no-change
+    assert base["change_r1"] == pytest.approx((1 / 2 + 1 / 2 + 1 / 3 + 1 / 3) / 4)
+    assert base["r1"] == pytest.approx((1 / 2 + 1 / 2 + 1 / 3 + 1 / 3 + 1 + 1 / 3) / 6)
+    third = (1 + 1 / 2 + 1 / 3) / 3
+    assert base["mrr10"] == pytest.approx((0.75 + 0.75 + third + third + 1 + third) / 6)
     with pytest.raises(ChangeAgentError, match="caption embeddings"):
         retrieval_report(refs, [1, 1, 0], None, emb, text[:4])
