@@ -340,6 +340,30 @@ def choose_captions(caption_ids: torch.Tensor, seed: int, step: int, micro: int,
     return caption_ids[torch.arange(b), pick]
 
 
+def retrieval_captions(caps: torch.Tensor, vocab: Vocabulary, seed: int, step: int, micro: int,
+                       rank: int) -> torch.Tensor | None:
+    """int64 [B, L] -> the captions the retrieval head is trained on, or None when they are `caps`.
+
+    The reference trick gives every no-change train pair five copies of CANONICAL_NO_CHANGE, so the
+    caption encoder would never see the other four no-change sentences that are half of the
+    no-change queries at test time: those rows get one of the five, drawn like `choose_captions`.
+    """
+    from changeagent.data.constants import CANONICAL_NO_CHANGE, NO_CHANGE_SENTENCES
+
+    width = caps.shape[1]
+    canon = torch.tensor(vocab.encode(CANONICAL_NO_CHANGE, max_len=width), dtype=caps.dtype)
+    rows = (caps.cpu() == canon).all(1)
+    if not bool(rows.any()):
+        return None
+    choices = torch.tensor([vocab.encode(s, max_len=width) for s in NO_CHANGE_SENTENCES], dtype=caps.dtype)
+    key = hashlib.blake2b(f"retrieval/{seed}/{step}/{micro}/{rank}".encode(), digest_size=8).digest()
+    gen = torch.Generator().manual_seed(int.from_bytes(key, "little") & (2**63 - 1))
+    pick = torch.randint(len(NO_CHANGE_SENTENCES), (caps.shape[0],), generator=gen)
+    out = caps.cpu().clone()
+    out[rows] = choices[pick[rows]]
+    return out
+
+
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 

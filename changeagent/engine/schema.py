@@ -92,7 +92,7 @@ class StageCfg:
     steps: int | None = None  # optimizer steps in this stage; or
     epochs: float | None = None  # passes over the training sampler (steps win when both are set)
     lr: float | None = None  # null -> optim.lr
-    tasks: list[str] = field(default_factory=lambda: ["mask", "caption"])
+    tasks: list[str] = field(default_factory=lambda: ["mask", "caption", "retrieval"])  # retrieval: with the head
     freeze: list[str] = field(default_factory=list)  # encoder | neck | mask_decoder | caption_decoder | retrieval
 
 

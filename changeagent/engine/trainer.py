@@ -159,15 +159,21 @@ class Trainer:
             if "caption_ids" in batch:  # absent when no dataset of the run has captions (mask-only run)
                 caps = builders.choose_captions(batch["caption_ids"], cfg.run.seed, self.step, micro, info.rank)
             batch = builders.to_device(batch, info.device)
+            rcaps = None
             if caps is not None:
                 batch["caption_ids"] = caps.to(info.device)
+                if "retrieval" in tasks and getattr(self.model, "retrieval", None) is not None:
+                    rcaps = builders.retrieval_captions(caps, self.data.vocab, cfg.run.seed, self.step, micro, info.rank)
+            if rcaps is not None:
+                batch["retrieval_ids"] = rcaps.to(info.device)
             last = micro == accum - 1
             sync = self.ddp.no_sync() if (self.ddp is not None and not last) else nullcontext()
             with sync:
                 with self._autocast():
                     texts = "caption" in tasks or "retrieval" in tasks  # both heads read the captions
+                    extra = {"retrieval_captions": batch["retrieval_ids"]} if rcaps is not None else {}
                     out = self.net(batch["image"], captions=batch.get("caption_ids") if texts else None,
-                                   dataset=batch["dataset"])
+                                   dataset=batch["dataset"], **extra)
                     losses = compute_losses(out, batch, self.c["loss"])
                     task_losses = {t: losses[t] for t in tasks if t in losses}
                     total, weights = self.weighting(task_losses, shared_params=self.shared_params)

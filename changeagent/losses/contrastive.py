@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from changeagent.data.constants import NULL
 from changeagent.errors import ChangeAgentError
 
 
@@ -35,7 +36,9 @@ def contrastive_loss(pair_emb: Tensor, text_emb: Tensor, logit_scale: Tensor | f
     """Mean of the caption->pair and pair->caption cross-entropies (float32 scalar).
 
     pair_emb, text_emb: float [B, D], L2-normalised; logit_scale: inverse temperature (scalar);
-    caption_ids: int64 [B, L], the captions text_emb was computed from; changeflag: int [B].
+    caption_ids: int64 [B, L], the captions text_emb was computed from (an all-<NULL> row = an item
+    without captions, left out); changeflag: int [B]. A graph-connected 0 when fewer than two rows
+    have captions.
     """
     if pair_emb.ndim != 2 or pair_emb.shape != text_emb.shape:
         raise ChangeAgentError(f"retrieval loss: pair_emb {tuple(pair_emb.shape)} and text_emb "
@@ -44,6 +47,13 @@ def contrastive_loss(pair_emb: Tensor, text_emb: Tensor, logit_scale: Tensor | f
         raise ChangeAgentError(f"retrieval loss: caption_ids {tuple(caption_ids.shape)} must be [B={pair_emb.shape[0]}, L]")
     if changeflag is not None and changeflag.numel() != pair_emb.shape[0]:
         raise ChangeAgentError(f"retrieval loss: {changeflag.numel()} change flags for a batch of {pair_emb.shape[0]}")
+    # rows without a caption (mask-only datasets: all <NULL>) take no part; < 2 rows: nothing to contrast
+    has = (caption_ids != NULL).any(1)
+    if int(has.sum()) < 2:
+        return (pair_emb.float().sum() + text_emb.float().sum()) * 0.0
+    if not bool(has.all()):
+        pair_emb, text_emb, caption_ids = pair_emb[has], text_emb[has], caption_ids[has]
+        changeflag = None if changeflag is None else changeflag.reshape(-1)[has]
     logits = text_emb.float() @ pair_emb.float().t() * logit_scale  # [B texts, B pairs]
     drop = not_negatives(caption_ids, changeflag)
     logits = logits.masked_fill(drop, float("-inf"))  # symmetric mask: serves both directions

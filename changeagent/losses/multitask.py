@@ -95,7 +95,8 @@ def compute_losses(out: Mapping[str, Any], batch: Mapping[str, Any],
     semantic head; a semantic part is present only when the batch has items of that dataset
     (otherwise a graph-connected zero joins "mask" so DDP sees the head used); "caption" only when
     caption logits are given; "retrieval" (losses/contrastive.py) only when the model has a
-    retrieval head and was given captions (uses batch["changeflag"] for the no-change rule).
+    retrieval head and was given captions (uses batch["changeflag"] for the no-change rule and
+    batch["retrieval_ids"], when present, as the captions the text embeddings came from).
     "mask", "caption" and "retrieval" are the tasks for the weighting; "mask/*" are for logging.
     """
     mcfg, ccfg = parse_loss_config(cfg)
@@ -139,6 +140,7 @@ def compute_losses(out: Mapping[str, Any], batch: Mapping[str, Any],
         losses["caption"] = caption_loss(out["caption"], batch["caption_ids"], ccfg["label_smoothing"])
     if out.get("pair_emb") is not None and out.get("text_emb") is not None:
         flags = batch.get("changeflag")
+        texts = batch.get("retrieval_ids")  # the text side's captions when they differ from caption_ids
         losses["retrieval"] = contrastive_loss(out["pair_emb"], out["text_emb"], out.get("logit_scale", 1.0),
-                                               batch["caption_ids"], flags)
+                                               batch["caption_ids"] if texts is None else texts, flags)
     return losses

@@ -114,14 +114,16 @@ class ChangeCaptioner(nn.Module):
         return change, masks, memory
 
     def forward(self, image: Tensor, captions: Tensor | None = None,
-                dataset: Sequence[str] | None = None) -> dict[str, Any]:
+                dataset: Sequence[str] | None = None,
+                retrieval_captions: Tensor | None = None) -> dict[str, Any]:
         """Teacher-forced pass.
 
         image float [B, 2, C, H, W]; captions int64 [B, L] (`<START> ... <END> <NULL>...`);
         dataset list[str] of length B. Returns {"change": [B,1,H,W], "masks": {name: logits},
         "caption": [B, L-1, V] (position t predicts captions[:, t+1]; only with captions)}; with a
         retrieval head and captions also "pair_emb" [B, D], "text_emb" [B, D] (L2-normalised) and
-        "logit_scale" (scalar, the contrastive loss's inverse temperature).
+        "logit_scale" (scalar, the contrastive loss's inverse temperature); `retrieval_captions`
+        int64 [B, L'] replaces `captions` as the text side of the retrieval head when given.
         """
         change, masks, memory = self.features(image, dataset)
         out: dict[str, Any] = {"change": change, "masks": masks}
@@ -136,7 +138,7 @@ class ChangeCaptioner(nn.Module):
             out["caption"] = self.caption_decoder(memory, captions)
             if self.retrieval is not None:
                 out["pair_emb"] = self.retrieval.pair(memory)
-                out["text_emb"] = self.retrieval.text(captions)
+                out["text_emb"] = self.retrieval.text(captions if retrieval_captions is None else retrieval_captions)
                 out["logit_scale"] = self.retrieval.scale()
         return out
 

@@ -53,6 +53,17 @@ def test_no_change_pairs_are_not_negatives_of_each_other() -> None:
     assert loss_change.item() == pytest.approx(math.log(2), rel=1e-5)
 
 
+def test_rows_without_captions_are_left_out() -> None:
+    e = torch.eye(3)
+    caps = _ids([2, 4, 3], [0, 0, 0], [2, 5, 3])  # the middle item has no caption (mask-only dataset)
+    pair = torch.stack([e[0], e[0], e[2]])  # its pair embedding would be confused with item 0's
+    loss = contrastive_loss(pair, e, 2.0, caps, torch.tensor([1, 1, 1]))
+    two = contrastive_loss(pair[[0, 2]], e[[0, 2]], 2.0, caps[[0, 2]], torch.tensor([1, 1]))
+    assert loss.item() == pytest.approx(two.item(), rel=1e-6)
+    none = contrastive_loss(pair, e, 2.0, _ids([0, 0], [0, 0], [2, 3]), None)
+    assert none.item() == 0.0
+
+
 def test_bad_shapes_raise() -> None:
     with pytest.raises(ChangeAgentError, match="pair_emb"):
         contrastive_loss(torch.zeros(2, 3), torch.zeros(3, 3), 1.0, _ids([2, 3], [2, 3]))
