@@ -53,7 +53,7 @@ def save_text_encoder(pred: Predictor, folder: Path) -> None:
         save_file({k: v.detach().cpu().contiguous() for k, v in text.state_dict().items()}, str(tmp))
         tmp.replace(folder / TEXT_WEIGHTS)
     cfg = {"vocab_size": int(text.vocab_size), "retrieval": pred.model.retrieval.cfg.to_dict(),
-           "max_len": int(pred.decode["max_len"])}
+           "max_len": int(pred.decode["max_len"])}  # type: ignore[call-overload]
     out.write_json(folder / TEXT_CONFIG, cfg)
     tmp_vocab = folder / f".{VOCAB}.tmp"
     pred.vocab.save(tmp_vocab)
@@ -220,7 +220,8 @@ def index_dataset(pred: Predictor, config: str | Path, overrides: list[str], spl
     cfg = load_run_config(config, overrides)
     cfg.data.mean, cfg.data.std = [float(v) for v in pred.mean], [float(v) for v in pred.std]
     roots = builders.dataset_roots(cfg, DistInfo())
-    datasets = {n: builders.make_dataset(n, roots[n], split, cfg, pred.vocab, train=False) for n in roots}
+    datasets: dict[str, Any] = {n: builders.make_dataset(n, roots[n], split, cfg, pred.vocab, train=False)
+                                for n in roots}
     source = {"config": str(Path(config).resolve()), "overrides": list(overrides), "split": split,
               "roots": {n: str(Path(r).resolve()) for n, r in roots.items()}}
     store = IndexStore.create_or_resume(out_dir, model_header(pred, "dataset", source), overwrite)

@@ -15,8 +15,8 @@ from changeagent.models.caption_decoder import CaptionDecoder
 from changeagent.models.change_captioner import ChangeCaptioner, Necks
 from changeagent.models.encoder import Encoder
 from changeagent.models.mask_decoder import MaskDecoder
-from changeagent.models.retrieval import RetrievalConfig, RetrievalHead
 from changeagent.models.necks import build_neck
+from changeagent.models.retrieval import RetrievalConfig, RetrievalHead
 
 # every key a model config may hold, with its default (configs/model/*.yaml override these)
 DEFAULTS: dict[str, Any] = {
