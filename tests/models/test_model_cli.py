@@ -14,7 +14,7 @@ def test_model_info_writes_param_counts(tmp_path, capsys):
     assert main(["model-info", "model=fast", "model.neck.depth=2", "--vocab-size", "100", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     params = data["params"]
-    assert set(params) == {"total", "encoder", "neck", "mask_decoder", "caption_decoder"}
+    assert set(params) == {"total", "encoder", "neck", "mask_decoder", "caption_decoder", "retrieval"}
     assert params["total"] == sum(v for k, v in params.items() if k != "total")
     assert data["config"]["neck"]["depth"] == 2 and data["vocab_size"] == 100
     printed = capsys.readouterr().out
@@ -26,6 +26,8 @@ def test_model_info_writes_param_counts(tmp_path, capsys):
     dim = data["config"]["caption_decoder"]["dim"]
     assert p2["caption_decoder"] - params["caption_decoder"] == 10 * (2 * dim + 1)
     assert p2["encoder"] == params["encoder"]
+    # ... and the retrieval head's caption encoder (its token embedding)
+    assert p2["retrieval"] - params["retrieval"] == 10 * data["config"]["retrieval"]["text_dim"]
 
 
 def test_bench_writes_timings(tmp_path, capsys):
