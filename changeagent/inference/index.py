@@ -227,7 +227,7 @@ def index_dataset(pred: Predictor, config: str | Path, overrides: list[str], spl
     store = IndexStore.create_or_resume(out_dir, model_header(pred, "dataset", source), overwrite)
     save_text_encoder(pred, store.path)
     done = store.done_names()
-    todo = {n: [i for i, p in enumerate(ds.pairs) if f"{n}/{p.name}" not in done] for n, ds in datasets.items()}
+    todo = {n: [i for i, name in enumerate(_item_names(ds)) if f"{n}/{name}" not in done] for n, ds in datasets.items()}
     total = sum(len(v) for v in todo.values())
     skipped = sum(len(ds) for ds in datasets.values()) - total
 
@@ -239,9 +239,21 @@ def index_dataset(pred: Predictor, config: str | Path, overrides: list[str], spl
                 image = batch["image"].numpy()
                 for i, fname in enumerate(batch["name"]):
                     x, size, _ = fit_to_tile(pred, image[i])
-                    rec = {"name": f"{n}/{fname}", "dataset": n, "references": list(batch["captions"][i]),
-                           "changeflag": int(batch["changeflag"][i])}
+                    refs = batch.get("captions")
+                    rec = {"name": f"{n}/{fname}", "dataset": n, "references": list(refs[i]) if refs else [],
+                           "changeflag": int(batch["changeflag"][i]) if "changeflag" in batch else None}
                     yield rec, x, size, None
 
     counters = _embed_jobs(pred, store, jobs(), total, progress, f"index {split}")
     return _finish(store, counters, skipped, ann, ann_params)
+
+
+def _item_names(ds: Any) -> list[str]:
+    """File names of a dataset reader's items in index order, known without reading any image."""
+    names = getattr(ds, "names", None)
+    if isinstance(names, (list, tuple)):
+        return [str(n) for n in names]
+    pairs = getattr(ds, "pairs", None)
+    if isinstance(pairs, list):
+        return [p.name for p in pairs]
+    raise ChangeAgentError(f"index: cannot list the items of {type(ds).__name__} without reading them")
