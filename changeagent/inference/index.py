@@ -32,15 +32,22 @@ Job = tuple[dict[str, Any], np.ndarray, tuple[int, int], "np.ndarray | None"]
 def model_header(pred: Predictor, kind: str, source: dict[str, Any], crs: str | None = None) -> dict[str, Any]:
     """Index header fields that tie it to one model: its folder, the sha256 of its weights and D."""
     ck = Path(pred.source)
-    weights = ck / "model.safetensors"
-    if not weights.is_file():
-        raise ChangeAgentError(f"checkpoint {ck} has no model.safetensors")
+    weights = _weights_file(ck)
     retrieval = getattr(pred.model, "retrieval", None)
     if retrieval is None:
         raise ChangeAgentError(f"checkpoint {ck}: the model has no retrieval head (model.retrieval.enabled was "
                                "false when it was trained); train one with it to build a search index")
     return {"kind": kind, "dim": int(retrieval.cfg.dim), "head": pred.head, "crs": crs, "source": source,
             "model": {"checkpoint": str(ck.resolve()), "sha256": file_sha256(weights)}}
+
+
+def _weights_file(ck: Path) -> Path:
+    """The file holding a checkpoint's weights (what the index's model fingerprint hashes), found
+    the way `models.load` finds the model: a model folder, a run folder (best/ or last.pt), a last.pt."""
+    for cand in (ck, ck / "model.safetensors", ck / "best" / "model.safetensors", ck / "last.pt"):
+        if cand.is_file():
+            return cand
+    raise ChangeAgentError(f"checkpoint {ck}: no model.safetensors or last.pt found")
 
 
 def save_text_encoder(pred: Predictor, folder: Path) -> None:

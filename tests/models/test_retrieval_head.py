@@ -7,7 +7,7 @@ import torch
 from model_helpers import VOCAB, captions, tiny_cfg
 
 from changeagent.errors import ChangeAgentError
-from changeagent.models import ChangeCaptioner, create_model
+from changeagent.models import create_model, load, save_pretrained
 from changeagent.models.factory import resolve_config
 
 RETR = {"enabled": True, "dim": 24, "text_dim": 16, "text_layers": 1, "heads": 2}
@@ -47,8 +47,8 @@ def test_model_without_head_works_and_says_so() -> None:
 def test_save_and_load_keep_the_head(tmp_path) -> None:
     torch.manual_seed(0)
     model = create_model(tiny_cfg(encoder="tu-mobilenetv3_small_050", retrieval=RETR), VOCAB)
-    model.save_pretrained(tmp_path)
-    back = ChangeCaptioner.from_pretrained(tmp_path)
+    save_pretrained(model, tmp_path)
+    back = load(tmp_path)[0]
     c = captions(2, 6)
     assert torch.equal(back.eval().embed_text(c), model.eval().embed_text(c))
 
