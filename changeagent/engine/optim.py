@@ -113,7 +113,13 @@ def build_stage(model: nn.Module, st: dict[str, Any], cfg: dict[str, Any], info:
     from changeagent.losses import create_weighting
 
     apply_freeze(model, st["freeze"])
-    weighting = create_weighting(cfg["loss"].get("weighting"), st["tasks"]).to(info.device)
+    # a model without the retrieval head has no such task: its weighting (and checkpointed weighting
+    # state) stays the two-task one it had before the head existed
+    tasks = [t for t in st["tasks"] if t != "retrieval" or getattr(model, "retrieval", None) is not None]
+    if not tasks:
+        raise ChangeAgentError(f"stage {st['name']!r} trains only 'retrieval', but the model has no retrieval "
+                               "head (model.retrieval.enabled: false)")
+    weighting = create_weighting(cfg["loss"].get("weighting"), tasks).to(info.device)
     lr = st["lr"] if st["lr"] is not None else cfg["optim"]["lr"]
     opt = build_optimizer(model, weighting, cfg["optim"], lr)
     sched = build_scheduler(opt, total, cfg["sched"])

@@ -45,8 +45,11 @@ def test_train_eval_index_with_retrieval(tmp_path, synth_roots, capsys, weightin
 
 
 def test_model_without_head_still_reports_the_baseline(tmp_path, synth_roots):
-    cfg = write_config(tmp_path / "run.yaml", synth_roots, train={"steps": 1})
+    cfg = write_config(tmp_path / "run.yaml", synth_roots, train={"steps": 1},
+                       loss={"weighting": {"name": "uncertainty"}})
     assert main(["train", "-c", str(cfg)]) == 0
+    logs = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "train"]
+    assert "weight/mask" in logs[-1] and "weight/retrieval" not in logs[-1]  # two tasks, as before the head
     m = json.loads((tmp_path / "run" / "best" / "metrics.json").read_text())["levir_mci"]
     assert "retrieval" not in m and KEYS <= set(m["retrieval_baseline"])
 
