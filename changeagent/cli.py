@@ -26,6 +26,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("score-captions",): ("changeagent.metrics.cli", "score_captions", "score captions with the COCO protocol"),
     ("model-info",): ("changeagent.models.cli", "model_info", "parameter counts of a model config"),
     ("bench",): ("changeagent.models.cli", "bench", "time training and inference of a model config"),
+    ("convert", "change-agent"): ("changeagent.models.mci.cli", "convert_change_agent",
+                                  "convert a Change-Agent MCI checkpoint into a model folder"),
     ("predict",): ("changeagent.inference.cli", "predict", "mask + caption for pairs, folders or scenes"),
     ("index",): ("changeagent.inference.cli", "index", "embed pairs, scene windows or a split into a search index"),
     ("search",): ("changeagent.inference.cli", "search", "find pairs / scene windows matching a change description"),

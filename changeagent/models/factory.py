@@ -1,9 +1,14 @@
-"""`create_model(cfg, vocab_size)`: a ChangeCaptioner from a plain dict of names and sizes."""
+"""`create_model(cfg, vocab_size)`: a model from a plain dict of names and sizes.
+
+`cfg["arch"]` picks the architecture from `ARCHITECTURES`: "modular" (default; `ChangeCaptioner` built
+from our parts, every key in `DEFAULTS`) or "mci" (the faithful reference, `changeagent.models.mci`).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -20,6 +25,7 @@ from changeagent.models.retrieval import RetrievalConfig, RetrievalHead
 
 # every key a model config may hold, with its default (configs/model/*.yaml override these)
 DEFAULTS: dict[str, Any] = {
+    "arch": "modular",            # see ARCHITECTURES
     "name": None,                 # informative only
     "encoder": "resnet18",
     "encoder_weights": None,      # None (offline), "imagenet", or a local weights file
@@ -89,10 +95,21 @@ def head_shapes(cfg: dict[str, Any]) -> dict[str, tuple[int, int]]:
 
 def create_model(cfg: dict[str, Any], vocab_size: int,
                  device: str | torch.device | None = None) -> ChangeCaptioner:
-    """Build the model described by `cfg` (see `DEFAULTS` and configs/model/*.yaml).
+    """Build the model described by `cfg` (configs/model/*.yaml); `cfg["arch"]` selects the builder.
 
     `device` builds the parameters there directly (`"meta"`: shapes only, for counting).
     """
+    if not isinstance(cfg, dict):
+        raise ChangeAgentError(f"model config must be a mapping, got {type(cfg).__name__}")
+    arch = cfg.get("arch", "modular")
+    if arch not in ARCHITECTURES:
+        raise ChangeAgentError(f"model config: unknown arch {arch!r}; choices: {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](cfg, vocab_size, device)
+
+
+def build_modular(cfg: dict[str, Any], vocab_size: int,
+                  device: str | torch.device | None = None) -> ChangeCaptioner:
+    """`ChangeCaptioner` from our parts (see `DEFAULTS`)."""
     cfg = resolve_config(cfg)
     # smp's mit_* constructor calls .item(), which the meta device cannot do: build it on the CPU
     encoder = Encoder(cfg["encoder"], in_channels=cfg["in_channels"], weights=cfg["encoder_weights"])
@@ -124,6 +141,20 @@ def _assemble(cfg: dict[str, Any], vocab_size: int, encoder: Encoder) -> ChangeC
     if cfg["compile"]:
         compile_model(model)
     return model
+
+
+def _build_mci(cfg: dict[str, Any], vocab_size: int,
+               device: str | torch.device | None = None) -> ChangeCaptioner:
+    from changeagent.models.mci.model import build_mci
+
+    return build_mci(cfg, vocab_size, device)
+
+
+# arch name -> builder(cfg, vocab_size, device)
+ARCHITECTURES: dict[str, Callable[[dict[str, Any], int, str | torch.device | None], ChangeCaptioner]] = {
+    "modular": build_modular,
+    "mci": _build_mci,
+}
 
 
 def compile_model(model: ChangeCaptioner, **kwargs: Any) -> ChangeCaptioner:
