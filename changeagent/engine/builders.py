@@ -296,6 +296,30 @@ def eval_loaders(cfg: DictConfig, info: DistInfo, roots: dict[str, Path], vocab:
 # -- model and batches -------------------------------------------------------------------------------
 
 
+def apply_init_from(cfg: DictConfig) -> Path | None:
+    """`train.init_from` (a model folder: best/, or `convert` output): its config.json's model section
+    replaces `model`, its vocab.json becomes `data.vocab` and its `data_norm` replaces data.mean/std, so
+    fine-tuning sees the data exactly as the model was trained. Returns the folder (None when unset)."""
+    from omegaconf import OmegaConf
+
+    from changeagent.models.hub import VOCAB, read_config
+
+    if not cfg.train.init_from:
+        return None
+    path = Path(str(cfg.train.init_from))
+    if not (path / "config.json").is_file() and (path / "best" / "config.json").is_file():
+        path = path / "best"  # a training run folder: its exported best model
+    config = read_config(path)
+    if not (path / VOCAB).is_file():
+        raise ChangeAgentError(f"train.init_from={path}: no {VOCAB}; the model's vocabulary is needed to fine-tune")
+    cfg.model = OmegaConf.create({**config["model"], "encoder_weights": None})
+    cfg.data.vocab = str(path / VOCAB)
+    norm = config.get("data_norm")
+    if norm:
+        cfg.data.mean, cfg.data.std = list(norm["mean"]), list(norm["std"])
+    return path
+
+
 def model_config(cfg: DictConfig, specs: dict[str, DatasetSpec]) -> dict[str, Any]:
     """The model config of a run: `datasets` = the run's datasets (one semantic head and caption token
     each, nothing untrained), `num_classes` from data whose classes live in the folder (custom)."""
@@ -312,11 +336,21 @@ def model_config(cfg: DictConfig, specs: dict[str, DatasetSpec]) -> dict[str, An
 
 
 def build_model(cfg: DictConfig, vocab: Vocabulary, device: torch.device, ckpt: dict[str, Any] | None,
-                specs: dict[str, DatasetSpec] | None = None) -> torch.nn.Module:
-    from changeagent.models import attach_vocab, create_model
+                specs: dict[str, DatasetSpec] | None = None, init: Path | None = None) -> torch.nn.Module:
+    """The run's model on `device`: weights from `ckpt` (resume), else from `init` (a model folder)."""
+    from changeagent.models import attach_vocab, create_model, load_model
 
     specs = specs if specs is not None else {n: get_spec(n) for n in cfg.data.datasets}
-    model = create_model(model_config(cfg, specs), len(vocab))
+    if init is not None:
+        model = load_model(init)
+        if model.vocab is None or model.vocab.word_to_id != vocab.word_to_id:
+            raise ChangeAgentError(f"train.init_from={init}: its vocab.json differs from data.vocab={cfg.data.vocab}")
+        untrained = [n for n in specs if n not in model.datasets]
+        if untrained:
+            raise ChangeAgentError(f"train.init_from={init}: the model has no heads for {untrained} "
+                                   f"(it has {model.datasets}); set data.datasets accordingly")
+    else:
+        model = create_model(model_config(cfg, specs), len(vocab))
     attach_vocab(model, vocab)
     if ckpt is not None:
         try:

@@ -114,6 +114,7 @@ class TrainCfg:
     log_every: int = 10
     save_every: int = 200  # write last.pt every N steps (and at every validation and at the end)
     find_unused_parameters: bool = True  # DDP: heads unused by a batch's datasets get no gradient
+    init_from: str | None = None  # model folder to fine-tune (best/, `convert` output): weights, model, vocab, norm
 
 
 @dataclass

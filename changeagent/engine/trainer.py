@@ -68,6 +68,7 @@ class Trainer:
     def __init__(self, cfg: DictConfig, info: DistInfo) -> None:
         self.t0 = time.monotonic()
         reset_notes()
+        init = builders.apply_init_from(cfg)  # train.init_from: the folder's model config, vocab, norm
         self.cfg, self.info, self.c = cfg, info, to_dict(cfg)
         self.out = Path(cfg.run.out_dir)
         builders.set_threads(cfg.run.threads)
@@ -77,7 +78,8 @@ class Trainer:
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         self.data = builders.build_train_data(cfg, info, vocab=builders.vocab_of(self.ckpt))
-        self.model = builders.build_model(cfg, self.data.vocab, info.device, self.ckpt, self.data.specs)
+        self.model = builders.build_model(cfg, self.data.vocab, info.device, self.ckpt, self.data.specs,
+                                          init=init if self.ckpt is None else None)
         self.ema = build_ema(self.model, cfg.train.ema)
         # state saved in last.pt
         self.step = self.stage = self.stage_step = self.epoch = self.batch_in_epoch = 0

@@ -6,12 +6,26 @@ Both return int64 [B, T]: generated ids without `<START>`, cut at `<END>` (exclu
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 import torch
 from torch import Tensor
 
 from changeagent.data.constants import END, NULL, START
 from changeagent.errors import ChangeAgentError
-from changeagent.models.caption_decoder import CaptionDecoder
+
+
+class StepDecoder(Protocol):
+    """What decoding needs of a caption decoder (CaptionDecoder, MCICaptionDecoder): a KV-cached step."""
+
+    def start(self, memory: Tensor) -> Any:
+        """Decoding state (cache) for memory [N, M, dim]."""
+
+    def step(self, tokens: Tensor, cache: Any, position: int) -> Tensor:
+        """Last tokens int64 [N] at `position` -> next-token logits [N, V]; extends `cache`."""
+
+    def reorder(self, cache: Any, index: Tensor) -> None:
+        """Keep rows `index` of the cache (beam search)."""
 
 
 def _check(max_len: int, min_len: int) -> None:
@@ -39,7 +53,7 @@ def _trim(tokens: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def greedy_decode(decoder: CaptionDecoder, memory: Tensor, max_len: int = 41, min_len: int = 0) -> Tensor:
+def greedy_decode(decoder: StepDecoder, memory: Tensor, max_len: int = 41, min_len: int = 0) -> Tensor:
     """memory [B, M, dim] -> tokens int64 [B, T]; stops once every item has produced `<END>`."""
     _check(max_len, min_len)
     b = memory.shape[0]
@@ -58,7 +72,7 @@ def greedy_decode(decoder: CaptionDecoder, memory: Tensor, max_len: int = 41, mi
 
 
 @torch.no_grad()
-def beam_search(decoder: CaptionDecoder, memory: Tensor, beam_size: int = 3, max_len: int = 41,
+def beam_search(decoder: StepDecoder, memory: Tensor, beam_size: int = 3, max_len: int = 41,
                 length_penalty: float = 1.0, min_len: int = 0) -> Tensor:
     """memory [B, M, dim] -> best hypothesis per item, tokens int64 [B, T].
 

@@ -20,8 +20,8 @@ def _model_cfg(*overrides: str) -> dict:
     return to_dict(load_config(None, list(overrides)))["model"]
 
 
-def test_mci_matches_the_reference_size_and_fast_is_five_times_smaller():
-    mci = create_model(_model_cfg("model=mci"), 468, device="meta").param_counts()
+def test_large_matches_the_reference_size_and_fast_is_five_times_smaller():
+    mci = create_model(_model_cfg("model=large"), 468, device="meta").param_counts()
     assert abs(mci["total"] - REFERENCE_PARAMS) <= 0.10 * REFERENCE_PARAMS, mci
     assert 12e6 < mci["encoder"] < 14e6  # MiT-B1
     assert mci["total"] == sum(mci[k] for k in ("encoder", "neck", "mask_decoder", "caption_decoder"))

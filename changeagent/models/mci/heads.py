@@ -185,7 +185,7 @@ class MCICaptionDecoder(nn.Module):
         """Last tokens int64 [N] at `position` -> next-token logits [N, V]; extends `cache`."""
         x = self._embed(tokens[:, None], position)
         for layer, c in zip(self.decoder_layers(), cache):
-            self_cache = {k: c[k] for k in ("k", "v") if k in c}
+            self_cache: dict[str, Tensor] = {k: c[k] for k in ("k", "v") if k in c}
             x = layer(x, c["mk"], c["mv"], self_cache)
             c.update(self_cache)
         return self.head(self.drop(x[:, 0]))

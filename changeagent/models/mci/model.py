@@ -18,7 +18,7 @@ from torch import Tensor
 from changeagent.errors import ChangeAgentError
 from changeagent.models.change_captioner import ChangeCaptioner, check_image
 from changeagent.models.encoder import Encoder
-from changeagent.models.mci.config import STAGE_CHANNELS, MCIConfig, parse_mci_config
+from changeagent.models.mci.config import MCIConfig, parse_mci_config
 from changeagent.models.mci.heads import MCICaptionDecoder, MCIMaskHead
 from changeagent.models.mci.neck import MCINecks
 
@@ -37,14 +37,15 @@ class MCIModel(ChangeCaptioner):
 
     def __init__(self, cfg: MCIConfig, vocab_size: int, encoder: Encoder) -> None:
         torch.nn.Module.__init__(self)
-        if list(encoder.out_channels) != list(STAGE_CHANNELS):
-            raise ChangeAgentError(f"model config (arch mci): encoder {cfg.encoder!r} has stage channels "
-                                   f"{encoder.out_channels}; MCI needs {list(STAGE_CHANNELS)} (mit_b1..mit_b5)")
-        dim = STAGE_CHANNELS[-1]
+        channels = list(encoder.out_channels)  # mit_b1: 64, 128, 320, 512 (the reference's)
+        dim = channels[-1]
+        if len(channels) != 4 or dim % cfg.heads:
+            raise ChangeAgentError(f"model config (arch mci): encoder {cfg.encoder!r} gives stages {channels}; "
+                                   f"MCI needs 4 stages, the last divisible by heads={cfg.heads}")
         self.encoder = encoder
         self.neck = MCINecks(dim, cfg.mask_neck_layers, cfg.caption_neck_layers, cfg.heads, cfg.dropout,
                              cfg.pos_size)
-        self.mask_decoder = MCIMaskHead(STAGE_CHANNELS, cfg.num_classes)
+        self.mask_decoder = MCIMaskHead(channels, cfg.num_classes)
         self.caption_decoder = MCICaptionDecoder(vocab_size, dim, cfg.decoder_dim, cfg.decoder_layers, cfg.heads,
                                                  cfg.dropout, cfg.max_len)
         self.config: dict[str, Any] = cfg.to_dict()
