@@ -51,8 +51,12 @@ def run_model_info(args: argparse.Namespace) -> int:
     cfg = _model_config(args.overrides)
     model = create_model(cfg, args.vocab_size, device="meta")  # shapes only: nothing allocated
     counts = model.param_counts()
-    print(f"model {cfg.get('name') or '?'}: encoder {model.config['encoder']}, neck {model.config['neck']['name']}"
-          f"{' (separate caption neck)' if model.config['separate_necks'] else ''}, vocabulary {args.vocab_size}")
+    conf = model.config
+    if conf.get("arch") == "mci":
+        neck = "MCI detection + caption necks (the reference)"
+    else:
+        neck = f"{conf['neck']['name']}{' (separate caption neck)' if conf['separate_necks'] else ''}"
+    print(f"model {cfg.get('name') or '?'}: encoder {conf['encoder']}, neck {neck}, vocabulary {args.vocab_size}")
     print(f"{'part':<16}{'parameters':>14}{'share':>8}")
     for part in (*PARTS, "retrieval", "total"):
         if part not in counts:

@@ -144,3 +144,11 @@ def test_mci_contract_batched_decoding_and_save_load(tmp_path):
 def test_mci_config_errors(cfg, match):
     with pytest.raises(ChangeAgentError, match=match):
         create_model(cfg, 30, device="meta")
+
+
+def test_model_info_counts_the_faithful_mci(tmp_path, capsys):
+    assert main(["model-info", "model=mci", "--json", str(tmp_path / "i.json")]) == 0
+    assert "MCI detection + caption necks" in capsys.readouterr().out
+    params = json.loads((tmp_path / "i.json").read_text())["params"]
+    # every tensor the reference forward uses, nothing more (the unused reference modules are dropped)
+    assert params["total"] == 117_754_903 and params["encoder"] == 13_151_424
