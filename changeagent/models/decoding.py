@@ -1,7 +1,8 @@
 """Batched greedy and beam-search decoding; every item's result is independent of its batch.
 
 Both return int64 [B, T]: generated ids without `<START>`, cut at `<END>` (excluded), padded with
-`<NULL>`, T = the longest result in the batch. `<NULL>` and `<START>` are never generated.
+`<NULL>`, T = the longest result in the batch. `<NULL>` and `<START>` are never generated, unless the
+decoder's `forbidden_tokens` says otherwise (then a generated `<NULL>` reads like padding).
 """
 
 from __future__ import annotations
@@ -35,11 +36,17 @@ def _check(max_len: int, min_len: int) -> None:
         raise ChangeAgentError(f"decoding: min_len must be in [0, max_len={max_len}], got {min_len!r}")
 
 
-def _mask_logits(logits: Tensor, step: int, min_len: int) -> Tensor:
-    """Forbid `<NULL>`/`<START>`, and `<END>` before `min_len` tokens: [..., V] float32."""
+def _forbidden(decoder: StepDecoder) -> tuple[int, ...]:
+    """Ids never generated: `<NULL>`/`<START>` unless the decoder says otherwise (`forbidden_tokens`;
+    the faithful MCI allows every id, as the reference's greedy loop does)."""
+    return tuple(getattr(decoder, "forbidden_tokens", (NULL, START)))
+
+
+def _mask_logits(logits: Tensor, step: int, min_len: int, forbidden: tuple[int, ...] = (NULL, START)) -> Tensor:
+    """Forbid the `forbidden` ids, and `<END>` before `min_len` tokens: [..., V] float32."""
     logits = logits.float()
-    logits[..., NULL] = float("-inf")
-    logits[..., START] = float("-inf")
+    for token in forbidden:
+        logits[..., token] = float("-inf")
     if step < min_len:
         logits[..., END] = float("-inf")
     return logits
@@ -57,12 +64,13 @@ def greedy_decode(decoder: StepDecoder, memory: Tensor, max_len: int = 41, min_l
     """memory [B, M, dim] -> tokens int64 [B, T]; stops once every item has produced `<END>`."""
     _check(max_len, min_len)
     b = memory.shape[0]
+    forbidden = _forbidden(decoder)
     cache = decoder.start(memory)
     token = torch.full((b,), START, dtype=torch.long, device=memory.device)
     done = torch.zeros(b, dtype=torch.bool, device=memory.device)
     out = torch.full((b, max_len), NULL, dtype=torch.long, device=memory.device)
     for t in range(max_len):
-        token = _mask_logits(decoder.step(token, cache, t), t, min_len).argmax(dim=-1)
+        token = _mask_logits(decoder.step(token, cache, t), t, min_len, forbidden).argmax(dim=-1)
         token = token.masked_fill(done, END)  # finished rows keep feeding <END>; never written
         out[:, t] = token.masked_fill(done | (token == END), NULL)
         done = done | (token == END)
@@ -86,6 +94,7 @@ def beam_search(decoder: StepDecoder, memory: Tensor, beam_size: int = 3, max_le
     if not isinstance(beam_size, int) or beam_size < 1:
         raise ChangeAgentError(f"beam search: beam_size must be a positive integer, got {beam_size!r}")
     b, k, dev = memory.shape[0], beam_size, memory.device
+    forbidden = _forbidden(decoder)
     cache = decoder.start(memory.repeat_interleave(k, dim=0))
     scores = torch.full((b, k), float("-inf"), device=dev)
     scores[:, 0] = 0.0  # all beams start identical: keep one so the first step has k distinct words
@@ -96,7 +105,7 @@ def beam_search(decoder: StepDecoder, memory: Tensor, beam_size: int = 3, max_le
     token = torch.full((b * k,), START, dtype=torch.long, device=dev)
     rows = torch.arange(b, device=dev)
     for t in range(max_len):
-        logp = torch.log_softmax(_mask_logits(decoder.step(token, cache, t), t, min_len), dim=-1)
+        logp = torch.log_softmax(_mask_logits(decoder.step(token, cache, t), t, min_len, forbidden), dim=-1)
         cand = scores[..., None] + logp.view(b, k, -1)  # [B, K, V]
         vocab = cand.shape[-1]
         norm = float(t + 1) ** length_penalty

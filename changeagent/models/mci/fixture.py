@@ -64,7 +64,8 @@ def _reference_tokens(seq: list[int]) -> list[int]:
     for t in seq[1:]:
         if t == END:
             break
-        out.append(int(t))
+        if t != NULL:  # a generated <NULL> reads as padding in our token rows
+            out.append(int(t))
     return out
 
 

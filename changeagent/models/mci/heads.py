@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from changeagent.data.constants import NULL
 from changeagent.errors import ChangeAgentError
 
 Cache = list[dict[str, Tensor]]
@@ -99,9 +100,11 @@ class _MHA(nn.Module):
         k, v = kv.chunk(2, dim=-1)
         return self._split(k), self._split(v)
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, causal: bool, mask: Tensor | None = None) -> Tensor:
+        """mask: bool [N, 1, 1, T], True where a key may be attended to."""
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), dropout_p=p, is_causal=causal)
+        y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask, dropout_p=p,
+                                           is_causal=causal)
         return self.out_proj(y.transpose(1, 2).flatten(2))
 
 
@@ -117,15 +120,20 @@ class MCIDecoderLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.drop1, self.drop2, self.drop3 = nn.Dropout(dropout), nn.Dropout(dropout), nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, mem_k: Tensor, mem_v: Tensor, cache: dict[str, Tensor] | None = None) -> Tensor:
-        """x [N, T, C] (T = 1 with `cache`: one decoding step, the cache is extended)."""
+    def forward(self, x: Tensor, mem_k: Tensor, mem_v: Tensor, cache: dict[str, Tensor] | None = None,
+                key_pad: Tensor | None = None) -> Tensor:
+        """x [N, T, C] (T = 1 with `cache`: one decoding step, the cache is extended).
+
+        key_pad: bool [N, T_keys], True for keys to ignore (decoding: positions holding `<NULL>`).
+        """
         q = self.self_attn.query(x)
         k, v = self.self_attn.keys_values(x)
         if cache is not None:
             if "k" in cache:
                 k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
             cache["k"], cache["v"] = k, v
-        a = self.norm1(x + self.drop1(self.self_attn.attend(q, k, v, causal=cache is None)))
+        mask = None if key_pad is None else ~key_pad[:, None, None, :]
+        a = self.norm1(x + self.drop1(self.self_attn.attend(q, k, v, causal=cache is None, mask=mask)))
         c = self.cross_attn.attend(self.cross_attn.query(a), mem_k, mem_v, causal=False)
         b = self.norm2(a + self.drop2(c))
         f = self.linear2(self.drop(F.relu(self.linear1(b))))
@@ -148,6 +156,8 @@ class MCICaptionDecoder(nn.Module):
         self.layers = nn.ModuleList(MCIDecoderLayer(dim, heads, dropout) for _ in range(layers))
         self.head = nn.Linear(dim, vocab_size)
         self.drop = nn.Dropout(dropout)
+        # the reference's greedy loop can emit any id (a trained model never emits <NULL>/<START>)
+        self.forbidden_tokens: tuple[int, ...] = ()
 
     def decoder_layers(self) -> list[MCIDecoderLayer]:
         return cast(list[MCIDecoderLayer], list(self.layers))
@@ -182,11 +192,18 @@ class MCICaptionDecoder(nn.Module):
         return cache
 
     def step(self, tokens: Tensor, cache: Cache, position: int) -> Tensor:
-        """Last tokens int64 [N] at `position` -> next-token logits [N, V]; extends `cache`."""
+        """Last tokens int64 [N] at `position` -> next-token logits [N, V]; extends `cache`.
+
+        Like the reference's greedy loop, positions holding `<NULL>` are masked out as keys.
+        """
         x = self._embed(tokens[:, None], position)
+        state = cache[0]
+        pad = (tokens == NULL)[:, None]
+        state["pad"] = torch.cat([state["pad"], pad], dim=1) if "pad" in state else pad
+        key_pad = state["pad"] if bool(state["pad"].any()) else None
         for layer, c in zip(self.decoder_layers(), cache):
             self_cache: dict[str, Tensor] = {k: c[k] for k in ("k", "v") if k in c}
-            x = layer(x, c["mk"], c["mv"], self_cache)
+            x = layer(x, c["mk"], c["mv"], self_cache, key_pad)
             c.update(self_cache)
         return self.head(self.drop(x[:, 0]))
 
@@ -194,6 +211,6 @@ class MCICaptionDecoder(nn.Module):
     def reorder(cache: Cache, index: Tensor) -> None:
         """Keep rows `index` of the self-attention cache (beam search)."""
         for c in cache:
-            for key in ("k", "v"):
+            for key in ("k", "v", "pad"):
                 if key in c:
                     c[key] = c[key].index_select(0, index)
