@@ -24,7 +24,7 @@ def test_shipped_configs_validate(name):
 def test_reference_recipe_stages():
     stages = stages_of(load_run_config(config_dir() / "levir_mci.yaml"))
     assert [s["name"] for s in stages] == ["joint", "caption", "mask"]
-    assert stages[1]["tasks"] == ["caption"] and set(stages[1]["freeze"]) == {"encoder", "neck", "mask_decoder"}
+    assert stages[1]["tasks"] == ["caption"] and set(stages[1]["freeze"]) == {"encoder", "neck.mask", "mask_decoder"}
 
 
 @pytest.mark.parametrize("override, message", [
