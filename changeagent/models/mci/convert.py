@@ -123,8 +123,7 @@ def convert_state(model: torch.nn.Module, ref: dict[str, dict[str, Tensor]], pat
     return {"mapped": len(new), "ignored": total - len(used)}
 
 
-def convert_change_agent(checkpoint: Path, vocab_path: Path, out: Path, overrides: dict[str, Any] | None = None
-                         ) -> dict[str, Any]:
+def convert_change_agent(checkpoint: Path, vocab_path: Path, out: Path) -> dict[str, Any]:
     """Read a Change-Agent checkpoint + its vocab.json, write a model folder at `out` (atomically).
 
     The folder is the normal `save_pretrained` one with `data_norm` (the reference normalisation)
@@ -150,7 +149,6 @@ def convert_change_agent(checkpoint: Path, vocab_path: Path, out: Path, override
     emb = ref["encoder_trans_dict"].get("h_embedding.weight")
     if isinstance(emb, Tensor) and emb.ndim == 2:
         cfg["pos_size"] = int(emb.shape[0])
-    cfg.update(overrides or {})
     model = create_model(cfg, size, device="meta")  # no random init: every tensor comes from the file
     counts = convert_state(model, ref, checkpoint)
     model.vocab = vocab
