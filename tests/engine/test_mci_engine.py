@@ -70,4 +70,4 @@ def test_mci_trains_resumes_evaluates_predicts_and_fine_tunes(tmp_path, synth_ro
 def test_mci_refuses_datasets_it_has_no_head_for(tmp_path, synth_roots, capsys):
     cfg = _config(tmp_path / "c.yaml", synth_roots, TINY_MCI, datasets=("levir_mci", "second_cc"))
     assert main(["train", "-c", str(cfg)]) == 2
-    assert "no mask head for ['second_cc']" in capsys.readouterr().err
+    assert "one 3-class LEVIR-MCI head" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from shared_data import DATA, FIXTURES
 
 from changeagent.cli import main
 from changeagent.errors import ChangeAgentError
-from changeagent.models import ChangeCaptioner, create_model
+from changeagent.models import create_model, load_model, save_pretrained
 from changeagent.models.mci.fixture import build_reference_checkpoint, compare_to_fixture
 from changeagent.models.mci.model import MCIModel
 
@@ -128,8 +128,8 @@ def test_mci_contract_batched_decoding_and_save_load(tmp_path):
     with pytest.raises(ChangeAgentError, match="exceeds the 4x4 position table"):
         model(torch.randn(1, 2, 3, 160, 64))
 
-    model.save_pretrained(tmp_path / "m")
-    back = ChangeCaptioner.from_pretrained(tmp_path / "m")
+    save_pretrained(model, tmp_path / "m")
+    back = load_model(tmp_path / "m")
     assert isinstance(back, MCIModel) and back.config == model.config
     back.eval()
     torch.testing.assert_close(back(image)["masks"]["levir_mci"], logits)

@@ -126,16 +126,16 @@ def convert_state(model: torch.nn.Module, ref: dict[str, dict[str, Tensor]], pat
 def convert_change_agent(checkpoint: Path, vocab_path: Path, out: Path) -> dict[str, Any]:
     """Read a Change-Agent checkpoint + its vocab.json, write a model folder at `out` (atomically).
 
-    The folder is the normal `save_pretrained` one with `data_norm` (the reference normalisation)
-    added to config.json. Returns a summary (parameters, mapped / ignored reference tensors).
+    The folder is the normal `save_pretrained` one, with the reference normalisation as `data_norm`
+    and LEVIR-MCI as the dataset trained on. Returns a summary (parameters, mapped / ignored reference tensors).
     """
-    import json
     import shutil
     import tempfile
 
     from changeagent.data.io import swap_dir_into_place
     from changeagent.data.vocab import Vocabulary
     from changeagent.models.factory import create_model
+    from changeagent.models.hub import save_pretrained
 
     ref = load_reference_checkpoint(checkpoint)
     vocab = Vocabulary.load(vocab_path)
@@ -151,7 +151,6 @@ def convert_change_agent(checkpoint: Path, vocab_path: Path, out: Path) -> dict[
         cfg["pos_size"] = int(emb.shape[0])
     model = create_model(cfg, size, device="meta")  # no random init: every tensor comes from the file
     counts = convert_state(model, ref, checkpoint)
-    model.vocab = vocab
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ChangeAgentError(f"output {out} exists and is not a folder")
@@ -161,12 +160,7 @@ def convert_change_agent(checkpoint: Path, vocab_path: Path, out: Path) -> dict[
     except OSError as e:
         raise ChangeAgentError(f"cannot create the output folder next to {out}: {e.strerror}") from None
     try:
-        model.save_pretrained(tmp)
-        config_path = tmp / "config.json"
-        config = json.loads(config_path.read_text())
-        config["data_norm"] = DATA_NORM
-        config["converted_from"] = {"format": "change-agent", "checkpoint": checkpoint.name}
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
+        save_pretrained(model, tmp, vocab=vocab, norm=DATA_NORM, datasets=["levir_mci"])
         swap_dir_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -81,17 +81,16 @@ def compare_to_fixture(model_dir: Path, fixture_dir: Path, device: str = "cpu") 
     (batched decode and each pair alone, against the reference's batch-1 greedy loop),
     "greedy_tokens", "reference_tokens", "device"}.
     """
-    from changeagent.models import ChangeCaptioner
+    from changeagent.models import load
     from changeagent.models.decoding import greedy_decode
 
     model_dir, fixture_dir = Path(model_dir), Path(fixture_dir)
     spec = json.loads((fixture_dir / "reference.json").read_text())
     inputs, expected = np.load(fixture_dir / "inputs.npz"), np.load(fixture_dir / "expected.npz")
-    config = json.loads((model_dir / "config.json").read_text())
-    norm = config.get("data_norm")
+    loaded = load(model_dir, map_location=device)
+    model, norm = loaded.model.eval(), loaded.norm
     if not norm:
         raise ChangeAgentError(f"{model_dir}/config.json has no data_norm: convert writes the reference's")
-    model = ChangeCaptioner.from_pretrained(model_dir, map_location=device).eval()
     image = _normalise(inputs["images_uint8"], norm).to(device)
     captions = torch.from_numpy(inputs["captions"]).long().to(device)
     lengths = inputs["caption_lengths"].tolist()
@@ -105,7 +104,7 @@ def compare_to_fixture(model_dir: Path, fixture_dir: Path, device: str = "cpu") 
     for i, n in enumerate(lengths):
         valid = n - 1  # positions t < length-1 predict real tokens
         cap_err = max(cap_err, float(np.abs(logits[i, :valid] - expected["caption_logits"][i, :valid]).max()))
-    max_len = int(config["model"].get("max_len", 41))
+    max_len = int(model.config.get("max_len", 41))
     decoder = model.caption_decoder
     batched = [_ours(r) for r in greedy_decode(decoder, memory, max_len).cpu().tolist()]
     alone = [_ours(greedy_decode(decoder, memory[i:i + 1], max_len)[0].cpu().tolist())

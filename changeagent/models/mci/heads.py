@@ -32,6 +32,7 @@ class MCIMaskHead(nn.Module):
     def __init__(self, channels: tuple[int, ...] | list[int], num_classes: int = 3) -> None:
         super().__init__()
         ch = list(channels)
+        self.head_shapes = {"levir_mci": (1, num_classes)}  # {dataset: (maps, classes)}, as MaskDecoder's
         self.diff = nn.ModuleList(nn.Sequential(nn.Conv2d(c, c, 1), nn.BatchNorm2d(c)) for c in ch)
         self.fuse = nn.ModuleList(
             nn.Sequential(nn.Conv2d(3 * c, 2 * c, 3, padding=1), nn.BatchNorm2d(2 * c), nn.ReLU(),
