@@ -134,8 +134,8 @@ def convert_change_agent(checkpoint: Path, vocab_path: Path, out: Path) -> dict[
 
     from changeagent.data.io import swap_dir_into_place
     from changeagent.data.vocab import Vocabulary
+    from changeagent.models import save_pretrained  # the hub, through the package (no import cycle)
     from changeagent.models.factory import create_model
-    from changeagent.models.hub import save_pretrained
 
     ref = load_reference_checkpoint(checkpoint)
     vocab = Vocabulary.load(vocab_path)
