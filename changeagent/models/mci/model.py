@@ -48,6 +48,7 @@ class MCIModel(ChangeCaptioner):
         self.mask_decoder = MCIMaskHead(channels, cfg.num_classes)
         self.caption_decoder = MCICaptionDecoder(vocab_size, dim, cfg.decoder_dim, cfg.decoder_layers, cfg.heads,
                                                  cfg.dropout, cfg.max_len)
+        self.retrieval = None  # the reference has no text-retrieval head
         self.config: dict[str, Any] = cfg.to_dict()
         self.vocab_size = vocab_size
         self.vocab: Any = None
