@@ -184,7 +184,8 @@ def index_scene(pred: Predictor, a_path: str | Path, b_path: str | Path, out_dir
         store = IndexStore.create_or_resume(out_dir, model_header(pred, "scene", source, crs), overwrite)
         save_text_encoder(pred, store.path)
         done = store.done_names()
-        stats = (raster_stats(a, bands[0], pred.scaler), raster_stats(b, bands[1], pred.scaler))
+        lo_hi = raster_stats(a, bands[0], b, bands[1], pred.scaler)  # one stretch for both dates
+        stats = (lo_hi, lo_hi)
         windows = [(r, c) for r in grid.rows for c in grid.cols]
         todo = [(r, c) for r, c in windows if f"{scene}:r{r}_c{c}" not in done]
         skipped_nodata = 0
