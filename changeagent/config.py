@@ -8,6 +8,9 @@ A model file may carry a `recipe:` block: the run settings measured for that mod
 batch size, accumulation, warm-up, ...). It is merged *under* the run file: defaults <- recipe of the
 chosen model <- run file <- overrides, so `-c configs/joint.yaml model=fast` trains `fast` with its
 own recipe, and a run file states only what is about the task (datasets, losses, stages, evaluation).
+Setting the type of a typed section on the command line (`model.neck.name=mamba`,
+`loss.weighting.name=dwa`) starts that section afresh with the new type's defaults. Keys and values
+are checked by `changeagent.engine.schema`.
 """
 
 from __future__ import annotations
@@ -89,6 +92,14 @@ def _parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
+# sections whose `name` selects a type with its own keys (see changeagent.typed: `variants`)
+TYPED_SECTIONS = ("model.neck", "loss.weighting")
+
+
+def _switches_type(key: str) -> bool:
+    return key.endswith(".name") and key.rsplit(".", 1)[0] in TYPED_SECTIONS
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: Sequence[str] = (),
@@ -116,9 +127,15 @@ def load_config(
         merged = OmegaConf.merge(base, OmegaConf.create(layer))
         assert isinstance(merged, DictConfig)  # a mapping merged into a mapping stays a mapping
         base = merged
+    # a switch of a typed section's type (`model.neck.name=mamba`) goes first: it starts that section
+    # afresh (the old type's options mean nothing to the new one), later edits then apply to it
+    parsed.sort(key=lambda kv: 0 if _switches_type(kv[0]) else 1)
     for key, value in parsed:
         if key == "model":
             continue  # applied above, before any `model.x=...` edit
+        if _switches_type(key) and OmegaConf.select(base, key) not in (None, value):
+            OmegaConf.update(base, key.rsplit(".", 1)[0], {"name": value}, merge=False, force_add=True)
+            continue
         OmegaConf.update(base, key, value, merge=True, force_add=True)
     assert isinstance(base, DictConfig)
     return base

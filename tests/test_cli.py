@@ -30,3 +30,33 @@ def test_python_m_entry_point():
     r = subprocess.run([sys.executable, "-m", "changeagent", "--version"], capture_output=True, text=True)
     assert r.returncode == 0
     assert "changeagent" in r.stdout
+
+
+HEAVY = ("torch", "rasterio", "segmentation_models_pytorch", "timm", "torchmetrics", "pycocoevalcap",
+         "albumentations", "wandb", "scipy", "transformers")
+PROBE = """
+import sys
+from changeagent.cli import COMMANDS, _available, main
+heavy = {heavy!r}
+for path, (module, _, _) in COMMANDS.items():
+    if not _available(module):
+        continue
+    for argv in ([*path, "--help"], [*path, "--no-such-option"]):
+        try:
+            main(argv)
+        except SystemExit:
+            pass
+        loaded = [m for m in heavy if m in sys.modules]
+        if loaded:
+            print("SLOW", " ".join(argv), loaded)
+            raise SystemExit(1)
+print("OK")
+"""
+
+
+def test_help_and_argument_errors_import_nothing_heavy():
+    """`changeagent <cmd> --help` and argument errors answer before torch & co are imported (a fresh
+    process per check would be slow; one process tries every command and stops at the first import)."""
+    r = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.stdout.strip().endswith("OK"), r.stdout[-2000:] + r.stderr[-2000:]

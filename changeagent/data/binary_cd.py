@@ -26,6 +26,7 @@ from changeagent.data.spec import DatasetCfg
 from changeagent.data.synth.layouts import Pair, relayout, save_png
 from changeagent.data.vocab import SPLITS, Vocabulary
 from changeagent.errors import ChangeAgentError
+from changeagent.typed import opt
 
 LAYOUTS = ("auto", "crop", "official")
 BINARY_CLASSES = ("no_change", "change")
@@ -34,7 +35,8 @@ BINARY_PALETTE = ((0, 0, 0), (255, 255, 255))
 
 @dataclass
 class BinaryCDCfg(DatasetCfg):
-    layout: str = "auto"  # auto | crop (A/ B/ label/ list/) | official ({train,val,test}/{A,B,label})
+    layout: str = opt("auto", "crop (A/ B/ label/ list/), official ({train,val,test}/{A,B,label}) or auto",
+                      choices=LAYOUTS)
 
 
 def decode_binary_label(label: np.ndarray, path: str | Path) -> np.ndarray:

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from changeagent.data.constants import CANONICAL_NO_CHANGE, IGNORE_INDEX, LEVIR_CLASSES, LEVIR_MEAN, LEVIR_STD
 from changeagent.data.io import (
+    MASK_MODES,
     check_same_size,
     decode_levir_mask,
     levir_mask_encoding,
@@ -31,6 +32,7 @@ from changeagent.data.io import (
 from changeagent.data.spec import DatasetCfg, DatasetSpec
 from changeagent.data.vocab import SPLITS, PairInfo, Vocabulary, read_karpathy
 from changeagent.errors import ChangeAgentError
+from changeagent.typed import opt
 
 Transform = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -223,7 +225,7 @@ class LevirMCI(CaptionPairDataset):
 
 @dataclass
 class LevirMCICfg(DatasetCfg):
-    mask_mode: str = "auto"  # auto (detect grey/colour labels) | binary (0/255 labels)
+    mask_mode: str = opt("auto", "auto (detect grey/colour labels) | binary (0/255 labels)", choices=MASK_MODES)
 
 
 def _synth(out: Path, n_train: int, n_val: int, n_test: int, size: int, seed: int, overwrite: bool = False,

@@ -25,6 +25,7 @@ from changeagent.data.second_cc import SECOND_COLOURS, SECOND_MEAN, SECOND_STD
 from changeagent.data.spec import DatasetCfg, DatasetSpec
 from changeagent.data.synth.layouts import Pair, relayout, save_png
 from changeagent.errors import ChangeAgentError
+from changeagent.typed import opt
 
 SPLITS = ("train", "test")
 FOLDERS = ("im1", "im2", "label1", "label2")
@@ -32,7 +33,7 @@ FOLDERS = ("im1", "im2", "label1", "label2")
 
 @dataclass
 class SecondCfg(DatasetCfg):
-    val_split: str = "test"  # SECOND publishes train and test only
+    val_split: str = opt("test", "split used for validation (SECOND publishes train and test only)")
 
 
 class Second(Dataset):

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from changeagent.typed import fail, opt
+
 RGB = tuple[int, int, int]
 TARGETS = ("change", "mask", "sem", "captions")
 METRICS = ("binary", "segmentation", "scd")  # binary change (P/R/F1/IoU/OA), class maps (MIoU), SECOND SCD
@@ -31,11 +33,16 @@ CHANGE_PALETTE: tuple[RGB, ...] = ((0, 0, 0), (255, 255, 255))
 class DatasetCfg:
     """Config section `data.<id>` shared by every dataset (a spec may name a subclass with more keys)."""
 
-    root: str | None = None  # folder in the published layout
-    weight: float = 1.0  # mixing weight in the joint sampler
-    train_split: str = "train"
-    val_split: str = "val"
-    captions_file: str | None = None  # caption JSON relative to root; null -> the published name
+    root: str | None = opt(None, "folder in the published layout (required unless synthetic)")
+    synthetic: bool = opt(False, "use the generated synthetic benchmark (data.synth) instead of root")
+    weight: float = opt(1.0, "mixing weight in the joint sampler (shares of each epoch)", gt=0)
+    train_split: str = opt("train", "split used for training")
+    val_split: str = opt("val", "split used for validation")
+    captions_file: str | None = opt(None, "caption JSON relative to root (null: the published name)")
+
+    def validate(self, key: str) -> None:
+        if self.synthetic and self.root:
+            fail(f"{key}.synthetic", f"is true but {key}.root={self.root} is set too; choose one")
 
 
 @dataclass(frozen=True)

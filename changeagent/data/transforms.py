@@ -16,6 +16,7 @@ caption of the sample untrue, or that it cannot rewrite safely, is excluded for 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import albumentations as A
@@ -25,6 +26,7 @@ from albumentations.augmentations.geometric.functional import d4
 
 from changeagent.data.constants import IGNORE_INDEX
 from changeagent.errors import ChangeAgentError
+from changeagent.typed import convert, fail, opt, to_plain
 
 # albumentations' names of the dihedral group D4
 DIHEDRAL = ("e", "r90", "r180", "r270", "v", "hvt", "h", "t")
@@ -165,17 +167,61 @@ def allowed_rewrites(captions: list[str], elements: tuple[str, ...] = DIHEDRAL) 
     return out
 
 
-DEFAULTS: dict[str, Any] = {
-    "enabled": True,
-    "dihedral": 0.875,            # chance of a random non-identity dihedral transform (7/8: uniform D4)
-    "dihedral_elements": list(DIHEDRAL),  # restrict, e.g. ["e", "h", "v"] for flips only
-    "crop": None,                 # int or [h, w]: random crop of this size
-    "affine": None,               # {"scale": [0.9, 1.1], "rotate": [-10, 10], "translate": 0.05, "p": 0.5}
-    "color_jitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.02, "p": 0.8},
-    "gauss_noise": 0.2,           # probability of mild Gaussian sensor noise, per date
-    "blur": 0.1,                  # probability of a 3x3 Gaussian blur, per date
-    "seed": None,                 # base seed; DataLoader workers mix in their own seed
-}
+@dataclass
+class AffineCfg:
+    """`data.augment.affine`: a small random affine warp (same for both dates and all masks)."""
+
+    scale: list[float] = opt(help="zoom range [lo, hi]", factory=lambda: [1.0, 1.0], gt=0, length=2)
+    rotate: list[float] = opt(help="rotation range in degrees [lo, hi]", factory=lambda: [0.0, 0.0], length=2)
+    translate: float = opt(0.0, "shift, as a fraction of the size", ge=0, le=1)
+    p: float = opt(0.5, "probability", ge=0, le=1)
+
+
+@dataclass
+class ColorJitterCfg:
+    """`data.augment.color_jitter`: photometric jitter, drawn independently for each date (RGB only)."""
+
+    brightness: float = opt(0.2, "relative brightness change", ge=0, le=1)
+    contrast: float = opt(0.2, "relative contrast change", ge=0, le=1)
+    saturation: float = opt(0.2, "relative saturation change", ge=0, le=1)
+    hue: float = opt(0.02, "hue shift", ge=0, le=0.5)
+    p: float = opt(0.8, "probability", ge=0, le=1)
+
+
+@dataclass
+class AugmentCfg:
+    """`data.augment`: paired training augmentation. An empty section means none (the reference trains
+    without); giving any option turns it on unless `enabled: false`."""
+
+    enabled: bool = opt(False, "on/off (implied true when any other option is given)")
+    dihedral: float = opt(0.875, "chance of a random non-identity dihedral transform (7/8: uniform D4)",
+                          ge=0, le=1)
+    dihedral_elements: list[str] = opt(help="allowed dihedral elements, e.g. [e, h, v] for flips only",
+                                       factory=lambda: list(DIHEDRAL), choices=DIHEDRAL)
+    crop: Any = opt(None, "random crop: an int or [h, w] (null: none)")
+    affine: AffineCfg | None = opt(None, "small random affine warp (null: none)")
+    color_jitter: ColorJitterCfg | None = opt(help="colour jitter per date (null: none)", factory=ColorJitterCfg)
+    gauss_noise: float = opt(0.2, "probability of mild Gaussian sensor noise, per date", ge=0, le=1)
+    blur: float = opt(0.1, "probability of a 3x3 Gaussian blur, per date", ge=0, le=1)
+    seed: int | None = opt(None, "base seed; DataLoader workers mix in their own seed")
+
+    @classmethod
+    def prepare(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        if raw and "enabled" not in raw:
+            raw["enabled"] = True
+        return raw
+
+    def validate(self, key: str) -> None:
+        crop = self.crop
+        if crop is not None and not (
+            (isinstance(crop, int) and not isinstance(crop, bool) and crop > 0)
+            or (isinstance(crop, list) and len(crop) == 2
+                and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in crop))
+        ):
+            fail(f"{key}.crop", f"must be a positive int or [h, w], got {crop!r}")
+
+
+DEFAULTS: dict[str, Any] = to_plain(AugmentCfg(enabled=True))
 
 
 class PairedTransform:
@@ -283,32 +329,17 @@ def _to_uint8_mask(m: np.ndarray, name: str) -> np.ndarray:
     return m.astype(np.uint8)
 
 
-def build_transforms(cfg: dict[str, Any] | None, train: bool) -> PairedTransform | None:
-    """The training augmentation described by `cfg` (keys of DEFAULTS; missing keys take DEFAULTS), or None.
+def build_transforms(cfg: dict[str, Any] | AugmentCfg | None, train: bool) -> PairedTransform | None:
+    """The training augmentation described by `cfg` (`AugmentCfg` keys; missing keys take the defaults),
+    or None.
 
     None (no augmentation) for evaluation (`train=False`), for `cfg=None` or `{}` (the reference
     recipe trains without augmentation) and for `{"enabled": False}`; `{"enabled": True}` gives the
     defaults.
     """
-    if not train or cfg is None or (isinstance(cfg, dict) and not cfg):
+    if not train or cfg is None:
         return None
-    if not isinstance(cfg, dict):
-        raise ChangeAgentError(f"augmentation config must be a mapping, got {type(cfg).__name__}")
-    unknown = sorted(set(cfg) - set(DEFAULTS))
-    if unknown:
-        raise ChangeAgentError(f"unknown augmentation option(s) {unknown}; known: {sorted(DEFAULTS)}")
-    full = {**DEFAULTS, **cfg}
-    if not full["enabled"]:
+    typed = cfg if isinstance(cfg, AugmentCfg) else convert(AugmentCfg, cfg, "data.augment")
+    if not typed.enabled:
         return None
-    bad = sorted(set(full["dihedral_elements"]) - set(DIHEDRAL))
-    if bad:
-        raise ChangeAgentError(f"unknown dihedral element(s) {bad}; expected some of {DIHEDRAL}")
-    if not 0.0 <= float(full["dihedral"]) <= 1.0:
-        raise ChangeAgentError(f"augmentation dihedral must be a probability in [0, 1], got {full['dihedral']}")
-    crop = full["crop"]
-    if crop is not None and not (
-        (isinstance(crop, int) and crop > 0)
-        or (isinstance(crop, (list, tuple)) and len(crop) == 2 and all(isinstance(c, int) and c > 0 for c in crop))
-    ):
-        raise ChangeAgentError(f"augmentation crop must be a positive int or [h, w], got {crop!r}")
-    return PairedTransform(full)
+    return PairedTransform(to_plain(typed))

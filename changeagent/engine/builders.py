@@ -1,5 +1,5 @@
-"""From a run config to the objects the loop needs: dataset roots (the synthetic benchmark when no
-root is given), the vocabulary, datasets, samplers, loaders, the model, seeds and the selection score.
+"""From a run config to the objects the loop needs: dataset roots (the synthetic benchmark when a
+dataset asks for it), the vocabulary, datasets, samplers, loaders, the model, seeds and the selection score.
 
 Everything dataset-specific comes from the dataset registry (`changeagent.data.registry`): the
 reader, the caption file, the synthetic form, the classes of a custom folder."""
@@ -11,6 +11,8 @@ import json
 import math
 import os
 import random
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,43 @@ def find_resume(cfg: DictConfig, out: Path) -> Path | None:
     return path
 
 
+# what a resumed run must share with its checkpoint: the model, what it trains on, the batch per step
+RESUME_KEYS = ("model", "data.datasets", "data.batch_size", "train.grad_accum")
+
+
+def _pick(cfg: dict[str, Any], key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _leaves(d: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_leaves(v, f"{prefix}.{k}"))
+        return out or {prefix: {}}
+    return {prefix: d}
+
+
+def check_resume_config(saved: dict[str, Any], current: dict[str, Any], path: Path | None) -> None:
+    """Refuse to resume with another model, dataset list or batch size (the keys that differ named)."""
+    diffs = []
+    for key in RESUME_KEYS:
+        old, new = _leaves(_pick(saved, key), key), _leaves(_pick(current, key), key)
+        if key == "model":  # compare the resolved model configs (defaults filled in on both sides)
+            from changeagent.models.factory import resolve_config
+
+            old, new = (_leaves(resolve_config(_pick(c, key)), key) for c in (saved, current))
+        for k in sorted(set(old) | set(new)):
+            if old.get(k, "<absent>") != new.get(k, "<absent>"):
+                diffs.append(f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}")
+    if diffs:
+        raise ChangeAgentError(f"resume: {path} was trained with another config; differing keys: {'; '.join(diffs)}. "
+                               "Restore them, or start a new run.out_dir")
+
+
 def vocab_of(ckpt: dict[str, Any] | None) -> Vocabulary | None:
     return Vocabulary(dict(ckpt["vocab"])) if ckpt is not None else None
 
@@ -69,22 +108,53 @@ def vocab_of(ckpt: dict[str, Any] | None) -> Vocabulary | None:
 # -- dataset roots ---------------------------------------------------------------------------------
 
 
+def check_roots(cfg: DictConfig) -> None:
+    """Every dataset in use has a `root` folder or asks for the synthetic benchmark (`synthetic: true`):
+    a missing root is an error naming the key, never a silent switch to generated data."""
+    for name in cfg.data.datasets:
+        dcfg = cfg.data[name]
+        if dcfg.synthetic:
+            if get_spec(name).synth is None:
+                raise ChangeAgentError(f"data.{name}.synthetic: {name} has no synthetic form; give data.{name}.root")
+            continue
+        if not dcfg.root:
+            raise ChangeAgentError(f"data.{name}.root: not set; give the {name} folder (data.{name}.root=PATH), "
+                                   f"or data.{name}.synthetic=true for the generated synthetic benchmark")
+        if not Path(dcfg.root).is_dir():
+            raise ChangeAgentError(f"data.{name}.root: {dcfg.root} does not exist or is not a folder")
+
+
+METEOR_KEYS = ("meteor", "s_m")
+
+
+def check_meteor(cfg: DictConfig, selecting: bool = True) -> None:
+    """At start-up, not after hours: METEOR runs Java. Without `java`, a selection that needs METEOR
+    (or S*m) is an error; otherwise METEOR and S*m will be null, which is said once now."""
+    if not cfg.eval.meteor or shutil.which("java") is not None:
+        return
+    needs = sorted({k.strip() for k in cfg.eval.select.split("+")} & set(METEOR_KEYS))
+    if selecting and needs:
+        raise ChangeAgentError(f"eval.select: {cfg.eval.select!r} needs {', '.join(needs)}, i.e. METEOR, which runs "
+                               "Java, but 'java' was not found on PATH; install a JRE (e.g. apt-get install "
+                               "default-jre-headless) or select without meteor/s_m (e.g. eval.select=miou+bleu4)")
+    print("warning: eval.meteor is true but 'java' was not found on PATH: METEOR and S*m will be null "
+          "(install a JRE, or set eval.meteor=false)", file=sys.stderr, flush=True)
+
+
 def dataset_roots(cfg: DictConfig, info: DistInfo) -> dict[str, Path]:
-    """Root per dataset in use; a missing root means the synthetic benchmark, generated by rank 0
+    """Root per dataset in use; `synthetic: true` means the synthetic benchmark, generated by rank 0
     once into `data.synth.dir` (default `<out_dir>/synth`) and reused while its parameters match."""
+    check_roots(cfg)
     roots: dict[str, Path] = {}
     synth = cfg.data.synth
     base = Path(synth.dir) if synth.dir else Path(cfg.run.out_dir) / "synth"
     for name in cfg.data.datasets:
-        root = cfg.data[name].root
-        if root:
-            roots[name] = Path(root)
-            if not roots[name].is_dir():
-                raise ChangeAgentError(f"data.{name}.root={root} does not exist or is not a folder")
+        if not cfg.data[name].synthetic:
+            roots[name] = Path(cfg.data[name].root)
             continue
         spec = get_spec(name)
         if spec.synth is None:
-            raise ChangeAgentError(f"data.{name}.root is not set and {name} has no synthetic form")
+            raise ChangeAgentError(f"data.{name}.synthetic: {name} has no synthetic form; give data.{name}.root")
         params = {"format": name, "n_train": synth.n_train, "n_val": synth.n_val, "n_test": synth.n_test,
                   "size": synth.size, "seed": synth.seed,
                   "mask_variant": synth.mask_variant}
@@ -302,6 +372,7 @@ def apply_init_from(cfg: DictConfig) -> Path | None:
     fine-tuning sees the data exactly as the model was trained. Returns the folder (None when unset)."""
     from omegaconf import OmegaConf
 
+    from changeagent.models.factory import model_config as typed_model_config
     from changeagent.models.hub import VOCAB, read_config
 
     if not cfg.train.init_from:
@@ -312,7 +383,9 @@ def apply_init_from(cfg: DictConfig) -> Path | None:
     config = read_config(path)
     if not (path / VOCAB).is_file():
         raise ChangeAgentError(f"train.init_from={path}: no {VOCAB}; the model's vocabulary is needed to fine-tune")
-    cfg.model = OmegaConf.create({**config["model"], "encoder_weights": None})
+    # typed by the model registry, like a model section from a config file (the run config is structured)
+    typed = typed_model_config({**config["model"], "encoder_weights": None}, f"{path}/config.json: model")
+    cfg.model = OmegaConf.structured(typed)
     cfg.data.vocab = str(path / VOCAB)
     norm = config.get("data_norm")
     if norm:

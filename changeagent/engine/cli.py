@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from changeagent.engine.checkpoint import atomic_write_json
-
 OVERRIDES_HELP = ("config overrides as dotted key=value, e.g. model=fast train.steps=2000 "
                   "data.levir_mci.root=/data/LEVIR-MCI run.out_dir=runs/x")
 
@@ -24,6 +22,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from changeagent.engine.checkpoint import atomic_write_json
     from changeagent.engine.schema import load_run_config
     from changeagent.engine.trainer import train
 
@@ -45,6 +44,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from changeagent.engine.checkpoint import atomic_write_json
     from changeagent.engine.runs import evaluate_checkpoint
     from changeagent.engine.schema import load_run_config
     from changeagent.errors import ChangeAgentError
@@ -66,9 +66,29 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from changeagent.engine.checkpoint import atomic_write_json
     from changeagent.engine.runs import run_demo as demo
 
     report = demo(Path(args.out), list(args.overrides))
     if args.json:
         atomic_write_json(Path(args.json), report)
+    return 0
+
+
+def add_config_show_arguments(parser: argparse.ArgumentParser) -> None:
+    _common(parser, config_required=False)
+
+
+def run_config_show(args: argparse.Namespace) -> int:
+    """Print the resolved, validated run config as YAML (every key with its value after defaults)."""
+    from omegaconf import OmegaConf
+
+    from changeagent.config import to_dict
+    from changeagent.engine.checkpoint import atomic_write_json
+    from changeagent.engine.schema import load_run_config
+
+    cfg = load_run_config(args.config, args.overrides)
+    print(OmegaConf.to_yaml(cfg), end="")
+    if args.json:
+        atomic_write_json(Path(args.json), to_dict(cfg))
     return 0

@@ -50,9 +50,10 @@ class ShardSampler(Sampler[int]):
 class EvalOptions:
     method: str = "greedy"
     beam_size: int = 3
+    length_penalty: float = 1.0
     max_len: int = 41
     meteor: bool = True
-    id_level: bool = False
+    caption_level: str = "word"  # word | id (vocabulary-id strings, like the reference code)
     amp: str = "none"
     vis_pairs: int = 0  # first N pairs of each dataset kept as visual records (rank 0's shard)
     predictions_dir: Path | None = None  # write mask PNGs and captions.json per dataset
@@ -68,9 +69,15 @@ class EvalOptions:
     def from_config(cls, cfg: Any, **kw: Any) -> EvalOptions:
         """Options from a run config's `eval`, `train.amp` and `data.mean/std`; `kw` overrides."""
         ev = cfg.eval
-        base = dict(method=ev.method, beam_size=ev.beam_size, max_len=ev.max_len, meteor=ev.meteor,
-                    id_level=ev.id_level, amp=cfg.train.amp, mean=list(cfg.data.mean), std=list(cfg.data.std))
+        base = dict(method=ev.method, beam_size=ev.beam_size, length_penalty=ev.length_penalty,
+                    max_len=ev.max_len, meteor=ev.meteor, caption_level=ev.caption_level, amp=cfg.train.amp,
+                    mean=list(cfg.data.mean), std=list(cfg.data.std))
         return cls(**{**base, **kw})
+
+    def record(self) -> dict[str, Any]:
+        """The options that shape the numbers, written next to them (metrics.json `eval`)."""
+        return {"method": self.method, "beam_size": self.beam_size, "length_penalty": self.length_penalty,
+                "max_len": self.max_len, "caption_level": self.caption_level, "meteor": self.meteor}
 
 
 def predicted_maps(pred: dict[str, Any], spec: DatasetSpec) -> torch.Tensor:
@@ -149,7 +156,8 @@ def evaluate(model: Any, loaders: dict[str, DataLoader], vocab: Any, info: DistI
             with ctx:
                 if spec.has_captions or not hasattr(model, "features"):
                     pred = model.predict(image, dataset=list(batch["dataset"]), method=opts.method,
-                                         beam_size=opts.beam_size, max_len=opts.max_len)
+                                         beam_size=opts.beam_size, max_len=opts.max_len,
+                                         length_penalty=opts.length_penalty)
                 else:  # mask-only dataset: no caption decoding
                     change, masks, _ = model.features(image, list(batch["dataset"]))
                     pred = {"change": change, "masks": masks}
@@ -204,8 +212,9 @@ def _caption_scores(dataset: str, captions: list[tuple[str, str, list[str], int]
     hyps = {i: c[1] for i, c in zip(ids, gathered)}
     refs = {i: c[2] for i, c in zip(ids, gathered)}
     flags = {i: c[3] for i, c in zip(ids, gathered)}
-    report = caption_report(hyps, refs, flags, meteor=opts.meteor, id_level=opts.id_level,
-                            vocab=vocab if opts.id_level else None)
+    id_level = opts.caption_level == "id"
+    report = caption_report(hyps, refs, flags, meteor=opts.meteor, id_level=id_level,
+                            vocab=vocab if id_level else None)
     scores: dict[str, Any] = dict(report["all"] or {})
     scores.update(change=report["change"], no_change=report["no_change"], counts=report["counts"],
                   no_change_accuracy=report["no_change_accuracy"], n_pairs=len(ids))

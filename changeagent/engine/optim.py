@@ -110,7 +110,7 @@ class StageParts:
 def build_stage(model: nn.Module, st: dict[str, Any], cfg: dict[str, Any], info: Any, total: int) -> StageParts:
     """Freeze the stage's parts; a fresh loss weighting, optimizer, schedule, scaler and DDP wrapper
     (DDP must be rebuilt whenever the set of trainable parameters changes)."""
-    from changeagent.losses import create_weighting
+    from changeagent.losses import GradNorm, create_weighting
 
     apply_freeze(model, st["freeze"])
     # a model without the retrieval head has no such task: its weighting (and checkpointed weighting
@@ -126,7 +126,10 @@ def build_stage(model: nn.Module, st: dict[str, Any], cfg: dict[str, Any], info:
     # fp16 needs loss scaling only where autocast runs (CUDA, see engine.device.autocast_dtype)
     scaler = torch.amp.GradScaler(info.device.type, enabled=cfg["train"]["amp"] == "fp16"
                                   and info.device.type == "cuda")
-    trainable = [p for p in model.get_submodule("neck").parameters() if p.requires_grad]
+    shared_name, shared = shared_layer(model)
+    if isinstance(weighting, GradNorm) and not shared.requires_grad:
+        raise ChangeAgentError(f"stage {st['name']!r}: loss.weighting gradnorm balances on {shared_name}, "
+                               f"which this stage freezes ({st['freeze']})")
     net: nn.Module = model
     ddp = None
     if info.enabled:
@@ -135,8 +138,33 @@ def build_stage(model: nn.Module, st: dict[str, Any], cfg: dict[str, Any], info:
         net = ddp
     if cfg["train"]["compile"]:
         net.compile()
-    # the neck's last layer: the shared parameters GradNorm balances gradient norms on
-    return StageParts(weighting, opt, sched, scaler, net, ddp, trainable[-2:] or None)
+    # the encoder's last stage: the shared parameters GradNorm balances gradient norms on
+    return StageParts(weighting, opt, sched, scaler, net, ddp, [shared])
+
+
+def shared_layer(model: nn.Module) -> tuple[str, nn.Parameter]:
+    """(name, weight) of the layer every task depends on: the encoder's last stage (its last weight
+    matrix / conv kernel), whatever the neck layout (one neck, or `separate_necks`)."""
+    own = getattr(model, "shared_layer", None)
+    if callable(own):
+        return own()
+    found = [(f"encoder.{n}", p) for n, p in model.get_submodule("encoder").named_parameters() if p.ndim >= 2]
+    if not found:
+        raise ChangeAgentError("the model's encoder has no weight tensor to balance GradNorm on")
+    return found[-1]
+
+
+def check_shared_layer(model: nn.Module, stages: list[dict[str, Any]], weighting_name: str) -> None:
+    """Before training: GradNorm's shared layer must be trainable in every stage (dotted freeze paths
+    included; `freeze: [encoder]` is already a config error)."""
+    if weighting_name != "gradnorm":
+        return
+    name, _ = shared_layer(model)
+    for st in stages:
+        for part in st["freeze"]:
+            if name == part or name.startswith(part + "."):
+                raise ChangeAgentError(f"train.stages: stage {st['name']!r} freezes {part}, which holds {name}, "
+                                       "the shared layer loss.weighting gradnorm balances on")
 
 
 def ema_decay(n: int, decay: float) -> float:

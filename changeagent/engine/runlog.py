@@ -17,7 +17,7 @@ from changeagent.engine.checkpoint import json_safe
 # SECOND: SeK/Fscd; caption-only datasets: no mask columns)
 TABLE_COLUMNS = (
     ("miou", "MIoU"), ("oa", "OA"), ("precision", "P"), ("recall", "R"), ("f1", "F1"), ("iou", "IoU"),
-    ("sek", "SeK"), ("fscd", "Fscd"),
+    ("sek", "SeK"), ("fscd", "Fscd"), ("score", "Score"),
     ("bleu1", "B1"), ("bleu2", "B2"), ("bleu3", "B3"), ("bleu4", "B4"),
     ("meteor", "METEOR"), ("rouge_l", "ROUGE-L"), ("cider", "CIDEr"), ("s_m", "S*m"),
     ("no_change_accuracy", "NC-acc"),
@@ -32,8 +32,12 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def format_table(metrics: dict[str, dict[str, Any]], title: str = "") -> str:
-    """Plain-text table, one row per dataset, values in percent (CIDEr x100 too, as papers print)."""
+LEVELS = {"word": "caption metrics on words", "id": "caption metrics on vocabulary ids, as the reference code"}
+
+
+def format_table(metrics: dict[str, dict[str, Any]], title: str = "", caption_level: str | None = None) -> str:
+    """Plain-text table, one row per dataset, values in percent (CIDEr x100 too, as papers print);
+    the header says which caption level (word / id) the caption columns show."""
     cols = [(k, h) for k, h in TABLE_COLUMNS if any(k in m for m in metrics.values())]
     rows = [["dataset", *[h for _, h in cols], "pairs"]]
     for name, m in metrics.items():
@@ -41,7 +45,8 @@ def format_table(metrics: dict[str, dict[str, Any]], title: str = "") -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
-    head = f"{title} (percent)\n" if title else "(percent)\n"
+    unit = "percent" + (f"; {LEVELS.get(caption_level, caption_level)}" if caption_level else "")
+    head = f"{title} ({unit})\n" if title else f"({unit})\n"
     return head + "\n".join(lines) + retrieval_table(metrics)
 
 

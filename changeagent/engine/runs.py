@@ -34,6 +34,8 @@ def load_for_eval(checkpoint: Path, device: torch.device) -> tuple[torch.nn.Modu
 def evaluate_checkpoint(cfg: DictConfig, checkpoint: Path, split: str, out: Path | None,
                         save_predictions: bool = False, progress: bool = True) -> dict[str, dict[str, Any]]:
     """Evaluate on `split` of every dataset in `cfg.data.datasets`; rank 0 writes OUT/metrics.json."""
+    builders.check_roots(cfg)
+    builders.check_meteor(cfg, selecting=False)
     info = init_distributed(cfg.run.device)
     try:
         return _evaluate(cfg, info, Path(checkpoint), split, out, save_predictions, progress)
@@ -53,7 +55,8 @@ def _evaluate(cfg: DictConfig, info: DistInfo, checkpoint: Path, split: str, out
                                f"{getattr(model, 'datasets', [])}); set data.datasets accordingly")
     if norm:  # evaluate with the training normalisation, whatever the config says
         cfg.data.mean, cfg.data.std = list(norm["mean"]), list(norm["std"])
-    if not cfg.data.synth.dir:  # the training run's synthetic data, when it sits next to best/
+    if not cfg.data.synth.dir and any(cfg.data[n].synthetic for n in cfg.data.datasets):
+        # the training run's synthetic data, when it sits next to best/
         guess = (checkpoint if checkpoint.is_dir() else checkpoint.parent).parent / "synth"
         cfg.data.synth.dir = str(guess if guess.is_dir() else Path(out or cfg.run.out_dir) / "synth")
     roots = builders.dataset_roots(cfg, info)
@@ -62,9 +65,9 @@ def _evaluate(cfg: DictConfig, info: DistInfo, checkpoint: Path, split: str, out
                                    predictions_dir=(out / "predictions") if (save_predictions and out) else None)
     results, _ = evaluate(model, loaders, vocab, info, opts)
     if info.is_main:
-        print(format_table(results, f"{split} split, {checkpoint}"))
-        if out is not None:
-            atomic_write_json(Path(out) / "metrics.json", results)
+        print(format_table(results, f"{split} split, {checkpoint}", caption_level=opts.caption_level))
+        if out is not None:  # the options that shape the caption numbers go with them
+            atomic_write_json(Path(out) / "metrics.json", {**results, "eval": opts.record()})
     return results
 
 
@@ -85,7 +88,7 @@ def run_demo(out: Path, overrides: list[str], progress: bool = True) -> dict[str
     results = evaluate_checkpoint(test_cfg, out / "best", "test", out / "test", progress=progress)
     minutes = (time.monotonic() - t0) / 60
     report = {"test": results, "train": {k: v for k, v in summary.items() if k != "metrics"}, "minutes": minutes}
-    atomic_write_json(out / "metrics.json", results)
+    atomic_write_json(out / "metrics.json", {**results, "eval": EvalOptions.from_config(test_cfg).record()})
     atomic_write_json(out / "demo.json", report)
     print(f"\ndemo finished in {minutes:.1f} min; model in {out / 'best'}, metrics in {out / 'metrics.json'}")
     return report

@@ -37,7 +37,13 @@ from changeagent.engine.distributed import (
     init_distributed,
 )
 from changeagent.engine.evaluator import EvalOptions, evaluate
-from changeagent.engine.optim import build_ema, build_stage, ema_warmup_steps, set_train_mode
+from changeagent.engine.optim import (
+    build_ema,
+    build_stage,
+    check_shared_layer,
+    ema_warmup_steps,
+    set_train_mode,
+)
 from changeagent.engine.runlog import RunLog, flatten, format_table
 from changeagent.engine.schema import stages_of
 from changeagent.engine.wandb_logger import WandbLogger
@@ -51,6 +57,8 @@ COUNTERS = ("step", "stage", "stage_step", "epoch", "batch_in_epoch", "best_scor
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run a validated config (see `schema.load_run_config`); returns a summary dict (every rank)."""
+    builders.check_roots(cfg)  # before any process group, folder or model exists
+    builders.check_meteor(cfg)
     info = init_distributed(cfg.run.device)
     trainer = None
     try:
@@ -75,11 +83,16 @@ class Trainer:
         builders.seed_everything(cfg.run.seed + info.rank, cfg.run.deterministic)
         ckpt = builders.find_resume(cfg, self.out)
         self.ckpt = load_checkpoint(ckpt) if ckpt else None
+        if self.ckpt is not None:
+            builders.check_resume_config(self.ckpt["config"], self.c, ckpt)
+            # train.max_minutes counts the time the interrupted run(s) already spent
+            self.t0 -= float(self.ckpt.get("elapsed_s", 0.0))
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         self.data = builders.build_train_data(cfg, info, vocab=builders.vocab_of(self.ckpt))
         self.model = builders.build_model(cfg, self.data.vocab, info.device, self.ckpt, self.data.specs,
                                           init=init if self.ckpt is None else None)
+        check_shared_layer(self.model, stages_of(cfg), cfg.loss.weighting.name)
         self.ema = build_ema(self.model, cfg.train.ema)
         # state saved in last.pt
         self.step = self.stage = self.stage_step = self.epoch = self.batch_in_epoch = 0
@@ -178,6 +191,8 @@ class Trainer:
                                    dataset=batch["dataset"], **extra)
                     losses = compute_losses(out, batch, self.c["loss"])
                     task_losses = {t: losses[t] for t in tasks if t in losses}
+                    if hasattr(self.weighting, "grad_scale"):  # GradNorm: norms of unscaled fp16 gradients
+                        self.weighting.grad_scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
                     total, weights = self.weighting(task_losses, shared_params=self.shared_params)
                 finite = all(bool(torch.isfinite(v.detach()).all()) for v in (total, *task_losses.values()))
                 # backward even on a bad loss so DDP's reducer stays in step; the grads are dropped
@@ -339,12 +354,14 @@ class Trainer:
                    "weights": weights, "score": score, "best_score": self.best_score, **results}
             self.log.write(rec)
             tqdm.write(format_table(results, f"validation at step {self.step}, {weights} weights (score "
-                                             f"{score:.4f}{', best' if improved else ''})"))
+                                             f"{score:.4f}{', best' if improved else ''})",
+                                    caption_level=opts.caption_level))
             self.wandb.log({**flatten({"val": results}), "val/score": score}, self.step)
             self.wandb.log_predictions(vis, self.step)
             if improved:
                 export_best(model, self.out, {"mean": list(self.cfg.data.mean), "std": list(self.cfg.data.std)},
-                            {"step": self.step, "score": score, "select": ev.select, **results},
+                            {"step": self.step, "score": score, "select": ev.select, **results,
+                             "eval": opts.record()},
                             self.data.specs)
                 self.wandb.log_summary({"best/score": score, "best/step": self.step})
         self._val_seconds = time.monotonic() - t
@@ -380,7 +397,7 @@ class Trainer:
             "optimizer_stage": self._opt_stage, **{k: getattr(self, k) for k in COUNTERS}, "config": self.c,
             "vocab": self.data.vocab.word_to_id, "rng": rngs, "world_size": self.info.world_size,
             "datasets": {n: s.summary() for n, s in self.data.specs.items()},  # classes for models.load
-            "wandb_id": self.wandb.run_id,
+            "wandb_id": self.wandb.run_id, "elapsed_s": time.monotonic() - self.t0,
         }
         save_checkpoint(state, self.out / "last.pt")
 

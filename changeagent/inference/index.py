@@ -142,7 +142,7 @@ def index_pairs(pred: Predictor, a_dir: str | Path, b_dir: str | Path, out_dir: 
     def jobs() -> Iterator[Job]:
         for stem, a, b in todo:
             pa, pb = read_pair(str(a), str(b), pred.bands, pred.in_channels, False)
-            x, size, resampled = fit_to_tile(pred, np.stack([pred.prepare(pa), pred.prepare(pb)]))
+            x, size, resampled = fit_to_tile(pred, pred.prepare(pa, pb))  # one stretch for both dates
             valid = None if resampled or (pa.valid is None and pb.valid is None) else _and(pa.valid, pb.valid)
             rec: dict[str, Any] = {"name": stem, "a": str(a), "b": str(b)}
             if pa.georeferenced:
@@ -184,7 +184,8 @@ def index_scene(pred: Predictor, a_path: str | Path, b_path: str | Path, out_dir
         store = IndexStore.create_or_resume(out_dir, model_header(pred, "scene", source, crs), overwrite)
         save_text_encoder(pred, store.path)
         done = store.done_names()
-        stats = (raster_stats(a, bands[0], pred.scaler), raster_stats(b, bands[1], pred.scaler))
+        lo_hi = raster_stats(a, bands[0], b, bands[1], pred.scaler)  # one stretch for both dates
+        stats = (lo_hi, lo_hi)
         windows = [(r, c) for r in grid.rows for c in grid.cols]
         todo = [(r, c) for r, c in windows if f"{scene}:r{r}_c{c}" not in done]
         skipped_nodata = 0

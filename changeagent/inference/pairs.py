@@ -20,7 +20,7 @@ from changeagent.errors import ChangeAgentError
 from changeagent.inference import outputs as out
 from changeagent.inference import postprocess as post
 from changeagent.inference.predictor import Predictor
-from changeagent.inference.raster import PLAIN_SUFFIXES, RASTER_SUFFIXES, Picture, Scaler, read_pair
+from changeagent.inference.raster import PLAIN_SUFFIXES, RASTER_SUFFIXES, Picture, read_pair
 
 
 def pair_paths(out_dir: Path, stem: str, head: str, geo: bool) -> dict[str, Path]:
@@ -44,7 +44,7 @@ def write_pair(predictor: Predictor, pred: post.Prediction, pa: Picture, pb: Pic
             else:
                 out.write_png(path, pred.maps[key], pals[key])
     if vis:
-        shown = [out.to_display(Scaler.apply(p.data, *predictor.scaler.fit(p.data, p.valid))) for p in (pa, pb)]
+        shown = [out.to_display(x) for x in predictor.scale_pair(pa, pb)]
         key = post.map_key(pred.head)
         panels = [*shown, out.overlay(shown[1], pred.maps[key], pals[key])]
         out.write_image(paths["visualisation"], out.visualisation(panels, pred.caption))

@@ -129,10 +129,14 @@ class Predictor:
         """float32 [C, H, W] in [0, 1] -> normalised float32 [C, H, W]."""
         return (x01 - self.mean[:, None, None]) / self.std[:, None, None]
 
-    def prepare(self, pic: Picture) -> np.ndarray:
-        """Raw picture -> normalised float32 [C, H, W] (scaled per the --scale rule on its own pixels)."""
-        lo, hi = self.scaler.fit(pic.data, pic.valid)
-        return self.normalise(Scaler.apply(pic.data, lo, hi))
+    def scale_pair(self, pa: Picture, pb: Picture) -> tuple[np.ndarray, np.ndarray]:
+        """Both dates in [0, 1], float32 [C, H, W] each, with ONE stretch fitted on A and B together."""
+        lo, hi = self.scaler.fit_pair(pa.data, pa.valid, pb.data, pb.valid, names=(str(pa.path), str(pb.path)))
+        return Scaler.apply(pa.data, lo, hi), Scaler.apply(pb.data, lo, hi)
+
+    def prepare(self, pa: Picture, pb: Picture) -> np.ndarray:
+        """Raw pair -> normalised float32 [2, C, H, W] (the --scale rule, one stretch for both dates)."""
+        return np.stack([self.normalise(x) for x in self.scale_pair(pa, pb)])
 
     def run_windows(self, batch: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """float32 [B, 2, C, h, w] normalised (h, w multiples of 32) -> logits [B, K, h, w], captions."""
@@ -227,7 +231,7 @@ class Predictor:
     def prepare_pair(self, a: Any, b: Any, align: bool = False) -> np.ndarray:
         """Normalised float32 [2, C, H, W] of a pair (paths or arrays), as `infer` takes it."""
         pa, pb = self._pictures(a, b, align)
-        return np.stack([self.prepare(pa), self.prepare(pb)])
+        return self.prepare(pa, pb)
 
     def predict(self, a: Any, b: Any, align: bool = False) -> post.Prediction:
         """Mask, change, caption, changed fractions and object counts of one pair (paths or arrays)."""
@@ -244,7 +248,7 @@ class Predictor:
             valid = _and(pa.valid, pb.valid)
             if valid is not None and not valid.any():
                 raise ChangeAgentError(f"{pa.path} / {pb.path}: every pixel is nodata in one of the inputs")
-            prepared.append(np.stack([self.prepare(pa), self.prepare(pb)]))
+            prepared.append(self.prepare(pa, pb))
             valids.append(valid)
         singles: dict[tuple[int, ...], list[int]] = {}
         for i, x in enumerate(prepared):

@@ -1,10 +1,12 @@
 """Reading inputs: plain images (PIL) and rasters (rasterio windows), band selection, grid checks,
 WarpedVRT alignment, nodata masks, and the intensity scaling rule.
 
-Scaling rule (`--scale`): `auto` = uint8 divided by 255, any other dtype a per-band 2-98 %
-percentile stretch; `percentile[:LO,HI]` = per-band stretch of the LO-HI percentiles of the valid
-pixels to [0, 1]; `divide:N` = x / N (e.g. `divide:10000` for Sentinel-2 L2A reflectance). Values are
-clipped to [0, 1] before the mean/std normalisation.
+Scaling rule (`--scale`): ONE stretch for both dates, so radiometric change between A and B is kept
+(separate stretches would erase a real brightening or invent one). `auto` = uint8 divided by 255, any
+other dtype a per-band 2-98 % percentile stretch of the valid pixels of A and B together (A and B of
+different dtypes: give --scale); `percentile[:LO,HI]` = per-band stretch of the LO-HI percentiles of
+the valid pixels of A and B together to [0, 1]; `divide:N` = x / N (e.g. `divide:10000` for
+Sentinel-2 L2A reflectance). Values are clipped to [0, 1] before the mean/std normalisation.
 """
 
 from __future__ import annotations
@@ -120,6 +122,19 @@ class Scaler:
         lo, hi = np.percentile(pix, [lo_p, hi_p], axis=1).astype(np.float32)
         return lo, np.maximum(hi, lo + 1e-6)
 
+    def fit_pair(self, a: np.ndarray, a_valid: np.ndarray | None, b: np.ndarray,
+                 b_valid: np.ndarray | None, names: tuple[str, str] = ("A", "B")) -> tuple[np.ndarray, np.ndarray]:
+        """One per-band (low, high) float32 [C] for both dates, from the valid pixels of A and B
+        together (`a`, `b` raw [C, H, W], any sizes); see the module docstring."""
+        if self.kind == "auto" and a.dtype != b.dtype:
+            raise ChangeAgentError(f"{names[0]} is {a.dtype} and {names[1]} is {b.dtype}: --scale auto needs one "
+                                   "dtype for both dates; give --scale percentile[:LO,HI] or divide:N")
+        c = a.shape[0]
+        flat = [x.reshape(c, -1) for x in (a, b)]
+        masks = [np.ones(x.shape[1], bool) if v is None else v.reshape(-1) for x, v in zip(flat, (a_valid, b_valid))]
+        both = np.concatenate([x[:, m] for x, m in zip(flat, masks)], axis=1)
+        return self.fit(both[:, :, None], None)
+
     @staticmethod
     def apply(data: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """float32 [C, H, W] in [0, 1]."""
@@ -225,8 +240,8 @@ def read_window(src: Any, window: Window, bands: Sequence[int]) -> tuple[np.ndar
     return data, valid
 
 
-def raster_stats(src: Any, bands: Sequence[int], scaler: Scaler) -> tuple[np.ndarray, np.ndarray]:
-    """Scaler (low, high) of a whole raster from a decimated read (bounded memory)."""
+def _decimated(src: Any, bands: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """A whole raster read at reduced resolution (bounded memory): data [C, h, w], valid [h, w]."""
     f = max(1, -(-max(src.width, src.height) // STATS_SIDE))
     shape = (max(1, src.height // f), max(1, src.width // f))
     try:
@@ -234,7 +249,14 @@ def raster_stats(src: Any, bands: Sequence[int], scaler: Scaler) -> tuple[np.nda
         valid = src.dataset_mask(out_shape=shape, resampling=Resampling.nearest) > 0
     except RasterioIOError as e:
         raise ChangeAgentError(f"cannot read {src.name}: {e}") from None
-    return scaler.fit(data, valid)
+    return data, valid
+
+
+def raster_stats(src_a: Any, bands_a: Sequence[int], src_b: Any, bands_b: Sequence[int],
+                 scaler: Scaler) -> tuple[np.ndarray, np.ndarray]:
+    """The one scaler (low, high) of a scene pair, from decimated reads of both rasters."""
+    (da, va), (db, vb) = _decimated(src_a, bands_a), _decimated(src_b, bands_b)
+    return scaler.fit_pair(da, va, db, vb, names=(src_a.name, src_b.name))
 
 
 def read_raster_pair(a_path: str, b_path: str, bands: Sequence[int] | None, in_channels: int,

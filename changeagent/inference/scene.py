@@ -58,7 +58,8 @@ def predict_scene(pred: Predictor, a_path: str, b_path: str, out_dir: str | Path
         grid = Grid(a.height, a.width, pred.tile, pred.overlap)
         per_col = (pred.channels + 2) * grid.win_h * 4  # logits + validity + weight sum
         col_bands = grid.col_bands(band_width or max(BAND_BYTES // per_col, 2 * grid.win_w))
-        stats = (raster_stats(a, bands_a, pred.scaler), raster_stats(b, bands_b, pred.scaler))
+        lo_hi = raster_stats(a, bands_a, b, bands_b, pred.scaler)  # one stretch for both dates
+        stats = (lo_hi, lo_hi)
         writers: dict[str, Any] = {}
         gj = out.GeoJSONWriter(paths["geojson"], a.crs)
         try:

@@ -1,35 +1,59 @@
-"""`create_weighting`: the loss-weighting strategy named in the config (a plain dict of classes)."""
+"""The `loss` config section and `create_weighting`: the strategy named in it (one dict registry)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from changeagent.errors import ChangeAgentError
-from changeagent.losses.gradnorm import GradNorm
-from changeagent.losses.weighting import DWA, Fixed, MultiTaskWeighting, Normalized, Uncertainty
+from changeagent.losses.gradnorm import GradNorm, GradNormCfg
+from changeagent.losses.multitask import CaptionLossCfg, MaskLossCfg
+from changeagent.losses.weighting import (
+    DWA,
+    DWACfg,
+    Fixed,
+    FixedCfg,
+    MultiTaskWeighting,
+    Normalized,
+    NormalizedCfg,
+    Uncertainty,
+    UncertaintyCfg,
+    WeightingCfg,
+)
+from changeagent.typed import convert, opt, to_plain
+
+# strategy name -> (its config dataclass, its class); a strategy's __init__ takes its config's keys
+WEIGHTINGS: dict[str, tuple[type[WeightingCfg], type[MultiTaskWeighting]]] = {
+    "fixed": (FixedCfg, Fixed),
+    "normalized": (NormalizedCfg, Normalized),
+    "uncertainty": (UncertaintyCfg, Uncertainty),
+    "dwa": (DWACfg, DWA),
+    "gradnorm": (GradNormCfg, GradNorm),
+}
 
 
-def create_weighting(cfg: Mapping[str, Any] | None, task_names: Sequence[str]) -> MultiTaskWeighting:
-    """Build a strategy from its config dict; `cfg["name"]` (default "normalized") selects it.
+def weighting_configs() -> dict[str, type[WeightingCfg]]:
+    return {name: cfg for name, (cfg, _) in WEIGHTINGS.items()}
 
-    Keys per name (all optional):
-      fixed:       weights: {task: float}            (default 1.0 each)
-      normalized:  eps: 1e-8                         (floor of the detached divisor)
-      uncertainty: init: 0.0 (initial s_i), lr: null (engine's base lr when null)
-      dwa:         temperature: 2.0, period_steps: 0 (0 = epochs via end_period())
-      gradnorm:    alpha: 1.5, lr: null
-    """
-    cfg = dict(cfg or {})
-    name = cfg.pop("name", "normalized")
-    classes: dict[str, type[MultiTaskWeighting]] = {
-        "fixed": Fixed, "normalized": Normalized, "uncertainty": Uncertainty, "dwa": DWA, "gradnorm": GradNorm,
-    }
-    keys = {"fixed": {"weights"}, "normalized": {"eps"}, "uncertainty": {"init", "lr"},
-            "dwa": {"temperature", "period_steps"}, "gradnorm": {"alpha", "lr"}}
-    if name not in classes:
-        raise ChangeAgentError(f"loss weighting: unknown name {name!r}; choose from {sorted(classes)}")
-    unknown = sorted(set(cfg) - keys[name])
-    if unknown:
-        raise ChangeAgentError(f"loss weighting {name}: unknown key(s) {unknown}; known: {sorted(keys[name])}")
-    return classes[name](task_names, **cfg)
+
+@dataclass
+class LossCfg:
+    """`loss`: the mask and caption losses and their multi-task weighting."""
+
+    mask: MaskLossCfg = opt(help="mask loss terms", factory=MaskLossCfg)
+    caption: CaptionLossCfg = opt(help="caption loss", factory=CaptionLossCfg)
+    weighting: WeightingCfg = opt(help="multi-task weighting strategy", factory=NormalizedCfg,
+                                  variants=weighting_configs)
+
+
+def loss_config(cfg: Mapping[str, Any] | LossCfg | None, key: str = "loss") -> LossCfg:
+    """The typed `loss` section, checked strictly."""
+    return cfg if isinstance(cfg, LossCfg) else convert(LossCfg, cfg or {}, key)
+
+
+def create_weighting(cfg: Mapping[str, Any] | WeightingCfg | None, task_names: Sequence[str]) -> MultiTaskWeighting:
+    """Build a strategy from its config (`name` selects it, default "normalized"; keys: `WEIGHTINGS`)."""
+    typed = cfg if isinstance(cfg, WeightingCfg) else loss_config({"weighting": dict(cfg or {})}).weighting
+    kwargs = to_plain(typed)
+    name = kwargs.pop("name")
+    return WEIGHTINGS[name][1](task_names, **kwargs)

@@ -15,13 +15,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from changeagent.errors import ChangeAgentError
-from changeagent.losses.weighting import MultiTaskWeighting, all_reduce_sum
+from changeagent.losses.weighting import MultiTaskWeighting, WeightingCfg, all_reduce_sum
+from changeagent.typed import opt
+
+
+@dataclass
+class GradNormCfg(WeightingCfg):
+    name: str = opt("gradnorm", "GradNorm (Chen et al.) on the encoder's last stage; needs >= 2 tasks")
+    alpha: float = opt(1.5, "restoring force towards equal training rates", ge=0)
+    lr: float | None = opt(None, "lr of the task weights (null: the stage's lr)", gt=0)
 
 
 def _world() -> int:
@@ -31,12 +40,18 @@ def _world() -> int:
 class GradNorm(MultiTaskWeighting):
     """Learned weights `task_weights` [K] (init 1) updated by the GradNorm loss; see module docstring.
 
-    `shared_params`: the parameters whose gradient norms are balanced, normally the last shared
-    layer (e.g. the neck's output projection): each step costs one extra backward per task down to
-    them. Under DDP the per-task gradients w.r.t. them and the losses are averaged over ranks, so
-    every rank computes the same weight update. The initial losses L_i(0) are recorded the first
-    time a task appears (finite and > 0). Norms are taken of unscaled losses (fine for fp32/bf16).
+    `shared_params`: the parameters whose gradient norms are balanced: a layer every task depends on
+    (the engine passes the encoder's last stage, shared by the heads whatever the neck layout); each
+    step costs one extra backward per task down to them. Under DDP the per-task gradients w.r.t.
+    them and the losses are averaged over ranks, so every rank computes the same weight update. The
+    initial losses L_i(0) are recorded the first time a task appears (finite and > 0).
+    `grad_scale`: under fp16 the engine sets the GradScaler's current scale here; each task's loss
+    is multiplied by it before the extra backward (so small fp16 gradients do not underflow) and the
+    gradients are divided by it again: the norms are those of the unscaled gradients. A step whose
+    scaled gradients overflow leaves the weights unchanged (as the scaler skips the step).
     """
+
+    grad_scale: float = 1.0
 
     trainable = True
     initial_losses: Tensor  # [K] float32, L_i(0); NaN until the task is first seen
@@ -69,13 +84,20 @@ class GradNorm(MultiTaskWeighting):
         w = self.task_weights[idx]
         losses = torch.stack([v.float() for v in present.values()])
 
+        if not params:
+            raise ChangeAgentError("loss weighting gradnorm: the shared layer is frozen in this stage")
+        scale = float(self.grad_scale)
         norms = []
         for v in present.values():
-            grads = torch.autograd.grad(v, params, retain_graph=True, allow_unused=True)
+            grads = torch.autograd.grad(v * scale if scale != 1.0 else v, params, retain_graph=True,
+                                        allow_unused=True)
             flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).float()
                               for g, p in zip(grads, params)])
-            norms.append(all_reduce_sum(flat).div_(_world()).norm())
+            norms.append(all_reduce_sum(flat).div_(_world() * scale).norm())
         norms_t = torch.stack(norms).to(w.device)
+        overflow = not bool(torch.isfinite(norms_t).all())
+        if overflow:  # fp16 overflow of the scaled gradients: no weight update this step
+            norms_t = torch.zeros_like(norms_t)
 
         with torch.no_grad():
             mean_loss = all_reduce_sum(losses.detach().clone()).div_(_world()).to(w.device)
@@ -87,7 +109,7 @@ class GradNorm(MultiTaskWeighting):
             rate = torch.where(torch.isfinite(rate), rate, torch.ones_like(rate))
         g = w * norms_t
         target = (g.mean() * rate.pow(self.alpha)).detach()
-        gradnorm_loss = (g - target).abs().sum()
+        gradnorm_loss = (g - target).abs().sum() * (0.0 if overflow else 1.0)
 
         weighted = (w.detach().to(losses.device) * losses).sum()
         total = weighted + (gradnorm_loss - gradnorm_loss.detach()).to(weighted.device)

@@ -18,6 +18,7 @@ means head outputs, targets and metrics share the SECOND class ids without any r
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,47 +30,47 @@ from changeagent.errors import ChangeAgentError
 from changeagent.losses.caption import caption_loss
 from changeagent.losses.contrastive import contrastive_loss
 from changeagent.losses.mask import binary_change_loss, semantic_loss, zero_like_graph
+from changeagent.typed import fail, opt, suggest, to_plain
 
-MASK_DEFAULTS: dict[str, Any] = {"ce": 1.0, "dice": 0.0, "lovasz": 0.0, "change_weight": 1.0,
-                                 "class_weights": None}
-CAPTION_DEFAULTS: dict[str, Any] = {"label_smoothing": 0.0}
 TASKS = ("mask", "caption", "retrieval")  # the groups the weighting strategies balance
 
 
-def _section(cfg: Mapping[str, Any] | None, key: str, defaults: dict[str, Any]) -> dict[str, Any]:
-    given = dict((cfg or {}).get(key) or {})
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ChangeAgentError(f"loss config: unknown key(s) {unknown} in '{key}'; known: {sorted(defaults)}")
-    out = {**defaults, **given}
-    for name, value in out.items():
-        if name != "class_weights" and (not isinstance(value, (int, float)) or value < 0):
-            raise ChangeAgentError(f"loss config: {key}.{name} must be a number >= 0, got {value!r}")
-    return out
+@dataclass
+class MaskLossCfg:
+    """`loss.mask`: terms of the binary change loss and of the semantic losses."""
+
+    ce: float = opt(1.0, "weight of cross-entropy (BCE for the change head)", ge=0)
+    dice: float = opt(0.0, "weight of Dice", ge=0)
+    lovasz: float = opt(0.0, "weight of Lovasz (softmax / hinge)", ge=0)
+    change_weight: float = opt(1.0, "factor of the binary change loss in the mask task", ge=0)
+    class_weights: dict[str, list[float] | None] | None = opt(
+        None, "per dataset, one CE/Dice weight per class, e.g. {levir_mci: [1, 2, 4]}")
+
+    def validate(self, key: str) -> None:
+        for name, w in (self.class_weights or {}).items():
+            if name not in dataset_ids():
+                fail(f"{key}.class_weights.{name}", f"unknown dataset{suggest(name, dataset_ids())}; "
+                     f"known: {', '.join(dataset_ids())}")
+            k = get_spec(name).num_classes
+            if w is not None and k and len(w) != k:  # a custom head's class count comes from its data
+                fail(f"{key}.class_weights.{name}", f"has {len(w)} values, need {k}")
+            if w is not None and any(x < 0 for x in w):
+                fail(f"{key}.class_weights.{name}", f"weights must be >= 0, got {w}")
+
+
+@dataclass
+class CaptionLossCfg:
+    """`loss.caption`: the teacher-forced token cross-entropy."""
+
+    label_smoothing: float = opt(0.0, "label smoothing", ge=0, lt=1)
 
 
 def parse_loss_config(cfg: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Validated (mask, caption) sections with defaults filled in; see `compute_losses`."""
-    unknown = sorted(set(cfg or {}) - {"mask", "caption", "weighting"})
-    if unknown:
-        raise ChangeAgentError(f"loss config: unknown key(s) {unknown}; known: ['caption', 'mask', 'weighting']")
-    mask = _section(cfg, "mask", MASK_DEFAULTS)
-    caption = _section(cfg, "caption", CAPTION_DEFAULTS)
-    weights = mask["class_weights"]
-    if weights is not None:
-        if not isinstance(weights, Mapping):
-            raise ChangeAgentError(
-                "loss config: mask.class_weights must map a dataset id to one weight per class, e.g. "
-                "{levir_mci: [1, 2, 2]}; a plain list is ambiguous across heads"
-            )
-        for name, w in weights.items():
-            if name not in dataset_ids():
-                raise ChangeAgentError(f"loss config: mask.class_weights has unknown dataset {name!r}; "
-                                       f"known: {dataset_ids()}")
-            k = get_spec(name).num_classes
-            if w is not None and k and len(w) != k:  # a custom head's class count comes from its data
-                raise ChangeAgentError(f"loss config: mask.class_weights.{name} has {len(w)} values, need {k}")
-    return mask, caption
+    from changeagent.losses.factory import loss_config  # the whole section (weighting included)
+
+    typed = loss_config(cfg)
+    return to_plain(typed.mask), to_plain(typed.caption)
 
 
 def _rows(datasets: list[str], name: str, device: torch.device) -> Tensor:

@@ -14,12 +14,48 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from changeagent.errors import ChangeAgentError
+from changeagent.typed import opt
+
+
+@dataclass
+class WeightingCfg:
+    """`loss.weighting`: the strategy (`name`) and its keys, below per strategy."""
+
+    name: str = opt("normalized", "fixed | normalized | uncertainty | dwa | gradnorm")
+
+
+@dataclass
+class FixedCfg(WeightingCfg):
+    name: str = opt("fixed", "constant weights")
+    weights: dict[str, float] = opt(help="weight per task, e.g. {mask: 1, caption: 0.5} (default 1 each)",
+                                    factory=dict)
+
+
+@dataclass
+class NormalizedCfg(WeightingCfg):
+    name: str = opt("normalized", "reference (SPEC §3): each loss over its detached value")
+    eps: float = opt(1e-8, "floor of the detached divisor", gt=0)
+
+
+@dataclass
+class UncertaintyCfg(WeightingCfg):
+    name: str = opt("uncertainty", "learned homoscedastic uncertainty (Kendall et al.)")
+    init: float = opt(0.0, "initial log-variance s_i")
+    lr: float | None = opt(None, "lr of the log-variances (null: the stage's lr)", gt=0)
+
+
+@dataclass
+class DWACfg(WeightingCfg):
+    name: str = opt("dwa", "Dynamic Weight Average (Liu et al.)")
+    temperature: float = opt(2.0, "softmax temperature", gt=0)
+    period_steps: int = opt(0, "period of the loss means in steps (0: one epoch)", ge=0)
 
 
 def all_reduce_sum(t: Tensor) -> Tensor:

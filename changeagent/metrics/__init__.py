@@ -1,20 +1,21 @@
 """Metrics: LEVIR-MCI MIoU, SECOND semantic change (SeK, Fscd), COCO caption metrics. See docs/metrics.md."""
 
-from changeagent.metrics.captions import (
-    METRIC_KEYS,
-    caption_report,
-    infer_changeflags,
-    normalize_caption,
-    s_m,
-    score_captions,
-)
-from changeagent.metrics.meteor import MeteorScorer, MeteorUnavailableWarning
-from changeagent.metrics.segmentation import SegmentationMetrics, segmentation_scores
-from changeagent.metrics.semantic_change import (
-    SemanticChangeMetrics,
-    semantic_change_scores,
-    transition_labels,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> module; imported on first use so that `changeagent <cmd> --help` never loads torch
+_LAZY = {
+    **{n: "changeagent.metrics.captions" for n in ("METRIC_KEYS", "caption_report", "infer_changeflags",
+                                                    "normalize_caption", "s_m", "score_captions")},
+    **{n: "changeagent.metrics.semantic_change" for n in ("SemanticChangeMetrics", "semantic_change_scores",
+                                                           "transition_labels")},
+    "MeteorScorer": "changeagent.metrics.meteor",
+    "MeteorUnavailableWarning": "changeagent.metrics.meteor",
+    "SegmentationMetrics": "changeagent.metrics.segmentation",
+    "segmentation_scores": "changeagent.metrics.segmentation",
+}
 
 __all__ = [
     "METRIC_KEYS",
@@ -31,3 +32,11 @@ __all__ = [
     "semantic_change_scores",
     "transition_labels",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

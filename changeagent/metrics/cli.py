@@ -11,14 +11,6 @@ from typing import Any
 
 from changeagent.data.io import write_text_atomic
 from changeagent.errors import ChangeAgentError
-from changeagent.metrics.captions import (
-    METRIC_KEYS,
-    METRIC_LABELS,
-    SUBSETS,
-    caption_report,
-    score_captions,
-    validate_captions,
-)
 
 
 def add_score_captions_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,6 +82,8 @@ def _pct(value: float | None) -> str:
 
 
 def _table(rows: dict[str, dict | None], counts: dict[str, int], level: str) -> str:
+    from changeagent.metrics.captions import METRIC_KEYS, METRIC_LABELS
+
     names = list(rows)
     head = f"caption metrics, {level} level, in percent (CIDEr-D x100)"
     lines = [head, "  " + f"{'':9}" + "".join(f"{n:>12}" for n in names),
@@ -107,6 +101,9 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def run_score_captions(args: argparse.Namespace) -> int:
+    # imported here, not at the top: pycocoevalcap/torch must not slow down `--help` and argument errors
+    from changeagent.metrics.captions import SUBSETS, caption_report, score_captions, validate_captions
+
     if args.id_level and args.vocab is None:
         raise ChangeAgentError("--id-level needs --vocab VOCAB.json")
     if args.vocab is not None and not args.id_level:

@@ -1,15 +1,15 @@
-"""SECOND semantic change metrics (SPEC §2.1 SCD protocol): OA, mIoU, SeK, Fscd.
+"""SECOND semantic change metrics (SPEC §2.1): OA, mIoU, SeK, Fscd and Score.
 
 Inputs are land-cover maps of date A and date B with 0 = unchanged and 1..6 the SECOND classes.
 Two confusion matrices are accumulated at once (both are torchmetrics states summed under DDP):
 
-- `transition` (SPEC, the default keys): one 37-class label per pixel, 0 when unchanged, else
-  `(a - 1) * 6 + b` for land-cover classes a, b in 1..6, i.e. 1..36 (all 36 from-to pairs,
-  a == b included); a 37 x 37 confusion matrix.
-- `per_date` (keys prefixed `per_date_`): the 7 x 7 confusion matrix of the date-A maps plus that of
-  the date-B maps (every pixel counted once per date). This is what the public SCD evaluation code
-  (Bi-SRNet's `SCDD_eval_all` and its descendants) computes, so it is the one to compare with
-  published SECOND tables.
+- `per_date` (the headline keys `oa`, `miou`, `sek`, `fscd`, `score`, ...): the 7 x 7 confusion matrix
+  of the date-A maps plus that of the date-B maps (every pixel counted once per date). This is the
+  protocol of the public SCD evaluation code (Bi-SRNet, SCanNet and successors) behind the published
+  SECOND tables, so our numbers compare with theirs.
+- `transition` (keys prefixed `transition_`): one 37-class label per pixel, 0 when unchanged, else
+  `(a - 1) * 6 + b` for land-cover classes a, b in 1..6 (all 36 from-to pairs, a == b included); a
+  37 x 37 confusion matrix. Stricter: a transition is right only when both dates are right.
 
 Both are scored by `semantic_change_scores`, with the same formulas. See docs/metrics.md.
 """
@@ -51,7 +51,8 @@ def semantic_change_scores(confmat: torch.Tensor) -> dict:
     """SCD scores of a `[K, K]` confusion matrix (rows = target, columns = prediction, 0 = unchanged).
 
     oa = trace / total; binary IoUs from the unchanged / changed split; miou = their mean (NaN
-    ignored); sek = kappa(confmat with [0, 0] zeroed) * exp(iou_changed - 1); fscd = harmonic mean of
+    ignored); sek = kappa(confmat with [0, 0] zeroed) * exp(iou_changed - 1); score = 0.3 miou +
+    0.7 sek; fscd = harmonic mean of
     precision_sc = (correct changed pixels) / (predicted changed) and recall_sc = (same) /
     (target changed), where "correct" means the same non-zero class in prediction and target.
     """
@@ -74,11 +75,14 @@ def semantic_change_scores(confmat: torch.Tensor) -> dict:
         fscd = math.nan
     else:
         fscd = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    miou = nanmean([iou_unchanged, iou_changed])
+    sek = kappa_n0 * math.exp(iou_changed - 1)
     return {
         "oa": _ratio(float(cm.diag().sum()), float(cm.sum())),
-        "miou": nanmean([iou_unchanged, iou_changed]),
-        "sek": kappa_n0 * math.exp(iou_changed - 1),
+        "miou": miou,
+        "sek": sek,
         "fscd": fscd,
+        "score": 0.3 * miou + 0.7 * sek,  # the SCD papers' ranking score
         "iou_unchanged": iou_unchanged,
         "iou_changed": iou_changed,
         "kappa_n0": kappa_n0,
@@ -94,8 +98,8 @@ class SemanticChangeMetrics(Metric):
     0 (unchanged) .. 6; targets may hold `ignore_index` (a pixel is skipped when either target date is
     ignored). A predicted pixel is changed only when both dates carry a class; a target pixel with a
     class on one date and 0 on the other is an error (SECOND labels change on both dates).
-    compute() -> dict: `oa, miou, sek, fscd, iou_unchanged, iou_changed, kappa_n0, precision_sc,
-    recall_sc` (transition protocol) and the same keys prefixed `per_date_`.
+    compute() -> dict: `oa, miou, sek, fscd, score, iou_unchanged, iou_changed, kappa_n0,
+    precision_sc, recall_sc` (the per-date SCD protocol) and the same keys prefixed `transition_`.
     """
 
     is_differentiable = False
@@ -148,6 +152,6 @@ class SemanticChangeMetrics(Metric):
         self.update(pred[:, 0], pred[:, 1], target[:, 0], target[:, 1])
 
     def compute(self) -> dict:
-        out = semantic_change_scores(self.confmat)
-        out.update({f"per_date_{k}": v for k, v in semantic_change_scores(self.confmat_per_date).items()})
+        out = semantic_change_scores(self.confmat_per_date)
+        out.update({f"transition_{k}": v for k, v in semantic_change_scores(self.confmat).items()})
         return out

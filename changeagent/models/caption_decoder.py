@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import cast
 
 import torch
@@ -15,6 +16,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from changeagent.errors import ChangeAgentError
+from changeagent.typed import fail, opt
+
+
+@dataclass
+class CaptionDecoderCfg:
+    """`model.caption_decoder`: the Transformer caption decoder."""
+
+    dim: int = opt(256, "model width", gt=0)
+    layers: int = opt(2, "decoder layers", ge=1)
+    heads: int = opt(8, "attention heads (must divide dim)", ge=1)
+    ffn_ratio: float = opt(4.0, "feed-forward width / dim", gt=0)
+    dropout: float = opt(0.1, "dropout", ge=0, lt=1)
+    levels: int = opt(1, "how many of the deepest fused levels it reads as image tokens", ge=1)
+    dataset_token: bool = opt(True, "prepend a learned per-dataset token (one decoder, each dataset's style)")
+    tie_embeddings: bool = opt(False, "share the word embedding with the output projection")
+
+    def validate(self, key: str) -> None:
+        if self.dim % self.heads:
+            fail(f"{key}.heads", f"{self.heads} does not divide {key}.dim={self.dim}")
 
 Cache = list[dict[str, Tensor]]
 

@@ -52,7 +52,7 @@ def run_model_info(args: argparse.Namespace) -> int:
     model = create_model(cfg, args.vocab_size, device="meta")  # shapes only: nothing allocated
     counts = model.param_counts()
     conf = model.config
-    if conf.get("arch") == "mci":
+    if conf.get("type") == "mci":
         neck = "MCI detection + caption necks (the reference)"
     else:
         neck = f"{conf['neck']['name']}{' (separate caption neck)' if conf['separate_necks'] else ''}"

@@ -1,75 +1,92 @@
-"""`create_model(cfg, vocab_size)`: a model from a plain dict of names and sizes.
-
-`cfg["arch"]` picks the architecture from `ARCHITECTURES`: "modular" (default; `ChangeCaptioner` built
-from our parts, every key in `DEFAULTS`) or "mci" (the faithful reference, `changeagent.models.mci`).
-"""
+"""`create_model(cfg, vocab_size)`: a ChangeCaptioner from a plain dict of names and sizes."""
 
 from __future__ import annotations
 
 import contextlib
-import copy
+import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from changeagent.data.constants import DATASETS
-from changeagent.data.registry import get_spec
+from changeagent.data.registry import dataset_ids, get_spec
 from changeagent.errors import ChangeAgentError
-from changeagent.models.caption_decoder import CaptionDecoder
+from changeagent.models.caption_decoder import CaptionDecoder, CaptionDecoderCfg
 from changeagent.models.change_captioner import ChangeCaptioner, Necks
 from changeagent.models.encoder import Encoder
-from changeagent.models.mask_decoder import MaskDecoder
-from changeagent.models.necks import build_neck
+from changeagent.models.mask_decoder import MaskDecoder, MaskDecoderCfg
+from changeagent.models.mci.config import MCIConfig
+from changeagent.models.model_cfg import ModelTypeCfg
+from changeagent.models.necks import build_neck, neck_config, neck_configs
+from changeagent.models.necks.base import DiffNeckCfg, NeckCfg
 from changeagent.models.retrieval import RetrievalConfig, RetrievalHead
+from changeagent.typed import convert, fail, opt, suggest, to_plain
 
-# every key a model config may hold, with its default (configs/model/*.yaml override these)
-DEFAULTS: dict[str, Any] = {
-    "arch": "modular",            # see ARCHITECTURES
-    "name": None,                 # informative only
-    "encoder": "resnet18",
-    "encoder_weights": None,      # None (offline), "imagenet", or a local weights file
-    "in_channels": 3,
-    "neck": {"name": "diff"},
-    "separate_necks": False,      # the reference uses one neck per head
-    "caption_neck": {},           # keys overriding `neck` for the caption neck when separate
-    "mask_decoder": {"channels": 64, "dropout": 0.0, "fine": 0},  # fine: stride-2 stage width, 0 = off
-    "caption_decoder": {"dim": 256, "layers": 2, "heads": 8, "ffn_ratio": 4.0, "dropout": 0.1,
-                        "levels": 1, "dataset_token": True, "tie_embeddings": False},
-    "datasets": list(DATASETS),   # datasets it is built for: semantic heads, caption tokens
-    "num_classes": {},            # classes of a head whose dataset takes them from its data (custom)
-    "retrieval": RetrievalConfig().to_dict(),  # text-to-pair retrieval head (models/retrieval.py)
-    "compile": False,             # torch.compile the encoder, necks and decoders' forward
-    "channels_last": True,        # NHWC activations: 20-30 % faster convolutions on CPU and GPU
-}
-_SECTIONS = ("mask_decoder", "caption_decoder")
+
+@dataclass
+class ModelCfg(ModelTypeCfg):
+    """`model`: the joint ChangeCaptioner (configs/model/*.yaml hold complete examples)."""
+
+    encoder: str = opt("resnet18", "smp encoder name (resnet18, mit_b1, tu-<timm name>, ...)")
+    encoder_weights: str | None = opt(None, "null (offline), imagenet, or a local weights file")
+    in_channels: int = opt(3, "input bands per date", ge=1)
+    neck: NeckCfg = opt(help="the fusion neck (the mask neck when separate_necks)", factory=DiffNeckCfg,
+                        variants=neck_configs)
+    separate_necks: bool = opt(False, "one neck per head, as the reference (the caption neck reads the deepest levels)")
+    caption_neck: dict[str, Any] = opt(help="keys overriding `neck` for the caption neck when separate_necks",
+                                       factory=dict)
+    mask_decoder: MaskDecoderCfg = opt(help="mask decoder", factory=MaskDecoderCfg)
+    caption_decoder: CaptionDecoderCfg = opt(help="caption decoder", factory=CaptionDecoderCfg)
+    datasets: list[str] | None = opt(None, "datasets it is built for: semantic heads, caption tokens (null: the "
+                                     "run's data.datasets; levir_mci + second_cc for a bare create_model)",
+                                     choices=dataset_ids)
+    num_classes: dict[str, int] = opt(help="classes of a head whose dataset takes them from its data (custom)",
+                                      factory=dict)
+    retrieval: RetrievalConfig = opt(help="text-to-pair retrieval head (models/retrieval.py; enabled: false = none)",
+                                     factory=RetrievalConfig)
+    compile: bool = opt(False, "torch.compile the encoder, necks and decoders' forward")
+    channels_last: bool = opt(True, "NHWC activations: 20-30 % faster convolutions on CPU and GPU")
+
+    def validate(self, key: str) -> None:
+        # the caption neck is `neck` with these keys replaced: it must be a valid neck config itself
+        if self.caption_neck:
+            neck_config({**dataclasses.asdict(self.neck), **self.caption_neck}, f"{key}.caption_neck")
+        RetrievalConfig.parse(dataclasses.asdict(self.retrieval))  # its own range checks
+        if self.datasets is not None and (not self.datasets or len(set(self.datasets)) != len(self.datasets)):
+            fail(f"{key}.datasets", f"must be a non-empty list of distinct dataset ids, got {self.datasets}")
+        for name in self.num_classes:
+            if self.datasets is not None and name not in self.datasets:
+                fail(f"{key}.num_classes.{name}", f"is not one of {key}.datasets {self.datasets}")
+            if self.num_classes[name] < 2:
+                fail(f"{key}.num_classes.{name}", f"must be >= 2, got {self.num_classes[name]}")
+
+
+# model type -> (config dataclass, builder(cfg dict, vocab_size, device) -> model); the `model.type` key
+MODEL_TYPES: dict[str, tuple[type, Callable[..., Any]]] = {}
+
+
+def model_configs() -> dict[str, type]:
+    """Model type -> its config dataclass (the `variants` of the run config's `model`)."""
+    return {name: cfg for name, (cfg, _) in MODEL_TYPES.items()}
+
+
+def model_config(cfg: dict[str, Any], key: str = "model") -> Any:
+    """The typed config of a model dict, checked strictly (unknown keys, types, ranges)."""
+    if not isinstance(cfg, dict):
+        raise ChangeAgentError(f"{key}: must be a mapping, got {type(cfg).__name__}")
+    kind = cfg.get("type", "change_captioner")
+    if kind not in MODEL_TYPES:
+        fail(f"{key}.type", f"{kind!r} is not one of {', '.join(MODEL_TYPES)}{suggest(str(kind), list(MODEL_TYPES))}")
+    return convert(MODEL_TYPES[kind][0], cfg, key)
 
 
 def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Defaults filled in and keys checked: the dict a model is built from and saved with."""
-    if not isinstance(cfg, dict):
-        raise ChangeAgentError(f"model config must be a mapping, got {type(cfg).__name__}")
-    unknown = sorted(set(cfg) - set(DEFAULTS))
-    if unknown:
-        raise ChangeAgentError(f"model config: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
-    out = copy.deepcopy(DEFAULTS)
-    for key, value in copy.deepcopy(cfg).items():
-        if key in _SECTIONS:
-            if not isinstance(value, dict):
-                raise ChangeAgentError(f"model config: {key} must be a mapping, got {value!r}")
-            bad = sorted(set(value) - set(DEFAULTS[key]))
-            if bad:
-                raise ChangeAgentError(f"model config: unknown {key} key(s) {bad}; known: {sorted(DEFAULTS[key])}")
-            out[key].update(value)
-        else:
-            out[key] = value
-    given = out["retrieval"]
-    if isinstance(given, dict):  # partial sections fill in from the defaults
-        given = {**DEFAULTS["retrieval"], **given}
-    out["retrieval"] = RetrievalConfig.parse(given).to_dict()
-    for key in ("neck", "caption_neck"):
-        if not isinstance(out[key], dict):
-            raise ChangeAgentError(f"model config: {key} must be a mapping, got {out[key]!r}")
+    """Defaults filled in and every key checked: the dict a model is built from and saved with."""
+    out = to_plain(model_config(cfg))
+    if out.get("datasets") is None:  # outside a run (which sets its own datasets): the two joint heads
+        out["datasets"] = list(DATASETS)
     return out
 
 
@@ -94,23 +111,17 @@ def head_shapes(cfg: dict[str, Any]) -> dict[str, tuple[int, int]]:
 
 
 def create_model(cfg: dict[str, Any], vocab_size: int,
-                 device: str | torch.device | None = None) -> ChangeCaptioner:
-    """Build the model described by `cfg` (configs/model/*.yaml); `cfg["arch"]` selects the builder.
+                 device: str | torch.device | None = None) -> Any:
+    """Build the model described by `cfg` (its `type` selects the builder; see `ModelCfg`).
 
     `device` builds the parameters there directly (`"meta"`: shapes only, for counting).
     """
-    if not isinstance(cfg, dict):
-        raise ChangeAgentError(f"model config must be a mapping, got {type(cfg).__name__}")
-    arch = cfg.get("arch", "modular")
-    if arch not in ARCHITECTURES:
-        raise ChangeAgentError(f"model config: unknown arch {arch!r}; choices: {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[arch](cfg, vocab_size, device)
-
-
-def build_modular(cfg: dict[str, Any], vocab_size: int,
-                  device: str | torch.device | None = None) -> ChangeCaptioner:
-    """`ChangeCaptioner` from our parts (see `DEFAULTS`)."""
     cfg = resolve_config(cfg)
+    return MODEL_TYPES[cfg["type"]][1](cfg, vocab_size, device)
+
+
+def _build_change_captioner(cfg: dict[str, Any], vocab_size: int,
+                            device: str | torch.device | None = None) -> ChangeCaptioner:
     # smp's mit_* constructor calls .item(), which the meta device cannot do: build it on the CPU
     encoder = Encoder(cfg["encoder"], in_channels=cfg["in_channels"], weights=cfg["encoder_weights"])
     if device is not None:
@@ -129,7 +140,7 @@ def _assemble(cfg: dict[str, Any], vocab_size: int, encoder: Encoder) -> ChangeC
     caption_neck = None
     if cfg["separate_necks"]:
         caption_neck = build_neck({**cfg["neck"], **cfg["caption_neck"]}, encoder.out_channels,
-                                  levels=list(range(n_levels - cap_levels, n_levels)))
+                                  levels=list(range(n_levels - cap_levels, n_levels)), key="model.caption_neck")
     necks = Necks(mask_neck, caption_neck, cap_levels)
     cap_in = (caption_neck if caption_neck is not None else mask_neck).out_channels[-cap_levels:]
     mask_decoder = MaskDecoder(mask_neck.out_channels, heads=head_shapes(cfg), fine_in=encoder.fine_channels,
@@ -143,18 +154,14 @@ def _assemble(cfg: dict[str, Any], vocab_size: int, encoder: Encoder) -> ChangeC
     return model
 
 
-def _build_mci(cfg: dict[str, Any], vocab_size: int,
-               device: str | torch.device | None = None) -> ChangeCaptioner:
-    from changeagent.models.mci.model import build_mci
+def _build_mci(cfg: dict[str, Any], vocab_size: int, device: str | torch.device | None = None) -> ChangeCaptioner:
+    from changeagent.models.mci.model import build_mci  # the faithful reference (models/mci/)
 
     return build_mci(cfg, vocab_size, device)
 
 
-# arch name -> builder(cfg, vocab_size, device)
-ARCHITECTURES: dict[str, Callable[[dict[str, Any], int, str | torch.device | None], ChangeCaptioner]] = {
-    "modular": build_modular,
-    "mci": _build_mci,
-}
+MODEL_TYPES["change_captioner"] = (ModelCfg, _build_change_captioner)
+MODEL_TYPES["mci"] = (MCIConfig, _build_mci)
 
 
 def compile_model(model: ChangeCaptioner, **kwargs: Any) -> ChangeCaptioner:

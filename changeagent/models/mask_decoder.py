@@ -14,6 +14,7 @@ of a stride-4 map, and bilinear upsampling of stride-4 logits rounds its corners
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import cast
 
 import torch
@@ -21,6 +22,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from changeagent.errors import ChangeAgentError
+from changeagent.typed import opt
+
+
+@dataclass
+class MaskDecoderCfg:
+    """`model.mask_decoder`: the FPN-style decoder and its heads."""
+
+    channels: int = opt(64, "decoder width", gt=0)
+    dropout: float = opt(0.0, "dropout before the 1x1 heads", ge=0, lt=1)
+    fine: int = opt(0, "width of the stride-2 refinement stage (0: off)", ge=0)
+
 
 
 def _conv_bn_relu(c_in: int, c_out: int, k: int) -> nn.Sequential:

@@ -192,8 +192,10 @@ def test_build_transforms_options():
     assert build_transforms({"enabled": False}, train=True) is None
     assert build_transforms({}, train=True) is None  # an empty config means no augmentation
     assert build_transforms({"enabled": True}, train=True).cfg["dihedral"] == 0.875
-    for cfg, msg in [({"flip": True}, "unknown augmentation"), ({"dihedral_elements": ["x"]}, "dihedral element"),
-                     ({"crop": -3}, "crop"), ({"dihedral": 2}, "probability")]:
+    for cfg, msg in [({"flip": True}, "augment.flip: unknown key"),
+                     ({"dihedral_elements": ["x"]}, r"dihedral_elements\[0\]: 'x' is not one of"),
+                     ({"crop": -3}, "crop"), ({"dihedral": 2}, r"dihedral: must be in \[0, 1\]"),
+                     ({"color_jitter": 0.2}, "augment.color_jitter: expected a mapping")]:
         with pytest.raises(ChangeAgentError, match=msg):
             build_transforms(cfg, train=True)
 

@@ -19,7 +19,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), *SMALL, "--json", str(tmp_path / "report.json")]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"levir_mci", "second_cc"}
+    assert set(metrics) == {"levir_mci", "second_cc", "eval"} and metrics["eval"]["caption_level"] == "word"
     assert metrics["levir_mci"]["n_pairs"] == 4 and "sek" in metrics["second_cc"]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["train"]["step"] == 3 and report["minutes"] > 0

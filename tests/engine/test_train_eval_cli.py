@@ -45,10 +45,16 @@ def test_levir_contract_time_budget_then_eval(tmp_path, synth_roots, capsys):
     ev = tmp_path / "eval"
     rc = main(["eval", "-c", str(config_dir() / "levir_mci.yaml"), "--checkpoint", str(best), "--split", "test",
                f"data.levir_mci.root={synth_roots['levir_mci']}", *TINY_OVERRIDES, "eval.meteor=true",
+               "eval.method=beam", "eval.beam_size=2", "eval.length_penalty=0.7", "eval.caption_level=id",
                "--out", str(ev), "--save-predictions"])
     assert rc == 0
+    table = capsys.readouterr().out
+    assert "MIoU" in table and "B4" in table and "levir_mci" in table
+    assert "caption metrics on vocabulary ids" in table  # the table says which level it shows
     metrics = json.loads((ev / "metrics.json").read_text())
-    assert set(metrics) == {"levir_mci"}
+    assert set(metrics) == {"levir_mci", "eval"}
+    assert metrics["eval"] == {"method": "beam", "beam_size": 2, "length_penalty": 0.7, "max_len": 41,
+                               "caption_level": "id", "meteor": True}
     m = metrics["levir_mci"]
     assert CAPTION_KEYS | {"miou", "iou_per_class"} <= set(m)
     assert len(m["iou_per_class"]) == 3 and 0.0 <= m["miou"] <= 1.0 and 0.0 <= m["bleu4"] <= 1.0
@@ -58,8 +64,6 @@ def test_levir_contract_time_budget_then_eval(tmp_path, synth_roots, capsys):
     assert len(list(preds.glob("*.png"))) == 5
     captions = json.loads((preds / "captions.json").read_text())
     assert len(captions) == 5 and all("prediction" in v for v in captions.values())
-    table = capsys.readouterr().out
-    assert "MIoU" in table and "B4" in table and "levir_mci" in table
 
 
 def test_joint_staged_training_and_second_keys(tmp_path, synth_roots):
@@ -86,7 +90,7 @@ def test_joint_staged_training_and_second_keys(tmp_path, synth_roots):
     ev = tmp_path / "eval"
     assert main(["eval", "-c", str(cfg), "--checkpoint", str(out / "best"), "--split", "val", "--out", str(ev)]) == 0
     metrics = json.loads((ev / "metrics.json").read_text())
-    assert set(metrics) == {"levir_mci", "second_cc"}
-    assert {"oa", "sek", "fscd", "miou", "iou_per_class"} <= set(metrics["second_cc"])
+    assert set(metrics) == {"levir_mci", "second_cc", "eval"}
+    assert {"oa", "sek", "fscd", "miou", "score", "transition_sek", "iou_per_class"} <= set(metrics["second_cc"])
     assert CAPTION_KEYS <= set(metrics["second_cc"])
     assert len(metrics["second_cc"]["iou_per_class"]) == 7

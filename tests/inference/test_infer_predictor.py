@@ -182,3 +182,20 @@ def test_custom_head_decodes_with_the_classes_saved_beside_the_weights(tmp_path)
     assert p.head == "custom" and p.channels == 4 and p.spec.classes == ("none", "pool", "shed")
     pred = p.predict(*_tile("test_2_0000_0000"))
     assert set(pred.changed_fraction) == {"pool", "shed"} and pred.mask.max() <= 2
+
+
+def test_scale_auto_is_one_stretch_for_both_dates(predictor):
+    """A brighter date B must stay brighter after scaling (separate stretches would erase the change)."""
+    g = np.random.default_rng(0)
+    a = g.integers(100, 1000, size=(64, 64, 3)).astype(np.uint16)
+    b = a * 2  # a real radiometric change: everything twice as bright
+    x = predictor.prepare_pair(a, b)  # normalised [2, C, H, W]
+    std = np.asarray(predictor.std, np.float32)[:, None, None]
+    mean = np.asarray(predictor.mean, np.float32)[:, None, None]
+    a01, b01 = x[0] * std + mean, x[1] * std + mean
+    assert b01.mean() > a01.mean() + 0.2
+    lo, hi = Scaler("auto").fit_pair(a.transpose(2, 0, 1), None, b.transpose(2, 0, 1), None)
+    both = np.concatenate([a, b]).reshape(-1, 3)
+    assert np.allclose(lo, np.percentile(both, 2, axis=0)) and np.allclose(hi, np.percentile(both, 98, axis=0))
+    with pytest.raises(ChangeAgentError, match="--scale auto needs one dtype"):
+        predictor.prepare_pair(a.astype(np.uint8), b)

@@ -122,7 +122,7 @@ def test_class_weights_per_dataset_and_config_errors():
     for cfg, msg in [({"mask": {"dcie": 1.0}}, "unknown key"),
                      ({"masks": {}}, "unknown key"),
                      ({"mask": {"ce": -1}}, ">= 0"),
-                     ({"mask": {"class_weights": [1, 2, 3]}}, "map a dataset id"),
+                     ({"mask": {"class_weights": [1, 2, 3]}}, "class_weights: expected a mapping"),
                      ({"mask": {"class_weights": {"second_cc": [1, 2]}}}, "need 7"),
                      ({"mask": {"class_weights": {"levir": [1, 2, 3]}}}, "unknown dataset")]:
         with pytest.raises(ChangeAgentError, match=msg):

@@ -206,9 +206,9 @@ def test_resume_state_holds_history_and_initial_losses():
 
 
 def test_config_and_input_errors():
-    for cfg, msg in [({"name": "softmax"}, "unknown name"),
-                     ({"name": "dwa", "temp": 2}, "unknown key"),
-                     ({"name": "dwa", "temperature": 0}, "temperature > 0"),
+    for cfg, msg in [({"name": "softmax"}, "name: 'softmax' is not one of"),
+                     ({"name": "dwa", "temp": 2}, "temp: unknown key .did you mean 'temperature'"),
+                     ({"name": "dwa", "temperature": 0}, "temperature: must be > 0"),
                      ({"name": "fixed", "weights": {"det": 1.0}}, "unknown task"),
                      ({"name": "gradnorm", "alpha": -1}, "alpha")]:
         with pytest.raises(ChangeAgentError, match=msg):

@@ -1,4 +1,5 @@
-"""SECOND SCD metrics (OA, mIoU, SeK, Fscd): every expected number below is computed by hand."""
+"""SECOND SCD metrics (OA, mIoU, SeK, Fscd, Score): every expected number below is computed by hand,
+or by the independent plain-Python version of the published per-date protocol at the end."""
 
 from __future__ import annotations
 
@@ -59,32 +60,33 @@ def test_transition_protocol_by_hand() -> None:
     cells = {(int(i), int(j)): int(m.confmat[i, j]) for i, j in m.confmat.nonzero()}
     assert cells == {(0, 0): 1, (0, 23): 1, (3, 3): 1, (8, 7): 1, (4, 0): 1}
     out = m.compute()
-    assert out["oa"] == pytest.approx(2 / 5)
-    assert out["iou_unchanged"] == pytest.approx(1 / 3)  # tn 1, fp 1, fn 1
-    assert out["iou_changed"] == pytest.approx(2 / 4)  # tp 2 (pixels 3, 4)
-    assert out["miou"] == pytest.approx(5 / 12)
+    assert out["transition_oa"] == pytest.approx(2 / 5)
+    assert out["transition_iou_unchanged"] == pytest.approx(1 / 3)  # tn 1, fp 1, fn 1
+    assert out["transition_iou_changed"] == pytest.approx(2 / 4)  # tp 2 (pixels 3, 4)
+    assert out["transition_miou"] == pytest.approx(5 / 12)
     # [0,0] zeroed: 4 pixels, 1 on the diagonal; only labels 0 and 3 have row and column mass: pe 2/16
-    assert out["kappa_n0"] == pytest.approx((1 / 4 - 1 / 8) / (1 - 1 / 8))
-    assert out["sek"] == pytest.approx(1 / 7 * math.exp(-1 / 2))
-    assert out["precision_sc"] == pytest.approx(1 / 3)
-    assert out["recall_sc"] == pytest.approx(1 / 3)
-    assert out["fscd"] == pytest.approx(1 / 3)
+    assert out["transition_kappa_n0"] == pytest.approx((1 / 4 - 1 / 8) / (1 - 1 / 8))
+    assert out["transition_sek"] == pytest.approx(1 / 7 * math.exp(-1 / 2))
+    assert out["transition_precision_sc"] == pytest.approx(1 / 3)
+    assert out["transition_recall_sc"] == pytest.approx(1 / 3)
+    assert out["transition_fscd"] == pytest.approx(1 / 3)
 
 
-def test_per_date_protocol_by_hand() -> None:
+def test_headline_keys_are_the_per_date_protocol_by_hand() -> None:
     out = _hand_case().compute()
     # ten (target, pred) pairs: A (0,0) (0,4) (1,1) (2,2) (1,0); B (0,0) (0,5) (3,3) (2,1) (4,4)
     # tn 2, fp 2, fn 1, tp 5; semantic TP 4
-    assert out["per_date_oa"] == pytest.approx(6 / 10)
-    assert out["per_date_iou_unchanged"] == pytest.approx(2 / 5)
-    assert out["per_date_iou_changed"] == pytest.approx(5 / 8)
-    assert out["per_date_miou"] == pytest.approx(41 / 80)
+    assert out["oa"] == pytest.approx(6 / 10)
+    assert out["iou_unchanged"] == pytest.approx(2 / 5)
+    assert out["iou_changed"] == pytest.approx(5 / 8)
+    assert out["miou"] == pytest.approx(41 / 80)
     # [0,0] zeroed: n 8, po 4/8; rows 2,2,2,1,1,0,0 cols 1,2,1,1,2,1,0 -> pe (2+4+2+1+2) / 64
-    assert out["per_date_kappa_n0"] == pytest.approx(21 / 53)
-    assert out["per_date_sek"] == pytest.approx(21 / 53 * math.exp(5 / 8 - 1))
-    assert out["per_date_precision_sc"] == pytest.approx(4 / 7)
-    assert out["per_date_recall_sc"] == pytest.approx(4 / 6)
-    assert out["per_date_fscd"] == pytest.approx(8 / 13)
+    assert out["kappa_n0"] == pytest.approx(21 / 53)
+    assert out["sek"] == pytest.approx(21 / 53 * math.exp(5 / 8 - 1))
+    assert out["precision_sc"] == pytest.approx(4 / 7)
+    assert out["recall_sc"] == pytest.approx(4 / 6)
+    assert out["fscd"] == pytest.approx(8 / 13)
+    assert out["score"] == pytest.approx(0.3 * 41 / 80 + 0.7 * 21 / 53 * math.exp(5 / 8 - 1))
 
 
 def test_perfect_prediction_scores_one() -> None:
@@ -93,7 +95,7 @@ def test_perfect_prediction_scores_one() -> None:
     m = SemanticChangeMetrics()
     m.update(a, b, a, b)
     out = m.compute()
-    for key in ("oa", "miou", "sek", "fscd", "per_date_oa", "per_date_sek", "per_date_fscd"):
+    for key in ("oa", "miou", "sek", "fscd", "score", "transition_oa", "transition_sek", "transition_fscd"):
         assert out[key] == pytest.approx(1.0), key
 
 
@@ -139,3 +141,49 @@ def test_bad_input_raises() -> None:
         SemanticChangeMetrics().update(z, z[:, :2], z, z)
     with pytest.raises(ChangeAgentError, match=r"\[B, 2, H, W\]"):
         SemanticChangeMetrics().update_stacked(z, z)
+
+
+def _published_protocol(pred_a, pred_b, target_a, target_b) -> dict:
+    """Independent, deliberately plain version of the public SCD evaluation: one 7x7 histogram over
+    both dates' maps (rows target, columns prediction), then OA, mIoU, SeK, Fscd and Score."""
+    hist = [[0] * 7 for _ in range(7)]
+    for preds, targets in ((pred_a, target_a), (pred_b, target_b)):
+        for p, t in zip(preds.flatten().tolist(), targets.flatten().tolist()):
+            hist[t][p] += 1
+    total = sum(map(sum, hist))
+    oa = sum(hist[i][i] for i in range(7)) / total
+    tn = hist[0][0]
+    fp = sum(hist[0][1:])
+    fn = sum(hist[i][0] for i in range(1, 7))
+    tp = sum(hist[i][j] for i in range(1, 7) for j in range(1, 7))
+    iou_u, iou_c = tn / (tn + fp + fn), tp / (tp + fp + fn)
+    n0 = [row[:] for row in hist]
+    n0[0][0] = 0
+    n = sum(map(sum, n0))
+    po = sum(n0[i][i] for i in range(7)) / n
+    pe = sum(sum(n0[i]) * sum(n0[k][i] for k in range(7)) for i in range(7)) / n ** 2
+    kappa = 0.0 if pe == 1 else (po - pe) / (1 - pe)
+    sek = kappa * math.exp(iou_c) / math.e
+    sc_tp = sum(hist[i][i] for i in range(1, 7))
+    precision, recall = sc_tp / (tp + fp), sc_tp / (tp + fn)
+    miou = (iou_u + iou_c) / 2
+    return {"oa": oa, "miou": miou, "sek": sek, "fscd": 2 * precision * recall / (precision + recall),
+            "score": 0.3 * miou + 0.7 * sek}
+
+
+def test_headline_keys_match_an_independent_published_protocol() -> None:
+    g = torch.Generator().manual_seed(7)
+    for _ in range(3):
+        ta = torch.randint(0, 7, (3, 16, 16), generator=g)
+        tb = torch.where(ta > 0, torch.randint(1, 7, ta.shape, generator=g), 0)
+        # a realistic prediction: unchanged unless "the change head" fires, then a class per date
+        changed = torch.rand(ta.shape, generator=g) < 0.5
+        pa = torch.where(changed, torch.randint(1, 7, ta.shape, generator=g), 0)
+        pb = torch.where(changed, torch.randint(1, 7, ta.shape, generator=g), 0)
+        m = SemanticChangeMetrics()
+        m.update(pa, pb, ta, tb)
+        ours = m.compute()
+        ref = _published_protocol(pa, pb, ta, tb)
+        for key, value in ref.items():
+            assert ours[key] == pytest.approx(value, rel=1e-9), key
+        assert ours["transition_sek"] != pytest.approx(ours["sek"])  # the 37-class variant is another number

@@ -23,7 +23,7 @@ from changeagent.models.mci.model import MCIModel
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = FIXTURES / "mci_reference"
 VOCAB_JSON = DATA / "levir_mci_captions" / "vocab.json"
-TINY = {"arch": "mci", "encoder": "mit_b0", "heads": 2, "mask_neck_layers": 1, "caption_neck_layers": 2,
+TINY = {"type": "mci", "encoder": "mit_b0", "heads": 2, "mask_neck_layers": 1, "caption_neck_layers": 2,
         "decoder_dim": 32, "decoder_layers": 2, "pos_size": 4, "max_len": 12}
 
 
@@ -42,7 +42,7 @@ def test_converted_reference_checkpoint_reproduces_the_reference_outputs(tmp_pat
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["vocab_size"] == 468 and summary["ignored"] > 0  # unused reference modules dropped
     config = json.loads((out / "config.json").read_text())
-    assert config["model"]["arch"] == "mci"
+    assert config["model"]["type"] == "mci"
     assert config["data_norm"] == {"mean": [0.39073, 0.38623, 0.32989], "std": [0.15329, 0.14628, 0.13648]}
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "vocab.json"]
 
@@ -136,10 +136,10 @@ def test_mci_contract_batched_decoding_and_save_load(tmp_path):
 
 
 @pytest.mark.parametrize("cfg,match", [
-    ({"arch": "mci", "heads": 3}, "heads"),
-    ({"arch": "mci", "neck": {}}, "unknown key"),
-    ({"arch": "mci", "datasets": ["levir_mci", "second_cc"]}, "one 3-class LEVIR-MCI head"),
-    ({"arch": "mcx"}, "unknown arch 'mcx'; choices"),
+    ({"type": "mci", "heads": 3}, "heads"),
+    ({"type": "mci", "neck": {}}, "unknown key"),
+    ({"type": "mci", "datasets": ["levir_mci", "second_cc"]}, "one 3-class LEVIR-MCI head"),
+    ({"type": "mcx"}, r"model.type: 'mcx' is not one of change_captioner, mci \(did you mean 'mci'\?\)"),
 ])
 def test_mci_config_errors(cfg, match):
     with pytest.raises(ChangeAgentError, match=match):

@@ -54,11 +54,11 @@ def test_save_and_load_keep_the_head(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("bad, msg", [
-    ({"dims": 3}, "unknown retrieval key"),
+    ({"dims": 3}, "model.retrieval.dims: unknown key .did you mean .dim.?"),
     ({"dim": 0}, "retrieval.dim"),
     ({"text_dim": 30, "heads": 4}, "not divisible"),
     ({"temperature": 0}, "temperature"),
-    ("yes", "must be a mapping"),
+    ("yes", "model.retrieval: expected a mapping"),
 ])
 def test_bad_config(bad, msg) -> None:
     with pytest.raises(ChangeAgentError, match=msg):

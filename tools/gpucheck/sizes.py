@@ -14,7 +14,7 @@ DRY_MODEL_OVERRIDES: dict[str, dict[str, Any]] = {
     "fast": {"encoder": "tu-mobilenetv3_small_050", "neck": {"dim": 32, "heads": 2},
              "mask_decoder": {"channels": 16}, "caption_decoder": {"dim": 32, "layers": 1, "heads": 2}},
     # both shapes of configs/model/mci.yaml: the modular rebuild (neck, decoders) and the faithful port
-    # (arch: mci; heads, *_layers, decoder_dim, pos_size); keys a config lacks are left out
+    # (type: mci; heads, *_layers, decoder_dim, pos_size); keys a config lacks are left out
     "mci": {"encoder": "mit_b0", "neck": {"dim": 32, "depth": 1, "heads": 2, "ffn_ratio": 2},
             "caption_neck": {"ffn_ratio": 2}, "mask_decoder": {"channels": 16},
             "caption_decoder": {"dim": 32, "heads": 2},

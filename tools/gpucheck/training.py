@@ -50,7 +50,7 @@ def run_config(ctx: Context, model: str, precision: str, out: Path, **train: Any
     return {
         "run": {"out_dir": str(out), "seed": 0, "device": str(ctx.device), "threads": 1 if ctx.dry_run else None},
         "data": {
-            "datasets": ["levir_mci"], "levir_mci": {"root": None},
+            "datasets": ["levir_mci"], "levir_mci": {"synthetic": True},
             # the engine generates the synthetic benchmark once into this folder and reuses it
             "synth": {"dir": str(ctx.work / "synth"), "n_train": s.train_pairs, "n_val": s.val_pairs,
                       "n_test": 1, "size": s.image, "seed": 0},
@@ -123,7 +123,7 @@ def median(xs: list[float]) -> float | None:
 
 
 def data_check(ctx: Context, c: Check) -> None:
-    """Generate the LEVIR-MCI-layout data once, as the engine does for `root: null` (every run reuses it)."""
+    """Generate the LEVIR-MCI-layout data once, as the engine does for `synthetic: true` (every run reuses it)."""
     import time
 
     from changeagent.engine.builders import dataset_roots

@@ -4,6 +4,25 @@
 real loaders read; `changeagent data synth ...` is the command-line form.
 """
 
-from changeagent.data.synth.writer import FORMATS, MASK_VARIANTS, generate, generate_with_summary
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> module; imported on first use so that `changeagent <cmd> --help` never loads torch
+_LAZY = {
+    "FORMATS": "changeagent.data.synth.writer",
+    "MASK_VARIANTS": "changeagent.data.synth.writer",
+    "generate": "changeagent.data.synth.writer",
+    "generate_with_summary": "changeagent.data.synth.writer",
+}
 
 __all__ = ["FORMATS", "MASK_VARIANTS", "generate", "generate_with_summary"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

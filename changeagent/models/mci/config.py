@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from changeagent.errors import ChangeAgentError
+from changeagent.models.model_cfg import ModelTypeCfg
 
 
 @dataclass
-class MCIConfig:
+class MCIConfig(ModelTypeCfg):
     """The reference's hyper-parameters (Change-Agent `Multi_change/test.py` defaults)."""
 
-    arch: str = "mci"               # selects this model in `create_model`
+    type: str = "mci"               # selects this model in `create_model` (factory.MODEL_TYPES)
     name: str | None = "mci"        # informative only
     encoder: str = "mit_b1"         # smp encoder; widths follow its stages (reference: 64/128/320/512)
     encoder_weights: str | None = None  # None (offline), "imagenet", or a local weights file
@@ -34,6 +35,10 @@ class MCIConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def validate(self, key: str) -> None:
+        """Checks across fields, run by `changeagent.typed.convert` after the per-field checks."""
+        parse_mci_config(self.to_dict())
+
 
 _INTS = ("in_channels", "heads", "mask_neck_layers", "caption_neck_layers", "pos_size", "decoder_dim",
          "decoder_layers", "max_len", "num_classes")
@@ -44,19 +49,19 @@ def parse_mci_config(cfg: dict[str, Any]) -> MCIConfig:
     names = {f.name for f in dataclasses.fields(MCIConfig)}
     unknown = sorted(set(cfg) - names)
     if unknown:
-        raise ChangeAgentError(f"model config (arch mci): unknown key(s) {unknown}; known: {sorted(names)}")
+        raise ChangeAgentError(f"model config (type mci): unknown key(s) {unknown}; known: {sorted(names)}")
     out = MCIConfig(**cfg)
     for key in _INTS:
         value = getattr(out, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ChangeAgentError(f"model config (arch mci): {key} must be a positive integer, got {value!r}")
+            raise ChangeAgentError(f"model config (type mci): {key} must be a positive integer, got {value!r}")
     if out.decoder_dim % out.heads:
-        raise ChangeAgentError(f"model config (arch mci): heads={out.heads} must divide "
+        raise ChangeAgentError(f"model config (type mci): heads={out.heads} must divide "
                                f"decoder_dim={out.decoder_dim}")
     if not isinstance(out.dropout, (int, float)) or not 0.0 <= float(out.dropout) < 1.0:
-        raise ChangeAgentError(f"model config (arch mci): dropout must be in [0, 1), got {out.dropout!r}")
+        raise ChangeAgentError(f"model config (type mci): dropout must be in [0, 1), got {out.dropout!r}")
     if out.num_classes != 3 or list(out.datasets) != ["levir_mci"]:
-        raise ChangeAgentError("model config (arch mci): the reference has one 3-class LEVIR-MCI head "
+        raise ChangeAgentError("model config (type mci): the reference has one 3-class LEVIR-MCI head "
                                f"(num_classes 3, datasets [levir_mci]); got {out.num_classes}, {out.datasets}")
     out.dropout = float(out.dropout)
     out.datasets = list(out.datasets)

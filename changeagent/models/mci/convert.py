@@ -143,7 +143,7 @@ def convert_change_agent(checkpoint: Path, vocab_path: Path, out: Path) -> dict[
     if len(vocab) != size:
         raise ChangeAgentError(f"{vocab_path} has {len(vocab)} words but {checkpoint} was trained with {size}")
     pe = ref["decoder_dict"].get("position_encoding.pe")
-    cfg: dict[str, Any] = {"arch": "mci"}
+    cfg: dict[str, Any] = {"type": "mci"}
     if isinstance(pe, Tensor) and pe.ndim == 3:
         cfg["max_len"] = int(pe.shape[0])
     emb = ref["encoder_trans_dict"].get("h_embedding.weight")

@@ -1,45 +1,65 @@
-"""Bi-temporal fusion necks and their interchangeable temporal blocks."""
+"""Bi-temporal fusion necks and their interchangeable temporal blocks.
+
+One registry: neck name -> (config dataclass, temporal block class or None). A new neck type adds a
+`NeckCfg` subclass with its block's keys and one entry here; the config schema picks it up.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from changeagent.errors import ChangeAgentError
-from changeagent.models.necks.base import BlockFactory, FusionNeck
+from changeagent.models.necks.base import BlockFactory, DiffNeckCfg, FusionNeck, NeckCfg
 from changeagent.models.necks.diff import DiffFusion
-from changeagent.models.necks.transformer import TransformerTemporalBlock
+from changeagent.models.necks.mamba import MambaNeckCfg, MambaTemporalBlock
+from changeagent.models.necks.transformer import TransformerNeckCfg, TransformerTemporalBlock
+from changeagent.typed import convert
 
-NECKS = ("diff", "transformer", "mamba")
+NECK_TYPES: dict[str, tuple[type[NeckCfg], BlockFactory | None]] = {
+    "diff": (DiffNeckCfg, None),
+    "transformer": (TransformerNeckCfg, TransformerTemporalBlock),
+    "mamba": (MambaNeckCfg, MambaTemporalBlock),
+}
+NECKS = tuple(NECK_TYPES)
 # keys of a neck config read by FusionNeck; every other key goes to the temporal block
-NECK_KEYS = ("name", "dim", "block_levels", "fuse_kernel")
+NECK_KEYS = tuple(f.name for f in dataclasses.fields(NeckCfg))
+
+
+def neck_configs() -> dict[str, type[NeckCfg]]:
+    """Neck name -> its config dataclass (the `variants` of `model.neck`)."""
+    return {name: cfg for name, (cfg, _) in NECK_TYPES.items()}
 
 
 def temporal_block(name: str) -> BlockFactory | None:
-    """Block class of a neck name (None for `diff`); mamba is imported only when asked for."""
-    if name == "diff":
-        return None
-    if name == "transformer":
-        return TransformerTemporalBlock
-    if name == "mamba":
-        from changeagent.models.necks.mamba import MambaTemporalBlock
-
-        return MambaTemporalBlock
-    raise ChangeAgentError(f"unknown neck {name!r}; choices: {', '.join(NECKS)}")
+    """Block class of a neck name (None for `diff`)."""
+    if name not in NECK_TYPES:
+        raise ChangeAgentError(f"unknown neck {name!r}; choices: {', '.join(NECKS)}")
+    return NECK_TYPES[name][1]
 
 
-def build_neck(cfg: dict[str, Any], in_channels: list[int], levels: list[int] | None = None) -> FusionNeck:
-    """FusionNeck from a config dict such as `{name: transformer, depth: 3, heads: 8, dim: 256}`."""
-    if not isinstance(cfg, dict) or "name" not in cfg:
-        raise ChangeAgentError(f"neck config must be a mapping with a `name`, got {cfg!r}")
-    block = temporal_block(str(cfg["name"]))
-    block_cfg = {k: v for k, v in cfg.items() if k not in NECK_KEYS}
-    if block is None:
-        block_cfg = {}  # options of another neck left over from a `model.neck.name=diff` override
-    return FusionNeck(
-        in_channels, block, block_cfg,
-        block_levels=cfg.get("block_levels", 1), dim=cfg.get("dim"),
-        fuse_kernel=cfg.get("fuse_kernel", 1), levels=levels,
-    )
+def neck_config(cfg: dict[str, Any] | NeckCfg, key: str = "model.neck") -> NeckCfg:
+    """The typed config of a neck dict (`{name: transformer, depth: 3, ...}`), checked strictly."""
+    raw = dataclasses.asdict(cfg) if isinstance(cfg, NeckCfg) else cfg
+    if not isinstance(raw, dict) or "name" not in raw:
+        raise ChangeAgentError(f"{key}: must be a mapping with a `name` ({', '.join(NECKS)}), got {cfg!r}")
+    if raw["name"] not in NECK_TYPES:
+        from changeagent.typed import suggest
+
+        raise ChangeAgentError(f"{key}.name: {raw['name']!r} is not one of {', '.join(NECKS)}"
+                               f"{suggest(str(raw['name']), list(NECKS))}")
+    return convert(NECK_TYPES[raw["name"]][0], raw, key)
 
 
-__all__ = ["NECKS", "DiffFusion", "FusionNeck", "TransformerTemporalBlock", "build_neck", "temporal_block"]
+def build_neck(cfg: dict[str, Any] | NeckCfg, in_channels: list[int], levels: list[int] | None = None,
+               key: str = "model.neck") -> FusionNeck:
+    """FusionNeck from a neck config such as `{name: transformer, depth: 3, heads: 8, dim: 256}`."""
+    typed = neck_config(cfg, key)
+    block = temporal_block(typed.name)
+    block_cfg = {k: v for k, v in dataclasses.asdict(typed).items() if k not in NECK_KEYS}
+    return FusionNeck(in_channels, block, block_cfg, block_levels=typed.block_levels, dim=typed.dim,
+                      fuse_kernel=typed.fuse_kernel, levels=levels)
+
+
+__all__ = ["NECKS", "NECK_TYPES", "DiffFusion", "FusionNeck", "NeckCfg", "TransformerTemporalBlock", "build_neck",
+           "neck_config", "neck_configs", "temporal_block"]

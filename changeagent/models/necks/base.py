@@ -3,12 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
 
 from changeagent.errors import ChangeAgentError
 from changeagent.models.necks.diff import DiffFusion
+from changeagent.typed import fail, opt
+
+
+@dataclass
+class NeckCfg:
+    """Keys every neck has (read by `FusionNeck`); each neck type subclasses it with its block's keys."""
+
+    name: str = opt("diff", "neck type: diff | transformer | mamba (each has its own keys below)")
+    dim: int | None = opt(None, "project the block levels to this width first (null: keep the encoder's)",
+                          gt=0)
+    block_levels: int = opt(1, "how many of the deepest levels get a temporal block", ge=0)
+    fuse_kernel: int = opt(1, "kernel of the per-level A/B fusion conv", choices=(1, 3))
+
+
+@dataclass
+class DiffNeckCfg(NeckCfg):
+    """`diff`: no temporal block, only the per-level fusion of A, B, |A-B| and cos(A, B)."""
+
+    name: str = opt("diff", "neck type")
+
+
+def check_heads(cfg: Any, key: str) -> None:
+    """`heads` must divide the block width when `dim` fixes it (else checked when the model is built)."""
+    if cfg.dim is not None and cfg.dim % cfg.heads:
+        fail(f"{key}.heads", f"{cfg.heads} does not divide {key}.dim={cfg.dim}")
+
 
 # a temporal block: Block(dim, **cfg) with forward(xa [B,C,H,W], xb [B,C,H,W]) -> (xa', xb')
 BlockFactory = Callable[..., nn.Module]

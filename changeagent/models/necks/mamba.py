@@ -16,17 +16,44 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from changeagent.errors import ChangeAgentError
+from changeagent.models.necks import selective_scan as _ss
+from changeagent.models.necks.base import NeckCfg
 from changeagent.models.necks.selective_scan import BACKENDS, selective_scan
+from changeagent.typed import fail, opt
 
 logger = logging.getLogger(__name__)
 
 SCANS = ("interleave", "concat", "both")
+
+
+@dataclass
+class MambaNeckCfg(NeckCfg):
+    """`mamba`: residual layers of selective state-space scans over the joint A/B token sequence."""
+
+    name: str = opt("mamba", "neck type")
+    depth: int = opt(2, "residual Mamba layers", ge=1)
+    d_state: int = opt(16, "SSM state size N", ge=1)
+    d_conv: int = opt(4, "causal depth-wise conv width", ge=1)
+    expand: int = opt(2, "inner width / block width", ge=1)
+    scan: str = opt("interleave", "token order: interleave (a1 b1 a2 b2 ...), concat (A then B) or both",
+                    choices=SCANS)
+    bidirectional: bool = opt(True, "also scan every order reversed")
+    dropout: float = opt(0.0, "dropout on each layer's mixer output", ge=0, lt=1)
+    backend: str = opt("auto", "selective scan: auto (mamba-ssm kernel on CUDA when installed), torch, kernel",
+                       choices=BACKENDS)
+
+    def validate(self, key: str) -> None:
+        # a broken mamba-ssm install is reported now, not swallowed into the slow path for the whole run
+        if _ss.KERNEL_ERROR is not None and self.backend != "torch":
+            fail(f"{key}.backend", f"mamba-ssm is installed but cannot be imported ({_ss.KERNEL_ERROR}); "
+                 "reinstall it for this torch/CUDA, uninstall it, or set backend=torch")
 
 
 class Mamba(nn.Module):

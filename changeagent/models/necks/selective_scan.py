@@ -25,10 +25,18 @@ from changeagent.errors import ChangeAgentError
 
 logger = logging.getLogger(__name__)
 
-try:  # optional: needs a CUDA build of mamba-ssm; any import failure means "no kernel here"
+# optional: needs a CUDA build of mamba-ssm. Not installed -> no kernel here; installed but failing to
+# import (built for another CUDA/torch) -> KERNEL_ERROR, reported when a mamba neck is configured.
+KERNEL_ERROR: str | None = None
+try:
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _kernel_scan
-except (ImportError, OSError, RuntimeError):  # OSError/RuntimeError: extension built for another CUDA
+except ModuleNotFoundError as _e:
     _kernel_scan = None
+    if not (_e.name or "").startswith("mamba_ssm"):  # mamba-ssm is there but one of its imports is not
+        KERNEL_ERROR = f"{type(_e).__name__}: {_e}"
+except (ImportError, OSError, RuntimeError) as _e:  # OSError/RuntimeError: extension built for another CUDA
+    _kernel_scan = None
+    KERNEL_ERROR = f"{type(_e).__name__}: {str(_e).splitlines()[0] if str(_e) else ''}"
 
 BACKENDS = ("auto", "torch", "kernel")
 _logged: set[str] = set()

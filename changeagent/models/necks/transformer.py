@@ -7,10 +7,28 @@ date. Pre-norm residual throughout, so stacking many layers stays trainable.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
 from changeagent.errors import ChangeAgentError
+from changeagent.models.necks.base import NeckCfg, check_heads
+from changeagent.typed import opt
+
+
+@dataclass
+class TransformerNeckCfg(NeckCfg):
+    """`transformer`: cross-temporal difference attention layers (MCI-like)."""
+
+    name: str = opt("transformer", "neck type")
+    depth: int = opt(3, "cross-temporal layers", ge=1)
+    heads: int = opt(8, "attention heads (must divide the width)", ge=1)
+    ffn_ratio: float = opt(4.0, "feed-forward width / block width", gt=0)
+    dropout: float = opt(0.0, "dropout in attention and feed-forward", ge=0, lt=1)
+
+    def validate(self, key: str) -> None:
+        check_heads(self, key)
 
 
 class _CrossAttention(nn.Module):
