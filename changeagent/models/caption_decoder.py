@@ -39,6 +39,17 @@ class CaptionDecoderCfg:
 Cache = list[dict[str, Tensor]]
 
 
+def cross_attention_cache(layers: Sequence[nn.Module], memory: Tensor) -> Cache:
+    """The decoding state of a KV-cached decoder (ours and the MCI port): per layer the image keys and
+    values of memory [N, M, dim], computed once (`layer.cross_attn.keys_values`); self-attention keys
+    and values are appended by each `step`."""
+    cache: Cache = []
+    for layer in layers:
+        k, v = layer.cross_attn.keys_values(memory)  # type: ignore[operator, union-attr]
+        cache.append({"mk": k, "mv": v})
+    return cache
+
+
 def sinusoid(pos: Tensor, dim: int) -> Tensor:
     """Fixed sine/cosine encoding: pos float [N] -> [N, dim] (works for any length or map size)."""
     half = dim // 2
@@ -176,11 +187,7 @@ class CaptionDecoder(nn.Module):
 
     def start(self, memory: Tensor) -> Cache:
         """Decoding state for memory [N, M, dim]: the per-layer image keys/values, empty self-attn cache."""
-        cache: Cache = []
-        for layer in self.decoder_layers():
-            k, v = layer.cross_attn.keys_values(memory)
-            cache.append({"mk": k, "mv": v})
-        return cache
+        return cross_attention_cache(self.decoder_layers(), memory)
 
     def step(self, tokens: Tensor, cache: Cache, position: int) -> Tensor:
         """One step: last tokens int64 [N] at `position` -> next-token logits [N, V]; extends `cache`."""

@@ -22,8 +22,7 @@ from torch import Tensor, nn
 
 from changeagent.data.constants import NULL
 from changeagent.errors import ChangeAgentError
-
-Cache = list[dict[str, Tensor]]
+from changeagent.models.caption_decoder import Cache, cross_attention_cache
 
 
 class MCIMaskHead(nn.Module):
@@ -186,11 +185,7 @@ class MCICaptionDecoder(nn.Module):
 
     def start(self, memory: Tensor) -> Cache:
         """Decoding state for memory [N, M, dim]: per-layer image keys/values, empty self-attention cache."""
-        cache: Cache = []
-        for layer in self.decoder_layers():
-            k, v = layer.cross_attn.keys_values(memory)
-            cache.append({"mk": k, "mv": v})
-        return cache
+        return cross_attention_cache(self.decoder_layers(), memory)
 
     def step(self, tokens: Tensor, cache: Cache, position: int) -> Tensor:
         """Last tokens int64 [N] at `position` -> next-token logits [N, V]; extends `cache`.
