@@ -144,8 +144,11 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", help="dataset: a run config; indexes --split of its datasets")
     parser.add_argument("--split", default="test", help="dataset split with --config")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value (with --config)")
-    parser.add_argument("--head", choices=("levir_mci", "second_cc"), default="levir_mci",
-                        help="which mask head gives the stored changed fractions")
+    from changeagent.data.registry import dataset_ids  # cheap: ids only, no dataset code imported
+
+    parser.add_argument("--head", choices=dataset_ids(), default=None,
+                        help="dataset whose head gives the stored changed fractions (and whose caption token is "
+                             "used); must be one the model was trained on. Default: as predict")
     parser.add_argument("--tile", type=int, default=None, help="scene window size, a multiple of 32 (None: 256)")
     parser.add_argument("--overlap", type=int, default=32, help="scene window overlap in pixels")
     parser.add_argument("--batch-size", type=int, default=16, help="pairs / windows per model call")

@@ -180,3 +180,15 @@ def test_bad_input(rck, pairs, tmp_path, run_cli):
     (idx / "embeddings.f32").write_bytes(b"")
     code, _, err = run_cli("search", idx, "a building")
     assert code == 2 and "damaged" in err
+
+
+def test_index_uses_the_trained_head_and_refuses_an_untrained_one(tmp_path, pairs, run_cli):
+    # a model trained on SECOND-CC only: the default head is its own, LEVIR's untrained head is refused
+    ck = save_tiny(tmp_path / "second_only", datasets=["second_cc"], **SMALL)
+    code, _, err = run_cli("index", "-k", ck, "--a-dir", pairs[0], "--b-dir", pairs[1], "-o", tmp_path / "bad",
+                           "--head", "levir_mci", *FAST)
+    assert code == 2 and "not trained on levir_mci" in err and not (tmp_path / "bad").exists()
+    code, _, err = run_cli("index", "-k", ck, "--a-dir", pairs[0], "--b-dir", pairs[1], "-o", tmp_path / "ok",
+                           "--json", tmp_path / "s.json", *FAST)
+    assert code == 0, err
+    assert json.loads((tmp_path / "s.json").read_text())["count"] == 5
