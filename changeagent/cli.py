@@ -83,7 +83,14 @@ def build_parser(only: tuple[str, ...] | None = None) -> argparse.ArgumentParser
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(only=_command_of(argv) or ())
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse gives a `nargs="*"` positional only one run of words, so `key=value` overrides written
+    # both before and after options (`eval -c C model=fast --checkpoint K data.x.root=P`) would be
+    # refused; they are config overrides wherever they stand, in the order given
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*(args.overrides or []), *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     run = getattr(args, "_run", None)
     if run is None:
         parser.print_help()

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from changeagent.cli import COMMANDS, _available, build_parser, main
 
 
@@ -36,6 +38,8 @@ HEAVY = ("torch", "rasterio", "segmentation_models_pytorch", "timm", "torchmetri
          "albumentations", "wandb", "scipy", "transformers")
 PROBE = """
 import sys
+
+import pytest
 from changeagent.cli import COMMANDS, _available, main
 heavy = {heavy!r}
 for path, (module, _, _) in COMMANDS.items():
@@ -60,3 +64,15 @@ def test_help_and_argument_errors_import_nothing_heavy():
     r = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY)], capture_output=True, text=True,
                        timeout=120)
     assert r.stdout.strip().endswith("OK"), r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def test_overrides_may_stand_before_and_after_options(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "c.json"
+    assert main(["config", "show", "-c", "configs/demo.yaml", "run.seed=3", "--json", str(out), "run.name=x"]) == 0
+    run = json.loads(out.read_text())["run"]
+    assert run["seed"] == 3 and run["name"] == "x"
+    with pytest.raises(SystemExit) as e:  # anything else left over is still an argument error
+        main(["config", "show", "-c", "configs/demo.yaml", "--bogus"])
+    assert e.value.code == 2
