@@ -201,12 +201,15 @@ def format_layout_report(report: dict[str, Any], max_errors: int = 20) -> str:
         lines.append(f"  {split}: {s['pairs']} pairs{extra}")
         if "class_fractions" in s:
             lines.append("    pixels: " + ", ".join(f"{c} {100 * v:.2f}%" for c, v in s["class_fractions"].items()))
-    errors = report["errors"]
-    lines.append(f"  problems: {len(errors)}")
-    lines += [f"    - {e}" for e in errors[:max_errors]]
+    return "\n".join(lines + _problem_lines(report["errors"], max_errors))
+
+
+def _problem_lines(errors: list[str], max_errors: int) -> list[str]:
+    """The report's closing lines: the problem count and the first `max_errors` problems."""
+    lines = [f"  problems: {len(errors)}", *(f"    - {e}" for e in errors[:max_errors])]
     if len(errors) > max_errors:
         lines.append(f"    ... and {len(errors) - max_errors} more (all listed in --json output)")
-    return "\n".join(lines)
+    return lines
 
 
 def format_report(report: dict[str, Any], max_errors: int = 20) -> str:
@@ -233,9 +236,4 @@ def format_report(report: dict[str, Any], max_errors: int = 20) -> str:
         if s.get("mask_encodings"):
             lines.append(f"    mask encodings: {s['mask_encodings']}")
     lines.append(f"  vocabulary ({report['vocabulary']['rule']}): {report['vocabulary']['size']} entries")
-    errors = report["errors"]
-    lines.append(f"  problems: {len(errors)}")
-    lines += [f"    - {e}" for e in errors[:max_errors]]
-    if len(errors) > max_errors:
-        lines.append(f"    ... and {len(errors) - max_errors} more (all listed in --json output)")
-    return "\n".join(lines)
+    return "\n".join(lines + _problem_lines(report["errors"], max_errors))
