@@ -356,3 +356,66 @@ def ratio_bin_range(answer: str) -> tuple[float, float]:
         return 0.0, 0.0
     lo, hi = answer.split("_to_")
     return int(lo) / 100, int(hi) / 100
+
+
+# ---------------------------------------------------------------- grounding additions (referring expressions)
+# Words referring expressions need beyond the question language: class groups, object size, the
+# from-to connectors of a transition, and every match with its span (a parser blanks what it read).
+
+# a group names several classes of a label space ("vegetation" = low vegetation + trees)
+CLASS_GROUPS: dict[str, dict[str, tuple[int, ...]]] = {
+    "second": {"vegetation": (3, 4)},
+    "levir": {},
+    "qag360k": {"vegetation": (3, 4)},
+}
+GROUP_WORDS: dict[str, tuple[str, ...]] = {  # group name -> its surface forms
+    "vegetation": ("vegetation", "vegetated areas", "vegetated area", "greenery", "green areas", "green area"),
+}
+# "the largest / smallest <class>": one connected component (components(), area >= 6 px)
+SIZE_WORDS: dict[str, tuple[str, ...]] = {
+    "largest": ("largest", "biggest", "the largest", "the biggest"),
+    "smallest": ("smallest", "tiniest", "the smallest", "the tiniest"),
+}
+# "X <forward> Y" = X on date 1 became Y on date 2; "Y <backward> X" = the same transition
+TRANSITION_FORWARD = ("became", "become", "becomes", "becoming", "turned into", "turn into", "turns into",
+                      "turning into", "turned to", "changed into", "changed to", "change into", "change to",
+                      "changes into", "changes to", "changing into", "changing to", "converted into",
+                      "converted to", "transformed into", "transformed to", "replaced by", "gave way to",
+                      "into", "to")
+TRANSITION_BACKWARD = ("replaced", "that replaced", "replacing", "in place of", "instead of", "on former",
+                       "where there was", "where there were", "that used to be", "which used to be", "from",
+                       "changed from", "turned from", "transformed from", "converted from")
+REGION_FORMS = _REGION_FORMS  # surface form -> region name (GRID_CELLS or SIDES)
+
+
+@dataclass(frozen=True)
+class Span:
+    """A matched phrase: its canonical value, the matched words and their character span."""
+
+    value: str
+    text: str
+    start: int
+    end: int
+
+
+def find_spans(text: str, forms: dict[str, str]) -> list[Span]:
+    """Every non-overlapping whole-word match of `forms` (surface form -> value) in `text`, longest
+    form first at each position, in text order, case-insensitive."""
+    if not forms:
+        return []
+    pattern = _words_re(tuple(forms))
+    lower = {k.lower(): v for k, v in forms.items()}
+    return [Span(lower[m.group(1).lower()], m.group(1), m.start(1), m.end(1)) for m in pattern.finditer(text)]
+
+
+def find_regions(text: str) -> list[Span]:
+    """Every position a text names (value = region name; `region_cells(value)` gives its cells)."""
+    return find_spans(text, REGION_FORMS)
+
+
+def date_forms() -> dict[str, str]:
+    """surface form -> "1" / "2" for DATE_WORDS, "appear" / "disappear" for the event words."""
+    forms = {w: str(d) for d, words in DATE_WORDS.items() for w in words}
+    forms.update({w: "appear" for w in APPEAR_WORDS})
+    forms.update({w: "disappear" for w in DISAPPEAR_WORDS})
+    return forms
