@@ -20,6 +20,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("data", "synth"): ("changeagent.data.synth.cli", "synth", "generate the synthetic benchmark in a real layout"),
     ("data", "check"): ("changeagent.data.cli", "check", "validate a dataset folder"),
     ("data", "vocab"): ("changeagent.data.cli", "vocab", "build a caption vocabulary from caption JSON"),
+    ("data", "qa"): ("changeagent.data.qa.cli", "qa", "derive change questions from label maps (CDVQA schema)"),
     ("data", "ground"): ("changeagent.data.grounding.cli", "ground",
                          "export referring expressions + target masks derived from a dataset's class maps"),
     ("config", "show"): ("changeagent.engine.cli", "config_show", "print the resolved, validated run config"),

@@ -71,6 +71,14 @@ class ClassLexicon:
     id: str
     terms: tuple[ClassTerm, ...]
     mapped: tuple[int, ...] = field(default=())  # ids present in the maps (others: answer-only classes)
+    order: tuple[int, ...] = field(default=())  # ids in question order (ties, generated groups); () = ids
+
+    @property
+    def ordered(self) -> tuple[int, ...]:
+        """Class ids in question order: CDVQA's for "second" (ground, tree, low vegetation, water,
+        building, playground: the order of its question groups; its largest/smallest answer on a tile
+        without change is the first, NVG_surface), else by id."""
+        return self.order or self.ids
 
     def term(self, class_id: int) -> ClassTerm:
         for t in self.terms:
@@ -125,9 +133,10 @@ LEVIR_TERMS = (
 )
 
 LEXICONS: dict[str, ClassLexicon] = {
-    "second": ClassLexicon("second", SECOND_TERMS, mapped=(1, 2, 3, 4, 5, 6)),
+    "second": ClassLexicon("second", SECOND_TERMS, mapped=(1, 2, 3, 4, 5, 6), order=(2, 4, 3, 1, 5, 6)),
     "levir": ClassLexicon("levir", LEVIR_TERMS, mapped=(1, 2)),
-    "qag360k": ClassLexicon("qag360k", SECOND_TERMS + QAG_EXTRA_TERMS, mapped=(1, 2, 3, 4, 5, 6)),
+    "qag360k": ClassLexicon("qag360k", SECOND_TERMS + QAG_EXTRA_TERMS, mapped=(1, 2, 3, 4, 5, 6),
+                            order=(2, 4, 3, 1, 5, 6, 7, 8, 9, 10)),
 }
 # dataset id -> label space of its maps / questions
 DATASET_LEXICON = {"second": "second", "second_cc": "second", "cdvqa": "second", "qag360k": "qag360k",
