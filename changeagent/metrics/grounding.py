@@ -245,5 +245,17 @@ class ReferringChangeMetrics(Metric):
             validate_args=False,
         ).to(self.confmat)
 
+    def update_logits(self, logits: dict[int, torch.Tensor], target: torch.Tensor, threshold: float = 0.5,
+                      aggregation: str = "max_prob") -> None:
+        """Assemble and score per date: logits {date (1, 2): [B, K, H, W] class-query logits, channel k =
+        class k+1}, target int64 [B, 2, H, W] (date-1, date-2 label maps). Give {2: ...} for the RCD protocol."""
+        if not logits or set(logits) - {1, 2}:
+            raise ChangeAgentError(f"referring change metrics: logits must be keyed by date 1 and/or 2, got {sorted(logits)}")
+        if not isinstance(target, torch.Tensor) or target.ndim != 4 or target.shape[1] != 2:
+            shape = list(target.shape) if isinstance(target, torch.Tensor) else type(target).__name__
+            raise ChangeAgentError(f"referring change metrics: target must be [B, 2, H, W], got {shape}")
+        for date, x in sorted(logits.items()):
+            self.update(assemble_semantic_map(x, threshold, aggregation), target[:, date - 1])
+
     def compute(self) -> dict:
         return semantic_change_scores(self.confmat)

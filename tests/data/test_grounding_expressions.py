@@ -241,3 +241,20 @@ def test_derive_sample_and_seed() -> None:
     assert sample_seed(5, "x.png", 0) == sample_seed(5, "x.png", 0)
     with pytest.raises(ChangeAgentError, match="no 'sem'"):
         derive_sample({"dataset": "second", "name": "y"})
+
+
+def test_try_parse_and_rcd_prompts() -> None:
+    from changeagent.data.grounding import rcd_prompts, try_parse
+
+    assert try_parse("new roads", "levir_mci") == Query("levir", cls="road")
+    assert isinstance(try_parse("new cars", "levir_mci"), ChangeAgentError)
+    prompts = rcd_prompts("second_cc")
+    assert sorted(prompts) == [1, 2]
+    for date, rows in prompts.items():
+        assert [cid for cid, _, _ in rows] == [1, 2, 3, 4, 5, 6]
+        for cid, q, text in rows:
+            assert parse(text, "second_cc") == q and q.date == date
+            s = second_maps()
+            assert (cut(q, s) == np.isin(s[date - 1], [cid])).all()  # the class on that date's map
+    with pytest.raises(ChangeAgentError, match="one change map"):
+        rcd_prompts("levir_mci")

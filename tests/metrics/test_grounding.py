@@ -142,3 +142,20 @@ def test_referring_change_metrics_are_the_scd_scores_of_the_date2_confusion() ->
     assert m.compute()["iou_changed"] == pytest.approx(3 / 5)  # changed in both 3; fp 1, fn 1
     with pytest.raises(ChangeAgentError, match="class id 7"):
         m.update(pred + 2, target)
+
+
+def test_referring_change_update_logits_per_date() -> None:
+    # 1 pair, 4 pixels; target date 1: [0, 3, 3, 1], date 2: [0, 5, 5, 2]
+    target = torch.tensor([[[[0, 3, 3, 1]], [[0, 5, 5, 2]]]])
+    logits = {d: torch.full((1, 6, 1, 4), -5.0) for d in (1, 2)}
+    logits[1][0, 2, 0, 1:3] = 5  # class 3 on pixels 1, 2
+    logits[2][0, 4, 0, 1] = 5    # class 5 on pixel 1 only; pixel 2 missed, pixel 3 missed
+    only2 = ReferringChangeMetrics()
+    only2.update_logits({2: logits[2]}, target)  # the RCD protocol: the date-2 map
+    cm = only2.confmat
+    assert int(cm[5, 5]) == 1 and int(cm[5, 0]) == 1 and int(cm[2, 0]) == 1 and int(cm[0, 0]) == 1
+    both = ReferringChangeMetrics()
+    both.update_logits(logits, target)
+    assert int(both.confmat.sum()) == 8 and int(both.confmat[3, 3]) == 2 and int(both.confmat[1, 0]) == 1
+    with pytest.raises(ChangeAgentError, match="keyed by date"):
+        both.update_logits({3: logits[1]}, target)

@@ -15,10 +15,10 @@ from changeagent.lazy import lazy_getattr
 _LAZY = {
     **{n: "changeagent.data.grounding.query" for n in ("EXPRESSION_TYPES", "INSTANCES", "REGIONS", "Query", "cut",
                                                         "space_of")},
-    **{n: "changeagent.data.grounding.parser" for n in ("parse", "vocabulary")},
+    **{n: "changeagent.data.grounding.parser" for n in ("parse", "try_parse", "vocabulary")},
     "phrase": "changeagent.data.grounding.phrasing",
     **{n: "changeagent.data.grounding.expressions" for n in ("Expression", "derive", "derive_sample", "maps_of",
-                                                              "sample_seed")},
+                                                              "rcd_prompts", "sample_seed")},
 }
 
 __all__ = sorted(_LAZY)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from changeagent.data.grounding.phrasing import phrase
+from changeagent.data.grounding.phrasing import CLASS_FORMS, phrase
 from changeagent.data.grounding.query import (
     INSTANCES,
     MAP_DATES,
@@ -241,3 +241,22 @@ def derive_sample(sample: dict[str, Any], seed: int = 0, epoch: int = 0, n: int 
     maps, dataset = maps_of(sample)
     return derive(maps, dataset, sample_seed(seed, str(sample.get("name", "")), epoch), n=n,
                   empty_share=empty_share)
+
+
+def rcd_prompts(dataset: str) -> dict[int, list[tuple[int, Query, str]]]:
+    """Referring-Change-Detection queries of a SECOND-style dataset: for date 1 and date 2, every land-cover
+    class as (class id, Query, prompt), the prompt "<class> in the first/second image" (SPEC §9: query
+    every class, assemble a semantic map per date)."""
+    space = space_of(dataset)
+    if MAP_DATES[space] != 2:
+        raise ChangeAgentError(f"grounding: the Referring-Change-Detection protocol needs per-date land-cover maps; "
+                               f"{dataset} has one change map")
+    which = {1: "first", 2: "second"}
+    out: dict[int, list[tuple[int, Query, str]]] = {}
+    for date in (1, 2):
+        rows = []
+        for t in LEXICONS[space].terms:
+            plural = CLASS_FORMS[space][t.name][0][0]
+            rows.append((t.id, Query(space, cls=t.name, date=date), f"{plural} in the {which[date]} image"))
+        out[date] = rows
+    return out

@@ -170,3 +170,11 @@ def parse(expression: str, dataset: str) -> Query:
             raise ChangeAgentError(f"grounding: {expression.strip()!r} names contradicting dates: {listed}")
         date = values.pop() if values else None
     return Query(space, cls=cls, transition=transition, position=position, instance=instance, date=date)
+
+
+def try_parse(expression: str, dataset: str) -> Query | ChangeAgentError:
+    """`parse`, returning the error instead of raising it: the program route answers only what it reads."""
+    try:
+        return parse(expression, dataset)
+    except ChangeAgentError as e:
+        return e
