@@ -79,9 +79,9 @@ def test_every_template_parses_back(lex):
 
 
 def test_templates_round_trip_structure():
-    from changeagent.data.qa.templates import render
-
     import numpy as np
+
+    from changeagent.data.qa.templates import render
 
     rng = np.random.default_rng(0)
     for (qtype, has_cls, has_date, neg) in TEMPLATES:

@@ -5,7 +5,15 @@ import pytest
 
 from changeagent.data.lexicon import lexicon_for
 from changeagent.data.qa.answers import ANSWERS, CDVQA_ANSWERS, TYPE_ANSWERS, AnswerVocab
-from changeagent.data.qa.rules import QUESTION_TYPES, Evidence, Question, RuleError, answer, answer_maps, from_decoded
+from changeagent.data.qa.rules import (
+    QUESTION_TYPES,
+    Evidence,
+    Question,
+    RuleError,
+    answer,
+    answer_maps,
+    from_decoded,
+)
 
 SECOND = lexicon_for("second")
 LEVIR = lexicon_for("levir")
