@@ -187,13 +187,13 @@ class GroundingMetrics(Metric):
         return out
 
 
-def assemble_semantic_map(logits: torch.Tensor, threshold: float = 0.5, aggregation: str = "max_prob"
+def assemble_semantic_map(logits: torch.Tensor, threshold: float = 0.5, aggregation: str = "overwrite"
                           ) -> torch.Tensor:
     """Per-class grounding logits `[B, K, H, W]` (class k+1 answers channel k) -> int64 `[B, H, W]`.
 
     A pixel gets class k+1 when sigmoid(logit_k) > threshold; 0 (unchanged) when no class passes.
-    `max_prob`: the most probable passing class wins; `overwrite`: the last passing class wins (the
-    RCD code's default order, class ids ascending).
+    `overwrite` (the RCD evaluation code's default, with threshold 0.5): the last passing class in id
+    order wins; `max_prob`: the most probable passing class wins.
     """
     if not isinstance(logits, torch.Tensor) or logits.ndim != 4 or not logits.is_floating_point():
         shape = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
@@ -246,7 +246,7 @@ class ReferringChangeMetrics(Metric):
         ).to(self.confmat)
 
     def update_logits(self, logits: dict[int, torch.Tensor], target: torch.Tensor, threshold: float = 0.5,
-                      aggregation: str = "max_prob") -> None:
+                      aggregation: str = "overwrite") -> None:
         """Assemble and score per date: logits {date (1, 2): [B, K, H, W] class-query logits, channel k =
         class k+1}, target int64 [B, 2, H, W] (date-1, date-2 label maps). Give {2: ...} for the RCD protocol."""
         if not logits or set(logits) - {1, 2}:

@@ -122,9 +122,9 @@ def test_binarize_uses_the_reference_threshold() -> None:
 def test_assemble_semantic_map_both_aggregations() -> None:
     # one row of 4 pixels, 3 classes; logits 2 ~ p .88, 1 ~ .73, -2 ~ .12
     logits = torch.tensor([[[2.0, -2, 1, -2]], [[1.0, -2, 2, -2]], [[-2.0, -2, 1.5, -2]]]).unsqueeze(0)  # [1,3,1,4]
-    assert assemble_semantic_map(logits).tolist() == [[[1, 0, 2, 0]]]  # most probable passing class
-    assert assemble_semantic_map(logits, aggregation="overwrite").tolist() == [[[2, 0, 3, 0]]]  # last passing
-    assert assemble_semantic_map(logits, threshold=0.8).tolist() == [[[1, 0, 2, 0]]]
+    assert assemble_semantic_map(logits, aggregation="max_prob").tolist() == [[[1, 0, 2, 0]]]  # most probable
+    assert assemble_semantic_map(logits).tolist() == [[[2, 0, 3, 0]]]  # default overwrite: last passing class
+    assert assemble_semantic_map(logits, threshold=0.8).tolist() == [[[1, 0, 3, 0]]]  # sigmoid(1.5) = .82 passes
     assert assemble_semantic_map(logits, threshold=0.9).tolist() == [[[0, 0, 0, 0]]]
     with pytest.raises(ChangeAgentError, match="aggregation"):
         assemble_semantic_map(logits, aggregation="vote")
