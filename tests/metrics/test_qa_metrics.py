@@ -38,7 +38,8 @@ def test_ids_and_tensors():
 
 
 def test_empty_is_nan():
-    s = QAMetrics().compute()
+    with pytest.warns(UserWarning, match="before the ``update``"):  # torchmetrics' notice; the result is defined
+        s = QAMetrics().compute()
     assert math.isnan(s["aa"]) and math.isnan(s["oa"]) and s["n"] == 0 and s["per_type"] == {}
 
 
