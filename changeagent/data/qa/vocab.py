@@ -15,6 +15,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ class QuestionVocab:
     def __len__(self) -> int:
         return len(self.words)
 
-    @property
+    @cached_property
     def _index(self) -> dict[str, int]:
         return {w: i for i, w in enumerate(self.words)}
 
