@@ -329,11 +329,15 @@ def components(mask: np.ndarray, min_area: int = MIN_OBJECT_AREA) -> tuple[np.nd
     out = relabel[lab]
     h, w = m.shape
     slices = ndimage.find_objects(lab)
-    centroids = ndimage.center_of_mass(m, lab, keep) if len(keep) else []
+    yy, xx = np.nonzero(m)
+    labs = lab[yy, xx]  # centroids by bincount: ndimage.center_of_mass is ~10x slower here
+    cys = np.bincount(labs, weights=yy, minlength=n + 1) / np.maximum(area, 1)
+    cxs = np.bincount(labs, weights=xx, minlength=n + 1) / np.maximum(area, 1)
     comps = []
-    for new, (old, (cy, cx)) in enumerate(zip(keep, centroids), start=1):
+    for new, old in enumerate(keep, start=1):
         sy, sx = slices[old - 1]
-        comps.append(Component(new, int(area[old]), (sy.start, sx.start, sy.stop, sx.stop), (float(cy), float(cx)),
+        cy, cx = float(cys[old]), float(cxs[old])
+        comps.append(Component(new, int(area[old]), (sy.start, sx.start, sy.stop, sx.stop), (cy, cx),
                                cell_of(int(cy), int(cx), h, w)))
     return out, comps
 

@@ -213,3 +213,19 @@ def test_every_answer_is_in_the_answer_set():
     assert AnswerVocab.from_json(v.to_json()) == v and v.index("0") == ANSWERS.index("0")
     mask = v.allowed(["change_ratio", "change_or_not"])
     assert sum(mask[0]) == 11 and [v.answer(i) for i, ok in enumerate(mask[1]) if ok] == ["yes", "no"]
+
+
+def test_measured_answer_and_training_targets_with_ignored_pixels():
+    from changeagent.data.qa.derive import derive
+    from changeagent.data.qa.rules import measured_answer, split_nodata
+
+    pred = {"mask": levir_map().astype(np.uint8)}
+    a = measured_answer(Question("change_count", 2), pred, LEVIR, dates=1)
+    assert a.answer == "2" and a.evidence["objects"] == 2
+    target = levir_map()
+    target[0:3] = 255  # IGNORE_INDEX of augmentation padding
+    maps, valid = split_nodata(target)
+    assert valid.sum() == 108 and maps.max() == 2
+    groups = derive(maps, LEVIR, seed=0, key="k", valid=valid)
+    count = next(it for g in groups for it in g if it.question == Question("change_count", 2))
+    assert count.answer == "1" and count.evidence["tile"] == 108

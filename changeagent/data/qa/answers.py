@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from changeagent.data.lexicon import GRID_CELLS, LEXICONS, RATIO_BINS
@@ -83,7 +84,7 @@ class AnswerVocab:
     def __contains__(self, answer: object) -> bool:
         return answer in self._index
 
-    @property
+    @cached_property
     def _index(self) -> dict[str, int]:
         return {a: i for i, a in enumerate(self.answers)}
 

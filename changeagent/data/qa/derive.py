@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from changeagent.data.lexicon import GRID_CELLS, ClassLexicon
+from changeagent.data.lexicon import GRID_CELLS, ClassLexicon, cell_areas
 from changeagent.data.qa.rules import CDVQA_TYPES, Answer, Evidence, Question, answer
 from changeagent.data.qa.templates import render
 
@@ -106,10 +106,7 @@ def derive_one_map(ev: Evidence, rng: np.random.Generator) -> list[list[QAItem]]
     ]
     position = []
     for c in classes:
-        cells = ev.class_mask(c, None)
-        h, w = cells.shape
-        rows, cols = (3 * np.arange(h)) // h, (3 * np.arange(w)) // w
-        hit = {int(rows[y] * 3 + cols[x]) for y, x in zip(*np.nonzero(cells))}
+        hit = {int(i) for i in np.flatnonzero(cell_areas(ev.class_mask(c, None)))}
         for pool in (sorted(hit), sorted(set(range(9)) - hit)):
             if pool:
                 cell = pool[int(rng.integers(len(pool)))]
@@ -120,10 +117,11 @@ def derive_one_map(ev: Evidence, rng: np.random.Generator) -> list[list[QAItem]]
 
 
 def derive(maps: np.ndarray, lexicon: ClassLexicon, seed: int, key: str,
-           types: tuple[str, ...] = CDVQA_TYPES) -> list[list[QAItem]]:
-    """Question groups of one tile's label maps (int [T, H, W], T = 2 land cover or T = 1 change classes),
-    deterministic in (seed, key). `types` selects the two-date types (default: CDVQA's eight)."""
-    ev = Evidence(maps, lexicon)
+           types: tuple[str, ...] = CDVQA_TYPES, valid: np.ndarray | None = None) -> list[list[QAItem]]:
+    """Question groups of one tile's label maps (int [T, H, W], T = 2 land cover or T = 1 change classes;
+    `valid` bool [H, W] drops pixels, see rules.split_nodata), deterministic in (seed, key). `types`
+    selects the two-date types (default: CDVQA's eight)."""
+    ev = Evidence(maps, lexicon, valid)
     rng = tile_rng(seed, key)
     return derive_two_dates(ev, rng, types) if ev.dates == 2 else derive_one_map(ev, rng)
 

@@ -33,7 +33,9 @@ does on tiles without change) and `"present": false` in the evidence.
 API: `Question` (the structure; `parse.parse_question` builds it from text), `Evidence` (per-map
 statistics, cached, JSON via `summary()`), `answer(question, evidence) -> Answer`,
 `answer_maps(question, maps, lexicon, valid=None)`, `from_decoded(maps, dates)` for the dict of
-`inference.postprocess.decode_maps` (`from`/`to` or `mask`, 255 = nodata). Bad questions (unknown type,
+`inference.postprocess.decode_maps` (`from`/`to` or `mask`, 255 = nodata), `measured_answer(question,
+decoded_maps, lexicon, dates)` (the measured answer of a prediction), `split_nodata(maps)` for training
+targets whose augmented pixels are IGNORE_INDEX (255). Bad questions (unknown type,
 a class the maps cannot hold, a type one map cannot answer) raise `RuleError` (a ChangeAgentError).
 """
 
@@ -286,6 +288,15 @@ def answer_maps(q: Question, maps: np.ndarray, lexicon: ClassLexicon, valid: np.
     return answer(q, Evidence(maps, lexicon, valid))
 
 
+def split_nodata(maps: np.ndarray, nodata: int = NODATA) -> tuple[np.ndarray, np.ndarray]:
+    """int [T, H, W] (or [H, W]) label maps with `nodata` pixels (IGNORE_INDEX of augmented targets,
+    NODATA of predictions: both 255) -> (int64 maps with 0 there, valid bool [H, W])."""
+    arr = np.asarray(maps)
+    arr = arr[None] if arr.ndim == 2 else arr
+    valid = (arr != nodata).all(0)
+    return np.where(valid[None], arr, 0).astype(np.int64), valid
+
+
 def from_decoded(maps: dict[str, np.ndarray], dates: int) -> tuple[np.ndarray, np.ndarray]:
     """Predicted maps (inference.postprocess.decode_maps: uint8 [H, W], 255 = nodata) -> (int64 [T, H, W],
     valid bool [H, W]) for `Evidence`: dates = 2 reads `from` and `to`, dates = 1 reads `mask`."""
@@ -293,6 +304,12 @@ def from_decoded(maps: dict[str, np.ndarray], dates: int) -> tuple[np.ndarray, n
     missing = [k for k in keys if k not in maps]
     if missing:
         raise RuleError(f"predicted maps lack {missing} (have {sorted(maps)}); a {dates}-map head is needed")
-    arr = np.stack([np.asarray(maps[k]) for k in keys])
-    valid = (arr != NODATA).all(0)
-    return np.where(valid[None], arr, 0).astype(np.int64), valid
+    return split_nodata(np.stack([np.asarray(maps[k]) for k in keys]))
+
+
+def measured_answer(q: Question, maps: dict[str, np.ndarray], lexicon: ClassLexicon, dates: int) -> Answer:
+    """The measured answer: question `q` answered by the rules on a model's decoded maps
+    (`Prediction.maps`; dates = 2 for a land-cover pair head, 1 for a class-map head), with the evidence.
+    A text question goes through `parse.parse_question(text, lexicon)` first."""
+    arr, valid = from_decoded(maps, dates)
+    return answer(q, Evidence(arr, lexicon, valid))
