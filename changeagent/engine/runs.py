@@ -11,12 +11,15 @@ from omegaconf import DictConfig
 
 from changeagent.config import config_dir
 from changeagent.data.vocab import Vocabulary
-from changeagent.engine import builders
 from changeagent.engine.checkpoint import atomic_write_json
+from changeagent.engine.device import set_threads
 from changeagent.engine.distributed import DistInfo, cleanup, init_distributed
 from changeagent.engine.evaluator import EvalOptions, evaluate
+from changeagent.engine.loaders import eval_loaders
+from changeagent.engine.roots import check_roots, dataset_roots
 from changeagent.engine.runlog import format_table
 from changeagent.engine.schema import load_run_config
+from changeagent.engine.selection import check_meteor
 from changeagent.errors import ChangeAgentError
 
 
@@ -34,8 +37,8 @@ def load_for_eval(checkpoint: Path, device: torch.device) -> tuple[torch.nn.Modu
 def evaluate_checkpoint(cfg: DictConfig, checkpoint: Path, split: str, out: Path | None,
                         save_predictions: bool = False, progress: bool = True) -> dict[str, dict[str, Any]]:
     """Evaluate on `split` of every dataset in `cfg.data.datasets`; rank 0 writes OUT/metrics.json."""
-    builders.check_roots(cfg)
-    builders.check_meteor(cfg, selecting=False)
+    check_roots(cfg)
+    check_meteor(cfg, selecting=False)
     info = init_distributed(cfg.run.device)
     try:
         return _evaluate(cfg, info, Path(checkpoint), split, out, save_predictions, progress)
@@ -47,7 +50,7 @@ def _evaluate(cfg: DictConfig, info: DistInfo, checkpoint: Path, split: str, out
               save_predictions: bool, progress: bool) -> dict[str, dict[str, Any]]:
     if not checkpoint.exists():
         raise ChangeAgentError(f"checkpoint {checkpoint} does not exist")
-    builders.set_threads(cfg.run.threads)
+    set_threads(cfg.run.threads)
     model, vocab, norm = load_for_eval(checkpoint, info.device)
     untrained = [n for n in cfg.data.datasets if n not in getattr(model, "datasets", cfg.data.datasets)]
     if untrained:
@@ -59,8 +62,8 @@ def _evaluate(cfg: DictConfig, info: DistInfo, checkpoint: Path, split: str, out
         # the training run's synthetic data, when it sits next to best/
         guess = (checkpoint if checkpoint.is_dir() else checkpoint.parent).parent / "synth"
         cfg.data.synth.dir = str(guess if guess.is_dir() else Path(out or cfg.run.out_dir) / "synth")
-    roots = builders.dataset_roots(cfg, info)
-    loaders = builders.eval_loaders(cfg, info, roots, vocab, split=split, max_pairs=cfg.eval.max_pairs)
+    roots = dataset_roots(cfg, info)
+    loaders = eval_loaders(cfg, info, roots, vocab, split=split, max_pairs=cfg.eval.max_pairs)
     opts = EvalOptions.from_config(cfg, progress=progress,
                                    predictions_dir=(out / "predictions") if (save_predictions and out) else None)
     results, _ = evaluate(model, loaders, vocab, info, opts)

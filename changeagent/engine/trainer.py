@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from changeagent.config import to_dict
-from changeagent.engine import builders
+from changeagent.engine.batches import choose_captions, retrieval_captions, to_device
 from changeagent.engine.checkpoint import (
     export_best,
     load_checkpoint,
@@ -26,7 +26,7 @@ from changeagent.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from changeagent.engine.device import autocast_dtype, reset_notes, say_once
+from changeagent.engine.device import autocast_dtype, reset_notes, say_once, set_threads
 from changeagent.engine.distributed import (
     DistInfo,
     all_gather_objects,
@@ -37,6 +37,8 @@ from changeagent.engine.distributed import (
     init_distributed,
 )
 from changeagent.engine.evaluator import EvalOptions, evaluate
+from changeagent.engine.loaders import build_train_data, train_loader
+from changeagent.engine.model_init import apply_init_from, build_model
 from changeagent.engine.optim import (
     build_ema,
     build_stage,
@@ -44,8 +46,12 @@ from changeagent.engine.optim import (
     ema_warmup_steps,
     set_train_mode,
 )
+from changeagent.engine.resume import check_resume_config, find_resume, vocab_of
+from changeagent.engine.roots import check_roots
 from changeagent.engine.runlog import RunLog, flatten, format_table
 from changeagent.engine.schema import stages_of
+from changeagent.engine.seeding import seed_everything
+from changeagent.engine.selection import check_meteor, selection_score
 from changeagent.engine.wandb_logger import WandbLogger
 from changeagent.errors import ChangeAgentError
 from changeagent.losses import compute_losses
@@ -57,8 +63,8 @@ COUNTERS = ("step", "stage", "stage_step", "epoch", "batch_in_epoch", "best_scor
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run a validated config (see `schema.load_run_config`); returns a summary dict (every rank)."""
-    builders.check_roots(cfg)  # before any process group, folder or model exists
-    builders.check_meteor(cfg)
+    check_roots(cfg)  # before any process group, folder or model exists
+    check_meteor(cfg)
     info = init_distributed(cfg.run.device)
     trainer = None
     try:
@@ -76,21 +82,21 @@ class Trainer:
     def __init__(self, cfg: DictConfig, info: DistInfo) -> None:
         self.t0 = time.monotonic()
         reset_notes()
-        init = builders.apply_init_from(cfg)  # train.init_from: the folder's model config, vocab, norm
+        init = apply_init_from(cfg)  # train.init_from: the folder's model config, vocab, norm
         self.cfg, self.info, self.c = cfg, info, to_dict(cfg)
         self.out = Path(cfg.run.out_dir)
-        builders.set_threads(cfg.run.threads)
-        builders.seed_everything(cfg.run.seed + info.rank, cfg.run.deterministic)
-        ckpt = builders.find_resume(cfg, self.out)
+        set_threads(cfg.run.threads)
+        seed_everything(cfg.run.seed + info.rank, cfg.run.deterministic)
+        ckpt = find_resume(cfg, self.out)
         self.ckpt = load_checkpoint(ckpt) if ckpt else None
         if self.ckpt is not None:
-            builders.check_resume_config(self.ckpt["config"], self.c, ckpt)
+            check_resume_config(self.ckpt["config"], self.c, ckpt)
             # train.max_minutes counts the time the interrupted run(s) already spent
             self.t0 -= float(self.ckpt.get("elapsed_s", 0.0))
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-        self.data = builders.build_train_data(cfg, info, vocab=builders.vocab_of(self.ckpt))
-        self.model = builders.build_model(cfg, self.data.vocab, info.device, self.ckpt, self.data.specs,
+        self.data = build_train_data(cfg, info, vocab=vocab_of(self.ckpt))
+        self.model = build_model(cfg, self.data.vocab, info.device, self.ckpt, self.data.specs,
                                           init=init if self.ckpt is None else None)
         check_shared_layer(self.model, stages_of(cfg), cfg.loss.weighting.name)
         self.ema = build_ema(self.model, cfg.train.ema)
@@ -172,13 +178,13 @@ class Trainer:
             batch = self._next_batch()
             caps = None
             if "caption_ids" in batch:  # absent when no dataset of the run has captions (mask-only run)
-                caps = builders.choose_captions(batch["caption_ids"], cfg.run.seed, self.step, micro, info.rank)
-            batch = builders.to_device(batch, info.device)
+                caps = choose_captions(batch["caption_ids"], cfg.run.seed, self.step, micro, info.rank)
+            batch = to_device(batch, info.device)
             rcaps = None
             if caps is not None:
                 batch["caption_ids"] = caps.to(info.device)
                 if "retrieval" in tasks and getattr(self.model, "retrieval", None) is not None:
-                    rcaps = builders.retrieval_captions(caps, self.data.vocab, cfg.run.seed, self.step, micro, info.rank)
+                    rcaps = retrieval_captions(caps, self.data.vocab, cfg.run.seed, self.step, micro, info.rank)
             if rcaps is not None:
                 batch["retrieval_ids"] = rcaps.to(info.device)
             last = micro == accum - 1
@@ -286,7 +292,7 @@ class Trainer:
     def _next_batch(self) -> dict[str, Any]:
         while True:
             if self._iter is None:
-                self._iter = iter(builders.train_loader(self.data, self.cfg, self.epoch, self.batch_in_epoch))
+                self._iter = iter(train_loader(self.data, self.cfg, self.epoch, self.batch_in_epoch))
             try:
                 batch = next(self._iter)
                 self.batch_in_epoch += 1
@@ -340,7 +346,7 @@ class Trainer:
         model = self.ema.module if (weights == "ema" and self.ema is not None) else self.model
         broadcast_buffers_(model, self.info)  # evaluate (and save) rank 0's BatchNorm statistics
         results, vis = evaluate(model, self.data.val_loaders, self.data.vocab, self.info, opts)
-        score = builders.selection_score(results, ev.select)
+        score = selection_score(results, ev.select)
         self._last_val_step = self.step
         improved = score > self.best_score
         if improved:

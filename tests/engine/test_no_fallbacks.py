@@ -56,10 +56,10 @@ def test_resume_keeps_the_elapsed_time_budget(tmp_path, synth_roots):
 def test_missing_java_is_reported_at_start(tmp_path, synth_roots, capsys, monkeypatch):
     import shutil
 
-    from changeagent.engine import builders
+    from changeagent.engine import selection
 
     real_which = shutil.which
-    monkeypatch.setattr(builders.shutil, "which", lambda name: None if name == "java" else real_which(name))
+    monkeypatch.setattr(selection.shutil, "which", lambda name: None if name == "java" else real_which(name))
     cfg = write_config(tmp_path / "c.yaml", synth_roots, train={"steps": 1})
     out = tmp_path / "run"
     code = main(["train", "-c", str(cfg), "eval.meteor=true", "eval.select=miou+s_m", f"run.out_dir={out}"])

@@ -126,8 +126,8 @@ def data_check(ctx: Context, c: Check) -> None:
     """Generate the LEVIR-MCI-layout data once, as the engine does for `synthetic: true` (every run reuses it)."""
     import time
 
-    from changeagent.engine.builders import dataset_roots
     from changeagent.engine.distributed import DistInfo
+    from changeagent.engine.roots import dataset_roots
     from changeagent.engine.schema import validate
 
     cfg = validate(run_config(ctx, "fast", "fp32", ctx.work / "train" / "data"))
