@@ -233,7 +233,8 @@ def _caption_scores(dataset: str, captions: list[tuple[str, str, list[str], int]
 def _visual(batch: dict[str, Any], i: int, pred: torch.Tensor, target: torch.Tensor, hyp: str,
             opts: EvalOptions) -> dict[str, Any]:
     """One wandb record: images uint8 [H, W, 3], masks int [H, W] (SECOND: date B's land cover)."""
-    image, norm = batch["image"][i], opts.norm[batch["dataset"][i]]
+    image, name = batch["image"][i], batch["dataset"][i]
+    norm = opts.norm.get(name) or opts.spec(name).norm  # the statistics its images were read with
     p, t = pred.cpu().numpy(), target.cpu().numpy()
     if p.ndim == 3:  # SECOND: show the post-change land cover on image B
         p, t = p[1], t[1]
