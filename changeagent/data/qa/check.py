@@ -26,7 +26,7 @@ from typing import Any
 from tqdm import tqdm
 
 from changeagent.data import cdvqa, qag360k
-from changeagent.data.io import read_label
+from changeagent.data.images import read_label
 from changeagent.data.lexicon import lexicon_for
 from changeagent.data.qa import QA_FORMATS
 from changeagent.data.qa.answers import AnswerVocab

@@ -40,7 +40,8 @@ def add_qa_arguments(parser: argparse.ArgumentParser) -> None:
 def _maps(name: str, files: dict[str, Path]) -> Any:
     import numpy as np
 
-    from changeagent.data.io import decode_levir_mask, decode_second_sem, read_label
+    from changeagent.data.images import read_label
+    from changeagent.data.labels import decode_levir_mask, decode_second_sem
 
     if name == "levir_mci":
         return decode_levir_mask(read_label(files["label"]), files["label"])[None]

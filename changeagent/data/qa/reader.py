@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from changeagent.data.io import check_same_size, decode_second_sem, read_image, read_label
+from changeagent.data.images import check_same_size, read_image, read_label
+from changeagent.data.labels import decode_second_sem
 from changeagent.data.lexicon import ClassLexicon
 from changeagent.data.qa.answers import TYPE_ANSWERS, AnswerVocab
 from changeagent.data.qa.parse import try_parse
