@@ -76,6 +76,21 @@ class Upload:
 Source = str | os.PathLike[str] | Upload
 
 
+@contextmanager
+def _scrubbed(a: Source, b: Source) -> Iterator[None]:
+    """Errors about an upload name it "A (the upload)", not by its server-side temp path."""
+    try:
+        yield
+    except ChangeAgentError as e:
+        msg = str(e)
+        for src, label in ((a, "A (the upload)"), (b, "B (the upload)")):
+            if isinstance(src, Upload):
+                msg = msg.replace(str(Path(src.path).resolve()), label).replace(str(src.path), label)
+        if msg == str(e):
+            raise
+        raise type(e)(msg) from None
+
+
 def _guarded_predictor_class() -> type:
     from changeagent.inference.predictor import Predictor
 
@@ -160,15 +175,17 @@ class ChangeService:
     # ---- the tools -----------------------------------------------------------------------------
     def detect_changes(self, a: Source, b: Source, head: str | None = None) -> DetectResult:
         """Change mask (written under the output folder), per-class areas and object counts, caption."""
-        pa, pb = self._input(a, "a"), self._input(b, "b")
-        with self._request() as folder:
-            rec = self._analyse(pa, pb, head, folder)
+        with _scrubbed(a, b):
+            pa, pb = self._input(a, "a"), self._input(b, "b")
+            with self._request() as folder:
+                rec = self._analyse(pa, pb, head, folder)
         return DetectResult.model_validate(rec)
 
     def describe(self, a: Source, b: Source) -> DescribeResult:
         """The change caption of a pair (nothing is kept in the output folder)."""
-        pa, pb = self._input(a, "a"), self._input(b, "b")
-        return DescribeResult(caption=self._stats(pa, pb, None)["caption"])
+        with _scrubbed(a, b):
+            pa, pb = self._input(a, "a"), self._input(b, "b")
+            return DescribeResult(caption=self._stats(pa, pb, None)["caption"])
 
     def count(self, a: Source, b: Source, cls: str, head: str | None = None) -> CountResult:
         """Objects (8-connected components of at least min_area px) of class `cls`."""
@@ -176,8 +193,9 @@ class ChangeService:
         if cls not in names:
             raise ChangeAgentError(f"cls {cls!r} is not a change class of head {self.predictor(head).head} "
                                    f"(classes: {', '.join(names)})")
-        pa, pb = self._input(a, "a"), self._input(b, "b")
-        stats = self._stats(pa, pb, head)
+        with _scrubbed(a, b):
+            pa, pb = self._input(a, "a"), self._input(b, "b")
+            stats = self._stats(pa, pb, head)
         objects = next(c["objects"] for c in stats["classes"] if c["name"] == cls)
         return CountResult(count=objects, cls=cls, min_area=stats["min_area"])
 

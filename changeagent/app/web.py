@@ -145,7 +145,7 @@ def build_app(svc: ChangeService) -> Any:
             state = gr.State(None)
             run.click(detect, [up_a, up_b, ch_a, ch_b, head, opacity],
                       [caption, overlay, compare, table, summary, files, state], api_name="detect_changes")
-            opacity.release(restyle, [opacity, state], [overlay, compare], api_name=False)
+            opacity.change(restyle, [opacity, state], [overlay, compare], api_name=False, trigger_mode="always_last")
         if svc.offers("search"):
             _search_tab(gr, svc, guard)
         # ask / ground tabs join here when the model has those heads (svc.offers("ask"), ...)
@@ -171,7 +171,7 @@ def _search_tab(gr: Any, svc: ChangeService, guard: Any) -> None:
         note = f"unknown words (encoded as <unk>): {', '.join(res.unknown_words)}" if res.unknown_words else ""
         shots = extra.get("footprints_paths") or []
         files = [p for p in (extra.get("json_path"), extra.get("geojson_path")) if p]
-        return gallery, rows, (shots[0] if shots else None), note, files
+        return gallery, rows, gr.update(value=shots[0] if shots else None, visible=bool(shots)), note, files
 
     with gr.Tab("Search"):
         with gr.Row():
@@ -184,7 +184,7 @@ def _search_tab(gr: Any, svc: ChangeService, guard: Any) -> None:
         note = gr.Markdown()
         gallery = gr.Gallery(label="Results (A | B)", columns=4, elem_id="search_gallery")
         rows = gr.Dataframe(headers=SEARCH_HEADERS, interactive=False, elem_id="search_table")
-        where = gr.Image(label="Footprints of the scene windows", type="filepath", interactive=False)
+        where = gr.Image(label="Footprints of the scene windows", type="filepath", interactive=False, visible=False)
         files = gr.File(label="Downloads: results JSON, GeoJSON", file_count="multiple", interactive=False)
         go.click(find, [index, text, k], [gallery, rows, where, note, files], api_name="search")
 
