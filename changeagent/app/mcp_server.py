@@ -22,7 +22,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
-from pydantic import Field
+from pydantic import AnyHttpUrl, Field
 
 from changeagent.app.schemas import CountResult, DescribeResult, DetectResult, SearchResult
 from changeagent.app.service import ChangeService
@@ -75,7 +75,8 @@ def build_server(svc: ChangeService, *, token: str | None = None, url: str | Non
         if not url:
             raise ChangeAgentError("an access token needs the server's URL")
         auth = {"token_verifier": StaticToken(token),
-                "auth": AuthSettings(issuer_url=url, resource_server_url=f"{url}/mcp", validate_token_resource=False)}
+                "auth": AuthSettings(issuer_url=AnyHttpUrl(url), resource_server_url=AnyHttpUrl(f"{url}/mcp"),
+                                     validate_token_resource=False)}
     server = MCPServer("changeagent", instructions=INSTRUCTIONS.format(roots=svc.roots.describe()),
                        log_level="WARNING", **auth)
     heads = ", ".join(svc.heads)

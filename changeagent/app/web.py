@@ -145,7 +145,8 @@ def build_app(svc: ChangeService) -> Any:
             state = gr.State(None)
             run.click(detect, [up_a, up_b, ch_a, ch_b, head, opacity],
                       [caption, overlay, compare, table, summary, files, state], api_name="detect_changes")
-            opacity.change(restyle, [opacity, state], [overlay, compare], api_name=False, trigger_mode="always_last")
+            opacity.change(restyle, [opacity, state], [overlay, compare], api_visibility="private",
+                           trigger_mode="always_last")
         if svc.offers("search"):
             _search_tab(gr, svc, guard)
         # ask / ground tabs join here when the model has those heads (svc.offers("ask"), ...)
@@ -192,7 +193,9 @@ def _search_tab(gr: Any, svc: ChangeService, guard: Any) -> None:
 def launch(svc: ChangeService, host: str = "127.0.0.1", port: int = 7860, token: str | None = None,
            block: bool = True) -> Any:
     """Serve the app. With a token, the login page asks for it as the password (any user name)."""
-    os.environ.setdefault("GRADIO_TEMP_DIR", str(svc.out.path / "uploads"))
+    prev = os.environ.get("GRADIO_TEMP_DIR")
+    if prev is None:  # uploads (and Gradio's copies of results) inside the output folder
+        os.environ["GRADIO_TEMP_DIR"] = str(svc.out.path / "uploads")
     demo = build_app(svc)
     import gradio as gr
 
@@ -207,4 +210,6 @@ def launch(svc: ChangeService, host: str = "127.0.0.1", port: int = 7860, token:
                 allowed_paths=[str(svc.out.path)], show_error=False, quiet=True, ssr_mode=False,
                 mcp_server=False, enable_monitoring=False, footer_links=["gradio", "settings"], prevent_thread_lock=not block,
                 theme=theme)
+    if prev is None and not block:  # a caller that goes on in this process keeps its environment
+        del os.environ["GRADIO_TEMP_DIR"]
     return demo

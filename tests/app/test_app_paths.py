@@ -134,3 +134,28 @@ def test_fifo_is_not_opened_by_resolve(tree: Path):
     (tree / "root" / "pipe_link.png").symlink_to(fifo)
     with pytest.raises(ChangeAgentError, match="outside"):
         Roots([tree / "root"]).resolve("pipe_link.png")
+
+
+def test_remote_hosts_need_the_flag_and_a_token(run_cli, tmp_path, monkeypatch):
+    from changeagent.app.cli import check_host
+
+    check_host("127.0.0.1", False, None)
+    check_host("localhost", False, None)
+    check_host("::1", False, None)
+    with pytest.raises(ChangeAgentError, match="--allow-remote"):
+        check_host("0.0.0.0", False, "t")
+    with pytest.raises(ChangeAgentError, match="access token"):
+        check_host("192.0.2.1", True, None)
+    check_host("0.0.0.0", True, "t")
+    # through the commands: refused before any model is loaded (the checkpoint does not even exist)
+    monkeypatch.delenv("CHANGEAGENT_TOKEN", raising=False)
+    code, _, err = run_cli("serve", "-k", tmp_path / "none", "--host", "0.0.0.0")
+    assert code == 2 and "--allow-remote" in err
+    code, _, err = run_cli("mcp", "-k", tmp_path / "none", "--root", tmp_path, "--transport", "http",
+                           "--host", "0.0.0.0", "--allow-remote")
+    assert code == 2 and "needs an access token" in err
+    (tmp_path / "empty").write_text("\n")
+    code, _, err = run_cli("serve", "-k", tmp_path / "none", "--token-file", tmp_path / "empty")
+    assert code == 2 and "is empty" in err
+    code, _, err = run_cli("serve", "-k", tmp_path / "none", "--max-megapixels", "0")
+    assert code == 2 and "max_megapixels" in err

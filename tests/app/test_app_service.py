@@ -129,3 +129,23 @@ def test_tools_follow_the_model(svc, tmp_path):
     bare.tasks.add("qa")
     # a model with a QA head but an app without the ask tool: not offered (no invented answers)
     assert not bare.offers("ask") and "ask" not in bare.tools()
+
+
+def test_scene_index_thumbnails_and_footprints(svc, app_ckpt, root, tmp_path):
+    """Scene windows found by search get an A | B thumbnail and their footprints on a scene overview."""
+    from changeagent.inference import index as ix
+    from changeagent.inference.predictor import Predictor
+
+    pred = Predictor.from_pretrained(app_ckpt, tile=64, overlap=0, **OPTIONS)
+    ix.index_scene(pred, str(root / "geo" / "a.tif"), str(root / "geo" / "b.tif"), tmp_path / "scene", progress=False)
+    scenes = ChangeService(svc._model, roots=[root], out=tmp_path / "o", indexes=[tmp_path / "scene"],
+                           norm=svc._norm, datasets=svc._datasets, **OPTIONS)
+    res = scenes.search("scene", "a new building", 4, thumbnails=True)
+    assert len(res.results) == 4 and all(h.footprint for h in res.results)  # 96 px in 64 px windows: 4
+    for h in res.results:
+        assert Image.open(h.model_extra["thumbnail_path"]).size == (2 * h.model_extra["width"] + 4,
+                                                                     h.model_extra["height"])
+    extra = res.model_extra
+    assert Image.open(extra["footprints_paths"][0]).size == (96, 96)
+    gj = json.loads(Path(extra["geojson_path"]).read_text())
+    assert len(gj["features"]) == 4 and gj["crs"]["properties"]["name"].endswith("3857")

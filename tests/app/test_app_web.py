@@ -136,3 +136,25 @@ def test_browser_upload_overlay_caption_counts(web, app_ckpt, root, tmp_path, ru
         assert [r[0] for r in rows] == [str(i) for i in range(1, 9)]
         shot(page, tmp_path, "app_search.png")
         browser.close()
+
+
+def test_token_login(app_ckpt, tmp_path):
+    """With an access token the app answers nothing but its login page until the token is given."""
+    import httpx2
+    from app_helpers import OPTIONS
+
+    from changeagent.app.service import ChangeService
+    from changeagent.app.web import launch
+
+    svc = ChangeService.from_checkpoint(app_ckpt, roots=[], out=tmp_path / "out", **OPTIONS)
+    port = free_port()
+    demo = launch(svc, port=port, token="s3cret-token", block=False)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        with httpx2.Client(base_url=base, timeout=30) as c:
+            assert c.get("/config").status_code == 401
+            assert c.post("/login", data={"username": "me", "password": "wrong"}).status_code == 400
+            assert c.post("/login", data={"username": "me", "password": "s3cret-token"}).status_code == 200
+            assert c.get("/config").status_code == 200
+    finally:
+        demo.close()
