@@ -19,7 +19,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from changeagent.errors import ChangeAgentError
@@ -40,7 +40,7 @@ class Roots:
     def __bool__(self) -> bool:
         return bool(self.roots)
 
-    def __iter__(self):  # noqa: ANN204 - iterator of Path
+    def __iter__(self) -> Iterator[Path]:
         return iter(self.roots)
 
     def contains(self, real: Path) -> bool:

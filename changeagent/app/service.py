@@ -134,12 +134,10 @@ class ChangeService:
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, **kwargs: Any) -> ChangeService:
         """Load a model folder (a run's best/), a run folder or a last.pt once, for every request."""
-        from changeagent.inference.predictor import Predictor
-
-        probe = Predictor.from_pretrained  # the same checks and messages as `predict`
         p = Path(checkpoint)
         if not p.exists():
-            probe(p)  # raises the "does not exist" error
+            raise ChangeAgentError(f"checkpoint {p} does not exist (expected a save_pretrained folder "
+                                   f"such as a training run's best/)")
         from changeagent.models import load
 
         try:

@@ -44,7 +44,7 @@ def _table(res: Any) -> list[list[Any]]:
 
 
 def _summary(res: Any) -> str:
-    extra = f", GeoJSON of {res.width}x{res.height} px windows" if res.geojson_path else ""
+    extra = "; per-window captions with footprints in the GeoJSON download" if res.geojson_path else ""
     return (f"**{res.mode}** {res.width}x{res.height} px, head `{res.head}`: changed "
             f"{100 * res.changed_fraction:.2f} % of {res.valid_pixels} valid pixels (binary change head "
             f"{100 * res.change_fraction:.2f} %); objects of at least {res.min_area} px{extra}")
