@@ -23,6 +23,7 @@ each face's tool table (docs/app.md, "Adding a tool").
 from __future__ import annotations
 
 import contextvars
+import functools
 import os
 import shutil
 import threading
@@ -91,6 +92,7 @@ def _scrubbed(a: Source, b: Source) -> Iterator[None]:
         raise type(e)(msg) from None
 
 
+@functools.cache
 def _guarded_predictor_class() -> type:
     from changeagent.inference.predictor import Predictor
 
