@@ -168,7 +168,7 @@ class ChangeService:
         with self._lock:
             if head not in self._predictors:
                 cls = _guarded_predictor_class()
-                self._predictors[head] = cls(self._model, device=self._device, head=head, data_norm=self._norm,
+                self._predictors[head] = cls(self._model, device=self._device, head=head, norm=self._norm,
                                              datasets=self._datasets, source=self.source, **self._options)
             return self._predictors[head]
 
