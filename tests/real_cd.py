@@ -6,6 +6,7 @@ and `make real-tiles` train and test on the same held-out images."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 from shared_data import DATA
@@ -18,6 +19,7 @@ def _tool():
     spec = importlib.util.spec_from_file_location("real_tiles", _TOOL)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while it loads
     spec.loader.exec_module(mod)
     return mod
 

@@ -124,7 +124,7 @@ def _write_folder(root: Path, crops: dict[str, list[Crop]]) -> None:
         for item in items:
             for k, v in item.arrays.items():
                 (root / k).mkdir(parents=True, exist_ok=True)
-                Image.fromarray(v).save(root / k / item.name)
+                Image.fromarray(v).save(root / k / item.name, compress_level=1)  # lossless; fast to write
         (root / "list").mkdir(parents=True, exist_ok=True)
         (root / "list" / f"{split}.txt").write_text("".join(f"{i.name}\n" for i in items), encoding="utf-8")
 
@@ -228,8 +228,9 @@ def all_change(scores: dict[str, Any], label_share: float | None) -> bool:
 
 def run_model(model: str, args: argparse.Namespace, data: Path, info: dict[str, Any]) -> dict[str, Any]:
     out = Path(args.out) / model
+    window = min(args.window, args.crop) if args.window else None
     common = [f"model={model}", f"run.seed={args.seed}", *([f"run.threads={args.threads}"] if args.threads else []),
-              *args.set]
+              f"data.augment.crop={window if window else 'null'}", *args.set]
     t0 = time.monotonic()
     rc = _changeagent(["train", "-c", str(CONFIG), f"data.levir_cd.root={data / 'all'}", f"run.out_dir={out}",
                        f"train.max_minutes={args.minutes}", *common, "--json", str(out / "train.json")])
@@ -261,7 +262,7 @@ def report(results: dict[str, Any]) -> str:
     """Markdown table: one row per model and test set (percent)."""
     p = results["protocol"]
     lines = [f"real-tile protocol: train from scratch {p['minutes']} min ({p['threads'] or 'all'} threads), "
-             f"{p['crop']}-px crops; train / val / test crops {p['crops']['train']} / {p['crops']['val']} / "
+             f"{p['crop']}-px crops (training windows {p['window'] or p['crop']} px); train / val / test crops {p['crops']['train']} / {p['crops']['val']} / "
              f"{p['crops']['test']} from {p['parents']['train']} / {p['parents']['val']} / {p['parents']['test']} "
              "source images (split by parent image)", "",
              "| model | test set | steps | F1 | IoU | P | R | OA | predicted / labelled change % | all-change |",
@@ -287,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget per model (wall minutes)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     parser.add_argument("--crop", type=int, default=256, help="crop size (a multiple of 32)")
+    parser.add_argument("--window", type=int, default=128,
+                        help="training window: a random crop of each training crop (0: whole crops); evaluation "
+                             "always sees whole crops")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="at most N crops per split (quick checks)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -294,13 +298,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.crop % 32 or args.crop < 32:
         parser.error("--crop must be a positive multiple of 32")
+    if args.window % 32 or args.window < 0:
+        parser.error("--window must be 0 or a positive multiple of 32")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     info = build_split(find_tiles(args.tiles), data, args.crop, args.limit)
     models = [m for m in args.models.split(",") if m]
     results: dict[str, Any] = {
-        "protocol": {"minutes": args.minutes, "threads": args.threads, "crop": args.crop, "seed": args.seed,
+        "protocol": {"minutes": args.minutes, "threads": args.threads, "crop": args.crop,
+                     "window": min(args.window, args.crop) if args.window else None, "seed": args.seed,
                      "limit": args.limit, "config": str(CONFIG.relative_to(REPO)), "overrides": args.set,
                      "crops": {s: len(v) for s, v in info["crops"].items()},
                      "parents": {s: len(v) for s, v in info["parents"].items()}, "held_out": info["parents"],

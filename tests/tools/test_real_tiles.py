@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ pytestmark = pytest.mark.skipif(not (TILES / "LEVIR-CD").is_dir(), reason=f"{TIL
 def _load():
     spec = importlib.util.spec_from_file_location("real_tiles", TOOLS / "real_tiles.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while it loads
     spec.loader.exec_module(mod)
     return mod
 
