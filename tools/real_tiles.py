@@ -73,7 +73,7 @@ def parent_of(folder: str, stem: str) -> str:
     source = dict(SOURCES)[folder]
     if folder == "LEVIR-CD":  # <split>_<id>_<row>_<col>: a window of the 1024-px <split>_<id>
         return f"{source}_{'_'.join(stem.split('_')[:2])}"
-    if folder == "DSIFN-CD":  # <image>_<crop>: a window of the DSIFN test image <image>
+    if folder == "DSIFN-CD":  # <image>_<c>: ChangeFormer's DSIFN-CD-256 cuts each 512-px image into a 2x2 grid, c = 1..4
         return f"{source}_{stem.split('_')[0]}"
     return f"{source}_{stem}"  # a whole source image (LEVIR-CD-1024, WHU-CD)
 

@@ -265,3 +265,14 @@ def test_binary_layout_hard(tmp_path):
                "--json", str(tmp_path / "s.json")])
     assert rc == 0 and json.loads((tmp_path / "s.json").read_text())["difficulty"] == "hard"
     assert len(list((tmp_path / "cd" / "A").glob("*.png"))) == 8
+
+
+def test_engine_generates_the_hard_benchmark_when_asked(tmp_path):
+    from changeagent.engine.builders import ensure_synthetic
+
+    base = {"format": "levir_mci", "n_train": 3, "n_val": 1, "n_test": 1, "size": 32, "seed": 2,
+            "mask_variant": "grey"}
+    ensure_synthetic(tmp_path / "d", base)
+    ensure_synthetic(tmp_path / "h", {**base, "difficulty": "hard"})
+    assert json.loads((tmp_path / "h" / ".synth.json").read_text())["difficulty"] == "hard"
+    assert _digest(tmp_path / "d") != _digest(tmp_path / "h")

@@ -65,6 +65,7 @@ def _transition(rng: np.random.Generator, sc: Scene, cell: tuple[int, int], clai
     cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
     stage_cls = src if src not in ("building", "water") else "ground"
     tex = class_texture(rng, size, stage_cls)
+    stage = np.zeros((size, size), bool)
     if dst in ("building", "playground") or src == "building":
         # the stage: a patch of the source cover around the change, the same on both dates
         stage = blob(rng, size, cy, cx, size / 5.5) & ~claimed
@@ -73,6 +74,7 @@ def _transition(rng: np.random.Generator, sc: Scene, cell: tuple[int, int], clai
     if "building" in (src, dst):
         bs, layout, big = _buildings(rng, sc, cell, claimed)
         if not bs:
+            claimed |= stage  # painted on both dates: no change, but no longer the old land either
             return None
         region = np.zeros((size, size), bool)
         for b in bs:
@@ -94,6 +96,7 @@ def _transition(rng: np.random.Generator, sc: Scene, cell: tuple[int, int], clai
         box = Box(int(cy - h / 2), int(cx - w / 2), int(cy - h / 2) + h, int(cx - w / 2) + w)
         region = box.mask(size)
         if (region & claimed).any():
+            claimed |= stage
             return None
         sc.paint(("a",), region, tex, vegetation=stage_cls in VEG_CLASSES)
         draw_playground(rng, sc.ground["b"], box)
@@ -105,7 +108,8 @@ def _transition(rng: np.random.Generator, sc: Scene, cell: tuple[int, int], clai
         sc.paint(("b",), region, class_texture(rng, size, dst), vegetation=dst in VEG_CLASSES)
     if not region.any():
         return None
-    claimed |= region
+    # the stage is claimed too: a later change (a new road) must not cross it as if it were the old land
+    claimed |= region | stage
     sem_a[region], sem_b[region] = SECOND_ID[src], SECOND_ID[dst]
     return HardEvent("cover", cell_of(region), count, src=src, dst=dst, layout=layout, big=big)
 
