@@ -46,8 +46,9 @@ def build_vocab(cfg: DictConfig, roots: dict[str, Path]) -> Vocabulary:
 
 
 def make_dataset(name: str, root: Path, split: str, cfg: DictConfig, vocab: Vocabulary, train: bool) -> Dataset:
-    """The reader of dataset `name` (its registry spec) on `split`, with the run's normalisation,
-    augmentation and the extra options of its config section."""
+    """The reader of dataset `name` (its registry spec) on `split`, with its normalisation
+    (`data.<id>.mean/std`: its spec's unless the run overrides them), the run's augmentation and
+    the extra options of its config section."""
     from changeagent.data.transforms import build_transforms
 
     spec = get_spec(name)
@@ -58,7 +59,7 @@ def make_dataset(name: str, root: Path, split: str, cfg: DictConfig, vocab: Voca
     options = {k: v for k, v in dcfg.items() if not hasattr(DatasetCfg, k)}  # the spec's own keys
     captions_file = dcfg.get("captions_file")
     return spec.reader(
-        root, split=split, vocab=vocab, max_len=cfg.data.max_len, mean=list(cfg.data.mean), std=list(cfg.data.std),
+        root, split=split, vocab=vocab, max_len=cfg.data.max_len, mean=list(dcfg["mean"]), std=list(dcfg["std"]),
         transforms=build_transforms(to_dict(cfg.data.augment), train=train),
         canonical_no_change=bool(cfg.data.canonical_no_change and train),
         **({"captions_file": captions_file} if captions_file else {}), **options,

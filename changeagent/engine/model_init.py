@@ -1,5 +1,5 @@
 """The run's model: its config from the run's datasets, built fresh, from `train.init_from` (a
-model folder) or with a checkpoint's weights."""
+model folder, resolved into the run config by `engine.resolve`) or with a checkpoint's weights."""
 
 from __future__ import annotations
 
@@ -14,33 +14,6 @@ from changeagent.data.registry import get_spec
 from changeagent.data.spec import DatasetSpec
 from changeagent.data.vocab import Vocabulary
 from changeagent.errors import ChangeAgentError
-
-
-def apply_init_from(cfg: DictConfig) -> Path | None:
-    """`train.init_from` (a model folder: best/, or `convert` output): its config.json's model section
-    replaces `model`, its vocab.json becomes `data.vocab` and its `data_norm` replaces data.mean/std, so
-    fine-tuning sees the data exactly as the model was trained. Returns the folder (None when unset)."""
-    from omegaconf import OmegaConf
-
-    from changeagent.models.factory import model_config as typed_model_config
-    from changeagent.models.hub import VOCAB, read_config
-
-    if not cfg.train.init_from:
-        return None
-    path = Path(str(cfg.train.init_from))
-    if not (path / "config.json").is_file() and (path / "best" / "config.json").is_file():
-        path = path / "best"  # a training run folder: its exported best model
-    config = read_config(path)
-    if not (path / VOCAB).is_file():
-        raise ChangeAgentError(f"train.init_from={path}: no {VOCAB}; the model's vocabulary is needed to fine-tune")
-    # typed by the model registry, like a model section from a config file (the run config is structured)
-    typed = typed_model_config({**config["model"], "encoder_weights": None}, f"{path}/config.json: model")
-    cfg.model = OmegaConf.structured(typed)
-    cfg.data.vocab = str(path / VOCAB)
-    norm = config.get("data_norm")
-    if norm:
-        cfg.data.mean, cfg.data.std = list(norm["mean"]), list(norm["std"])
-    return path
 
 
 def model_config(cfg: DictConfig, specs: dict[str, DatasetSpec]) -> dict[str, Any]:
@@ -82,6 +55,6 @@ def build_model(cfg: DictConfig, vocab: Vocabulary, device: torch.device, ckpt: 
             raise ChangeAgentError(f"the checkpoint's weights do not fit the configured model: "
                                    f"{str(e).splitlines()[0]}") from None
     model = model.to(device)
-    if cfg.train.channels_last:
+    if cfg.model.channels_last:  # weights NHWC too, so convolutions need no layout conversion
         model = model.to(memory_format=torch.channels_last)
     return model

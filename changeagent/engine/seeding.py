@@ -38,22 +38,9 @@ class EpochSeeded(Dataset):
     def __getitem__(self, index: int) -> Any:
         if self.transforms:
             ss = np.random.SeedSequence([self.seed, self.epoch, int(index)])
-            for t in self.transforms:
-                _seed_transform(t, int(ss.generate_state(1, np.uint64)[0] % 2**63))
+            for t in self.transforms:  # the seeding API of a transform: reseed(seed) (data.transforms)
+                t.reseed(int(ss.generate_state(1, np.uint64)[0] % 2**63))
         return self.joint[index]
-
-
-def _seed_transform(t: Any, seed: int) -> None:
-    if hasattr(t, "reseed"):
-        t.reseed(seed)
-        return
-    # data.transforms.PairedTransform without a public reseed(): set the same streams it sets itself
-    t._rng = np.random.default_rng(seed)
-    for k, comp in enumerate((t.geometric, t.colour, t.photometric)):
-        if comp is not None:
-            comp.set_random_seed(int(t._rng.integers(2**31)) + k)
-    info = torch.utils.data.get_worker_info()
-    t._key = (os.getpid(), None if info is None else info.seed)  # keep its own per-worker reseed away
 
 
 def worker_init(worker_id: int) -> None:

@@ -14,17 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from changeagent.config import to_dict
+from changeagent.data.io import write_text_atomic
 from changeagent.engine.batches import choose_captions, retrieval_captions, to_device
 from changeagent.engine.checkpoint import (
     export_best,
     load_checkpoint,
-    rng_state,
     save_checkpoint,
-    set_rng_state,
 )
 from changeagent.engine.device import autocast_dtype, reset_notes, say_once, set_threads
 from changeagent.engine.distributed import (
@@ -38,7 +37,7 @@ from changeagent.engine.distributed import (
 )
 from changeagent.engine.evaluator import EvalOptions, evaluate
 from changeagent.engine.loaders import build_train_data, train_loader
-from changeagent.engine.model_init import apply_init_from, build_model
+from changeagent.engine.model_init import build_model
 from changeagent.engine.optim import (
     build_ema,
     build_stage,
@@ -46,7 +45,14 @@ from changeagent.engine.optim import (
     ema_warmup_steps,
     set_train_mode,
 )
-from changeagent.engine.resume import check_resume_config, find_resume, vocab_of
+from changeagent.engine.resume import (
+    capture,
+    check_resume_config,
+    find_resume,
+    restore_loop,
+    restore_stage,
+    vocab_of,
+)
 from changeagent.engine.roots import check_roots
 from changeagent.engine.runlog import RunLog, flatten, format_table
 from changeagent.engine.schema import stages_of
@@ -55,10 +61,6 @@ from changeagent.engine.selection import check_meteor, selection_score
 from changeagent.engine.wandb_logger import WandbLogger
 from changeagent.errors import ChangeAgentError
 from changeagent.losses import compute_losses
-
-# loop state saved in last.pt next to the model/optimizer/... states
-COUNTERS = ("step", "stage", "stage_step", "epoch", "batch_in_epoch", "best_score", "best_step", "bad_evals",
-            "skipped")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -82,7 +84,8 @@ class Trainer:
     def __init__(self, cfg: DictConfig, info: DistInfo) -> None:
         self.t0 = time.monotonic()
         reset_notes()
-        init = apply_init_from(cfg)  # train.init_from: the folder's model config, vocab, norm
+        # train.init_from: its model config, vocabulary and statistics are in `cfg` already (engine.resolve)
+        init = Path(cfg.train.init_from) if cfg.train.init_from else None
         self.cfg, self.info, self.c = cfg, info, to_dict(cfg)
         self.out = Path(cfg.run.out_dir)
         set_threads(cfg.run.threads)
@@ -91,23 +94,20 @@ class Trainer:
         self.ckpt = load_checkpoint(ckpt) if ckpt else None
         if self.ckpt is not None:
             check_resume_config(self.ckpt["config"], self.c, ckpt)
-            # train.max_minutes counts the time the interrupted run(s) already spent
-            self.t0 -= float(self.ckpt.get("elapsed_s", 0.0))
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+            # the validated config is what runs: recorded as such (`config show` prints the same)
+            write_text_atomic(self.out / "config.yaml", OmegaConf.to_yaml(cfg))
         self.data = build_train_data(cfg, info, vocab=vocab_of(self.ckpt))
         self.model = build_model(cfg, self.data.vocab, info.device, self.ckpt, self.data.specs,
                                           init=init if self.ckpt is None else None)
         check_shared_layer(self.model, stages_of(cfg), cfg.loss.weighting.name)
         self.ema = build_ema(self.model, cfg.train.ema)
-        # state saved in last.pt
+        # state saved in last.pt (engine.resume owns what it holds)
         self.step = self.stage = self.stage_step = self.epoch = self.batch_in_epoch = 0
         self.best_score, self.best_step, self.bad_evals, self.skipped = -math.inf, -1, 0, 0
         self.log = RunLog(self.out, info.is_main)
-        wandb_id = None
-        if self.ckpt is not None:
-            self._restore_counters(self.ckpt)
-            wandb_id = self.ckpt.get("wandb_id")
+        wandb_id = restore_loop(self, self.ckpt) if self.ckpt is not None else None
         self.log.truncate_after(self.step)  # a fresh run starts a fresh log; a resumed one drops the future
         self.wandb = WandbLogger(self.c, self.out, info.is_main, run_id=wandb_id)
         self.stop_reason: str | None = None
@@ -253,13 +253,7 @@ class Trainer:
         self.net, self.ddp, self.shared_params = parts.net, parts.ddp, parts.shared_params
         if self.ckpt is not None:  # first stage after a resume
             ck, self.ckpt = self.ckpt, None
-            if ck["optimizer_stage"] == self.stage:  # else saved at a stage end: this stage starts fresh
-                self.opt.load_state_dict(ck["optimizer"])
-                self.sched.load_state_dict(ck["scheduler"])
-                self.scaler.load_state_dict(ck["scaler"])
-                self.weighting.load_state_dict(ck["weighting"])
-            rngs = ck["rng"]
-            set_rng_state(rngs[info.rank] if len(rngs) == info.world_size else rngs[0])
+            restore_stage(self, ck)
             self._say(f"resumed from step {self.step} (stage '{st['name']}', epoch {self.epoch})")
         return total
 
@@ -365,7 +359,7 @@ class Trainer:
             self.wandb.log({**flatten({"val": results}), "val/score": score}, self.step)
             self.wandb.log_predictions(vis, self.step)
             if improved:
-                export_best(model, self.out, {"mean": list(self.cfg.data.mean), "std": list(self.cfg.data.std)},
+                export_best(model, self.out, opts.norm,
                             {"step": self.step, "score": score, "select": ev.select, **results,
                              "eval": opts.record()},
                             self.data.specs)
@@ -391,30 +385,10 @@ class Trainer:
     def _save(self) -> None:
         if self._last_save_step == self.step and self.stage_step != 0:
             return
-        rngs = all_gather_objects(rng_state(), self.info)
+        state = capture(self)  # every rank: the RNG streams are gathered
         self._last_save_step = self.step
-        if not self.info.is_main:
-            return
-        state = {
-            "model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema is not None else None,
-            "ema_ready": self.ema is not None and self.ema.warmed_up,
-            "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-            "scaler": self.scaler.state_dict(), "weighting": self.weighting.state_dict(),
-            "optimizer_stage": self._opt_stage, **{k: getattr(self, k) for k in COUNTERS}, "config": self.c,
-            "vocab": self.data.vocab.word_to_id, "rng": rngs, "world_size": self.info.world_size,
-            "datasets": {n: s.summary() for n, s in self.data.specs.items()},  # classes for models.load
-            "wandb_id": self.wandb.run_id, "elapsed_s": time.monotonic() - self.t0,
-        }
-        save_checkpoint(state, self.out / "last.pt")
-
-    def _restore_counters(self, ck: dict[str, Any]) -> None:
-        for key in COUNTERS:
-            setattr(self, key, ck[key])
-        if ck.get("ema") is not None and self.ema is not None:
-            self.ema.load_state_dict(ck["ema"])
-        if ck["world_size"] != self.info.world_size:
-            self._say(f"note: checkpoint written by {ck['world_size']} processes, resuming with "
-                      f"{self.info.world_size}; data order after resume differs from an uninterrupted run")
+        if state is not None:
+            save_checkpoint(state, self.out / "last.pt")
 
     def _log_train(self, rec: dict[str, Any], bar: tqdm) -> None:
         if not self.info.is_main:

@@ -25,6 +25,8 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from changeagent.models.decode_cfg import DECODE
+
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
@@ -124,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--scene-sizes", default="8192",
                     help="comma-separated scene sizes; several show that peak RSS does not grow with size")
-    ap.add_argument("--max-len", type=int, default=41, help="caption length cap passed to predict")
+    ap.add_argument("--max-len", type=int, default=DECODE.max_len, help="caption length cap passed to predict")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--skip-folder", action="store_true")
     ap.add_argument("--skip-scene", action="store_true")

@@ -226,8 +226,9 @@ def index_dataset(pred: Predictor, config: str | Path, overrides: list[str], spl
     from changeagent.engine.roots import dataset_roots
     from changeagent.engine.schema import load_run_config
 
-    cfg = load_run_config(config, overrides)
-    cfg.data.mean, cfg.data.std = [float(v) for v in pred.mean], [float(v) for v in pred.std]
+    # every dataset is read with the statistics of the head that decodes it (resolved before validation)
+    cfg = load_run_config(config, overrides, norm={"mean": [float(v) for v in pred.mean],
+                                                   "std": [float(v) for v in pred.std]})
     roots = dataset_roots(cfg, DistInfo())
     datasets: dict[str, Any] = {n: make_dataset(n, roots[n], split, cfg, pred.vocab, train=False)
                                 for n in roots}

@@ -25,6 +25,7 @@ import numpy as np
 
 from changeagent.errors import ChangeAgentError
 from changeagent.inference.index_store import ANN, TEXT_CONFIG, TEXT_WEIGHTS, VOCAB, IndexStore
+from changeagent.models.decode_cfg import DECODE
 
 CHUNK_ROWS = 1 << 18  # rows per exhaustive-search chunk: 256 MiB at D = 256
 ANN_KINDS = ("hnsw", "ivf")
@@ -57,7 +58,7 @@ class QueryEncoder:
             raise
         except Exception as e:  # a damaged or foreign file: name it, no traceback
             raise ChangeAgentError(f"index {folder}: cannot load its text encoder: {e}") from None
-        self.max_len = int(cfg.get("max_len", 41))
+        self.max_len = int(cfg.get("max_len", DECODE.max_len))
         self.encoder.eval()
         self._torch = torch
 

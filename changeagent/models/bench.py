@@ -13,8 +13,9 @@ import torch
 from tqdm import tqdm
 
 from changeagent.data.constants import END, START
+from changeagent.devices import resolve_device
 from changeagent.errors import ChangeAgentError
-from changeagent.models.factory import create_model, resolve_device
+from changeagent.models.factory import create_model
 
 
 def _peak_rss_mb() -> float:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from changeagent.errors import ChangeAgentError
+from changeagent.models.decode_cfg import DECODE
 from changeagent.models.decoding import beam_search, greedy_decode
 from changeagent.models.features import HeadContext, HeadSpec
 from changeagent.typed import fail, opt, to_plain
@@ -215,13 +216,13 @@ DECODE_OPTIONS = ("method", "beam_size", "max_len", "length_penalty", "min_len")
 
 def decode(decoder: Any, memory: Tensor, options: Mapping[str, Any]) -> Tensor:
     """Greedy or beam decoding (`options`: method, beam_size, max_len, length_penalty, min_len)."""
-    method = options.get("method", "greedy")
-    max_len, min_len = options.get("max_len", 41), options.get("min_len", 0)
+    method = options.get("method", DECODE.method)
+    max_len, min_len = options.get("max_len", DECODE.max_len), options.get("min_len", 0)
     if method == "greedy":
         return greedy_decode(decoder, memory, max_len, min_len)
     if method == "beam":
-        return beam_search(decoder, memory, options.get("beam_size", 3), max_len,
-                           options.get("length_penalty", 1.0), min_len)
+        return beam_search(decoder, memory, options.get("beam_size", DECODE.beam_size), max_len,
+                           options.get("length_penalty", DECODE.length_penalty), min_len)
     raise ChangeAgentError(f"predict: method must be 'greedy' or 'beam', got {method!r}")
 
 

@@ -47,8 +47,9 @@ class ModelCommonCfg(ModelTypeCfg):
                                      choices=dataset_ids)
     num_classes: dict[str, int] = opt(help="classes of a head whose dataset takes them from its data (custom)",
                                       factory=dict)
-    compile: bool = opt(False, "torch.compile the encoder, necks and heads' forward")
-    channels_last: bool = opt(True, "NHWC activations: 20-30 % faster convolutions on CPU and GPU")
+    compile: bool = opt(False, "torch.compile the encoder, necks and heads in place (training, eval and predict; "
+                        "state-dict names unchanged)")
+    channels_last: bool = opt(True, "NHWC weights and activations: 20-30 % faster convolutions on CPU and GPU")
 
     @classmethod
     def prepare(cls, raw: dict[str, Any]) -> dict[str, Any]:
@@ -236,15 +237,3 @@ def compile_model(model: ChangeCaptioner, **kwargs: Any) -> ChangeCaptioner:
         part.compile(**kwargs)
     return model
 
-
-def resolve_device(name: str) -> torch.device:
-    """`cpu`, `cuda`, `cuda:N` or `auto` -> torch.device; a clear error for a bad or absent device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ChangeAgentError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:N, auto)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ChangeAgentError(f"--device {name}: CUDA is not available on this machine")
-    return dev
