@@ -216,6 +216,13 @@ class ChangeCaptioner(nn.Module):
         return {"total": count(self), **{name: count(m) for name, m in self.parts().items()}}
 
 
+def compile_model(model: ChangeCaptioner, **kwargs: Any) -> ChangeCaptioner:
+    """`torch.compile` each part in place (state-dict names unchanged); kwargs go to torch.compile."""
+    for part in model.parts().values():
+        part.compile(**kwargs)
+    return model
+
+
 def _rename_legacy(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
     """Models saved before the token memory was its own module kept it in the caption decoder: rename
     those parameters (models/memory.py `LEGACY_NAMES`) so today's checkpoints keep loading."""

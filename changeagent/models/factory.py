@@ -14,7 +14,7 @@ from changeagent.data.constants import DATASETS
 from changeagent.data.registry import dataset_ids
 from changeagent.errors import ChangeAgentError
 from changeagent.models.caption_decoder import MEMORY_KEYS
-from changeagent.models.change_captioner import ChangeCaptioner, Necks
+from changeagent.models.change_captioner import ChangeCaptioner, Necks, compile_model
 from changeagent.models.encoder import Encoder
 from changeagent.models.features import HeadContext
 from changeagent.models.heads import HEADS, get_head, head_names
@@ -103,6 +103,12 @@ def legacy_tasks(cfg: Any) -> list[str]:
         if enabled or (enabled is None and head.default):
             out.append(name)
     return out
+
+
+def model_tasks(cfg: Any) -> list[str]:
+    """The tasks of a typed model config (any model type): its `tasks`, or `legacy_tasks` when unset."""
+    tasks = getattr(cfg, "tasks", None)
+    return list(tasks) if tasks is not None else legacy_tasks(cfg)
 
 
 _MODEL_CFG: dict[tuple[tuple[str, str], ...], type] = {}
@@ -230,10 +236,5 @@ def _build_mci(cfg: dict[str, Any], vocab_size: int, device: str | torch.device 
 MODEL_TYPES["change_captioner"] = (model_cfg_class, _build_change_captioner)
 MODEL_TYPES["mci"] = (MCIConfig, _build_mci)
 
-
-def compile_model(model: ChangeCaptioner, **kwargs: Any) -> ChangeCaptioner:
-    """`torch.compile` each part in place (state-dict names unchanged); kwargs go to torch.compile."""
-    for part in model.parts().values():
-        part.compile(**kwargs)
-    return model
-
+__all__ = ["MODEL_TYPES", "ModelCfg", "compile_model", "create_model", "model_config", "model_tasks",
+           "resolve_config"]

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ import torch
 from torch import Tensor
 
 from changeagent.errors import ChangeAgentError
-from changeagent.models.change_captioner import ChangeCaptioner
+from changeagent.models.change_captioner import ChangeCaptioner, compile_model
 from changeagent.models.encoder import Encoder
 from changeagent.models.features import Features
 from changeagent.models.mci.config import MCIConfig
@@ -68,8 +69,6 @@ class MCIModel(ChangeCaptioner):
 
 def build_mci(cfg: dict[str, Any], vocab_size: int, device: str | torch.device | None = None) -> MCIModel:
     """The faithful MCI from a plain config dict (see `MCIConfig`); `device="meta"` for shapes only."""
-    import contextlib
-
     conf = convert(MCIConfig, cfg, "model")
     # smp's mit_* constructor calls .item(), which the meta device cannot do: build it on the CPU
     encoder = Encoder(conf.encoder, in_channels=conf.in_channels, weights=conf.encoder_weights)
@@ -78,7 +77,5 @@ def build_mci(cfg: dict[str, Any], vocab_size: int, device: str | torch.device |
     with torch.device(device) if device is not None else contextlib.nullcontext():
         model = MCIModel(conf, vocab_size, encoder)
     if conf.compile:
-        from changeagent.models.factory import compile_model
-
         compile_model(model)
     return model
