@@ -53,7 +53,10 @@ class ModelCommonCfg(ModelTypeCfg):
 
     @classmethod
     def prepare(cls, raw: dict[str, Any]) -> dict[str, Any]:
-        """Configs written before `memory` existed kept its keys in `caption_decoder`: move them."""
+        """Old configs made whole: `tasks` from what they enable when unset (`legacy_tasks`), a head
+        section's old `enabled` key set to match it, and the memory keys `caption_decoder` kept before
+        `memory` existed moved there; so the validated config (`config show`) says what runs."""
+        raw = _legacy_tasks(dict(raw))
         cap = raw.get("caption_decoder")
         if isinstance(cap, Mapping) and any(k in cap for k in MEMORY_KEYS):
             cap = dict(_plain(cap))
@@ -83,26 +86,44 @@ class ModelCommonCfg(ModelTypeCfg):
             fail(f"{key}.tasks", f"must be a non-empty list of distinct tasks, got {self.tasks}")
         for name in head_names():
             head = get_head(name)
-            section = getattr(self, head.section)
-            enabled = getattr(section, "enabled", None)
-            if self.tasks is not None and enabled is not None and enabled != (name in self.tasks):
-                fail(f"{key}.{head.section}.enabled", f"is {str(enabled).lower()} but {key}.tasks {self.tasks} "
-                     f"{'lacks' if enabled else 'lists'} {name}; drop this old key (model.tasks decides)")
-            check = getattr(section, "check", None)
+            check = getattr(getattr(self, head.section), "check", None)
             if callable(check):
                 check(self, f"{key}.{head.section}")
 
 
-def legacy_tasks(cfg: Any) -> list[str]:
-    """The task list of a config without `tasks` (written before it existed): every head that is on by
-    default (`HeadSpec.default`) plus those whose section says `enabled: true`."""
-    out = []
+def _legacy_tasks(raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with `tasks` filled in when unset (every head on by default, `HeadSpec.default`, plus those
+    whose section says `enabled: true`) and each section's `enabled` (an old key) matching it."""
+    given = raw.get("tasks")
+    if given is not None and not isinstance(given, (list, tuple)):
+        return raw  # a wrong value: the schema names it
+    tasks = list(given) if given is not None else []
     for name in head_names():
         head = get_head(name)
-        enabled = getattr(getattr(cfg, head.section), "enabled", None)
-        if enabled or (enabled is None and head.default):
-            out.append(name)
-    return out
+        section = raw.get(head.section)
+        if section is not None and not isinstance(section, Mapping):
+            return raw
+        if "enabled" not in {f.name for f in dataclasses.fields(head.config)}:
+            if given is None and head.default:
+                tasks.append(name)
+            continue
+        enabled = (section or {}).get("enabled")
+        if given is not None and enabled is not None and bool(enabled) != (name in tasks):
+            fail(f"model.{head.section}.enabled", f"is {str(enabled).lower()} but model.tasks {tasks} "
+                 f"{'lacks' if enabled else 'lists'} {name}; drop this old key (model.tasks decides)")
+        if given is None and (enabled or (enabled is None and head.default)):
+            tasks.append(name)
+    raw["tasks"] = [t for t in head_names() if t in tasks] if given is None else tasks
+    for name in head_names():
+        head = get_head(name)
+        if "enabled" in {f.name for f in dataclasses.fields(head.config)}:
+            raw[head.section] = {**dict(_plain(raw.get(head.section) or {})), "enabled": name in raw["tasks"]}
+    return raw
+
+
+def legacy_tasks(cfg: Any) -> list[str]:
+    """The task list a typed model config means (`tasks`, filled in by `prepare` for old configs)."""
+    return list(cfg.tasks) if cfg.tasks is not None else _legacy_tasks(to_plain(cfg))["tasks"]
 
 
 def model_tasks(cfg: Any) -> list[str]:
