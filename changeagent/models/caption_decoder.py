@@ -231,4 +231,4 @@ def _build(ctx: HeadContext, cfg: CaptionDecoderCfg) -> CaptionDecoder:
 
 
 HEAD = HeadSpec(name="caption", section="caption_decoder", config=CaptionDecoderCfg, attr="caption_decoder",
-                build=_build, memory=True, default=True)
+                build=_build, memory=True, default=True, moved=tuple((k, "memory") for k in MEMORY_KEYS))

@@ -13,7 +13,6 @@ import torch
 from changeagent.data.constants import DATASETS
 from changeagent.data.registry import dataset_ids
 from changeagent.errors import ChangeAgentError
-from changeagent.models.caption_decoder import MEMORY_KEYS
 from changeagent.models.change_captioner import ChangeCaptioner, Necks, compile_model
 from changeagent.models.encoder import Encoder
 from changeagent.models.features import HeadContext
@@ -55,20 +54,24 @@ class ModelCommonCfg(ModelTypeCfg):
     def prepare(cls, raw: dict[str, Any]) -> dict[str, Any]:
         """Old configs made whole: `tasks` from what they enable when unset (`legacy_tasks`), a head
         section's old `enabled` key set to match it, and the memory keys `caption_decoder` kept before
-        `memory` existed moved there; so the validated config (`config show`) says what runs."""
+        `memory` existed moved there (`HeadSpec.moved`); so the validated config (`config show`) says
+        what runs."""
         raw = _legacy_tasks(dict(raw))
-        cap = raw.get("caption_decoder")
-        if isinstance(cap, Mapping) and any(k in cap for k in MEMORY_KEYS):
-            cap = dict(_plain(cap))
-            mem = dict(_plain(raw.get("memory") or {}))
-            for k in MEMORY_KEYS:
-                if k in cap:
-                    value = cap.pop(k)
-                    if k in mem and mem[k] != value:
-                        fail(f"model.caption_decoder.{k}", f"is {value!r} but model.memory.{k} is {mem[k]!r}; "
-                             f"keep model.memory.{k} only")
-                    mem[k] = value
-            raw = {**raw, "caption_decoder": cap, "memory": mem}
+        for name in head_names():
+            head = get_head(name)
+            section = raw.get(head.section)
+            if not head.moved or not isinstance(section, Mapping):
+                continue
+            section = dict(_plain(section))
+            for k, target in head.moved:
+                if k not in section:
+                    continue
+                value, dest = section.pop(k), dict(_plain(raw.get(target) or {}))
+                if k in dest and dest[k] != value:
+                    fail(f"model.{head.section}.{k}", f"is {value!r} but model.{target}.{k} is {dest[k]!r}; "
+                         f"keep model.{target}.{k} only")
+                raw[target] = {**dest, k: value}
+            raw[head.section] = section
         return raw
 
     def validate(self, key: str) -> None:

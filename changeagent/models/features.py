@@ -38,7 +38,9 @@ class HeadSpec:
     for checks against the rest of the model config); attr: its attribute on the model (= state-dict
     prefix, `train.stages[].freeze` name, `param_counts` key); memory: whether it reads
     `feats["memory"]` (the model builds its token memory when some head does); default: part of the
-    task list of configs written before `model.tasks` existed (their heads were always built).
+    task list of configs written before `model.tasks` existed (their heads were always built); moved:
+    keys its section had in older configs and the model section that holds them now (moved there on
+    reading a config).
     """
 
     name: str
@@ -48,6 +50,7 @@ class HeadSpec:
     build: Callable[[HeadContext, Any], Any]
     memory: bool = False
     default: bool = False
+    moved: tuple[tuple[str, str], ...] = ()
 
 
 class Features:
