@@ -40,10 +40,9 @@ def run(tmp_path_factory, synth_roots):
                        data={"eval_batch_size": 1}, train={"steps": 3})
     assert main(["train", "-c", str(cfg)]) == 0
     # a few steps predict one class almost everywhere: spread the 1x1 heads so the maps vary
-    from changeagent.models import load, save_pretrained
-
     from changeagent.engine.loaders import make_dataset
     from changeagent.engine.schema import load_run_config
+    from changeagent.models import load, save_pretrained
 
     loaded = load(base / "run" / "best")
     model, dec = loaded.model.eval(), loaded.model.mask_decoder

@@ -9,8 +9,8 @@ import torch
 
 from changeagent.errors import ChangeAgentError
 from changeagent.losses import create_weighting
-from changeagent.tasks import compute_losses as task_losses
 from changeagent.losses.contrastive import contrastive_loss, not_negatives
+from changeagent.tasks import compute_losses as task_losses
 
 
 def _ids(*rows: list[int]) -> torch.Tensor:
