@@ -183,7 +183,7 @@ def pad_stack(values: Sequence[Any], fill: int, key: str) -> torch.Tensor:
     out = torch.full((len(arrays), *shape), fill, dtype=present[0].dtype)
     for i, a in enumerate(arrays):
         if a is not None:
-            out[(i, *[slice(0, n) for n in a.shape])] = a.to(out.dtype)
+            out[i][tuple(slice(0, n) for n in a.shape)] = a.to(out.dtype)
     return out
 
 

@@ -103,7 +103,7 @@ def collate_fn(cfg: DictConfig) -> Any:
 class RunData:
     vocab: Vocabulary
     roots: dict[str, Path]
-    train_set: EpochSeeded
+    train_set: Dataset  # EpochSeeded, wrapped in tasks.data.TaskTargets when a task derives targets
     sampler: Any  # MixedSampler: set_epoch, num_replicas, rank
     batches_per_epoch: int
     batch_size: int
@@ -152,7 +152,7 @@ class _Skip(Sampler[int]):
 def train_loader(data: RunData, cfg: DictConfig, epoch: int, skip_batches: int = 0) -> DataLoader:
     """This epoch's loader over this rank's share of the mixed sampler, minus batches already done."""
     data.sampler.set_epoch(epoch)
-    data.train_set.epoch = epoch
+    data.train_set.epoch = epoch  # type: ignore[attr-defined]  # EpochSeeded (or its TaskTargets)
     indices = list(iter(data.sampler))[skip_batches * data.batch_size:]
     gen = torch.Generator().manual_seed(data.seed * 100_003 + epoch)  # not the global RNG: keeps resume exact
     return DataLoader(data.train_set, batch_size=data.batch_size, sampler=_Skip(indices), drop_last=True,

@@ -113,10 +113,11 @@ def build_stage(model: nn.Module, st: dict[str, Any], cfg: dict[str, Any], info:
     from changeagent.losses import GradNorm, create_weighting
 
     apply_freeze(model, st["freeze"])
-    missing = [t for t in st["tasks"] if t not in model.tasks]
+    has: list[str] = list(getattr(model, "tasks", []))
+    missing = [t for t in st["tasks"] if t not in has]
     if missing:
         raise ChangeAgentError(f"stage {st['name']!r} trains {missing}, but the model has no such head "
-                               f"(its tasks: {', '.join(model.tasks)})")
+                               f"(its tasks: {', '.join(has)})")
     tasks = list(st["tasks"])
     weighting = create_weighting(cfg["loss"].get("weighting"), tasks).to(info.device)
     lr = st["lr"] if st["lr"] is not None else cfg["optim"]["lr"]

@@ -290,7 +290,7 @@ def validate(cfg: DictConfig | dict[str, Any], *, checkpoint: str | Path | None 
     resolve_inputs(raw, checkpoint=checkpoint, out=out, norm=norm)
     if not raw.get("model"):
         raw["model"] = load_model_config("fast")
-    typed = convert(run_config_class(), raw)
+    typed: Any = convert(run_config_class(), raw)
     check_run(typed)
     return OmegaConf.structured(typed)
 

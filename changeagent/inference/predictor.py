@@ -270,8 +270,8 @@ class Predictor:
                 singles.setdefault(x.shape, []).append(i)
                 continue
             t0 = time.perf_counter()
-            logits, fields, windows = self.infer(x)
-            results[i] = self._finish(logits, fields, windows, valids[i],
+            logits, pair_fields, windows = self.infer(x)
+            results[i] = self._finish(logits, pair_fields, windows, valids[i],
                                       {"model_s": time.perf_counter() - t0})
         for shape, idx in singles.items():
             H, W = shape[-2:]

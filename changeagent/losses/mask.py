@@ -173,7 +173,7 @@ def mask_task_loss(out: Mapping[str, Any], batch: Mapping[str, Any], cfg: MaskLo
         raise ChangeAgentError(f"batch: unknown dataset id(s) {unknown}; known: {dataset_ids()}")
     terms = {"ce": cfg.ce, "dice": cfg.dice, "lovasz": cfg.lovasz}
     class_weights = cfg.class_weights or {}
-    change = binary_change_loss(out["change"], batch["change"], **terms)
+    change = binary_change_loss(out["change"], batch["change"], ce=cfg.ce, dice=cfg.dice, lovasz=cfg.lovasz)
     parts = {"change": change}
     total = cfg.change_weight * change
     for name, logits in (out.get("masks") or {}).items():

@@ -97,7 +97,7 @@ class ChangeCaptioner(nn.Module):
         """Its tasks, in `model.tasks` order (one head each)."""
         return list(self.head_attrs)
 
-    def head(self, task: str) -> nn.Module:
+    def head(self, task: str) -> Any:
         """The head module of `task`; a task the model was built without is an error."""
         if task not in self.head_attrs:
             raise ChangeAgentError(f"model: this model has no {task!r} head (its tasks: {', '.join(self.tasks)}); "

@@ -122,10 +122,9 @@ class MaskTask(TaskSpec):
     def visual(self, pred: Mapping[str, Any], batch: Mapping[str, Any], i: int, ctx: EvalContext) -> dict[str, Any]:
         """The item's predicted and true maps (SECOND: date B's land cover) and its change IoU."""
         spec = ctx.dataset
-        p = predicted_maps({"change": pred["change"][i:i + 1],
-                            "masks": {k: v[i:i + 1] for k, v in (pred.get("masks") or {}).items()}}, spec)[0]
-        t = batch[TARGET_KEY[spec.decoding]][i]
-        p, t = p.cpu().numpy(), t.cpu().numpy()
+        maps = predicted_maps({"change": pred["change"][i:i + 1],
+                               "masks": {k: v[i:i + 1] for k, v in (pred.get("masks") or {}).items()}}, spec)[0]
+        p, t = maps.cpu().numpy(), batch[TARGET_KEY[spec.decoding]][i].cpu().numpy()
         if p.ndim == 3:  # SECOND: show the post-change land cover on image B
             p, t = p[1], t[1]
         valid = t != IGNORE_INDEX
