@@ -74,14 +74,18 @@ class ChangeCaptioner(nn.Module):
     """
 
     def __init__(self, encoder: nn.Module, neck: nn.Module, heads: Mapping[str, nn.Module], config: dict[str, Any],
-                 vocab_size: int, *, memory: nn.Module | None = None, attrs: Mapping[str, str] | None = None) -> None:
+                 vocab_size: int, *, memory: nn.Module | None = None, memory_before: str | None = None,
+                 attrs: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.neck = neck
-        self.memory = memory
         self.head_attrs: dict[str, str] = {t: (attrs or {}).get(t, t) for t in heads}
         for task, head in heads.items():
+            if task == memory_before:  # parameter order: the memory before the first head that reads it
+                self.memory = memory
             setattr(self, self.head_attrs[task], head)
+        if "memory" not in self._modules:
+            self.memory = memory
         self.config = config
         self.vocab_size = vocab_size
         self.vocab: Any = None  # a changeagent.data.vocab.Vocabulary (models.hub.attach_vocab, the one place)

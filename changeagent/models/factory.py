@@ -236,15 +236,19 @@ def _assemble(cfg: dict[str, Any], vocab_size: int, encoder: Encoder) -> ChangeC
         caption_neck = build_neck({**cfg["neck"], **cfg["caption_neck"]}, encoder.out_channels,
                                   levels=list(range(n_levels - levels, n_levels)), key="model.caption_neck")
     necks = Necks(mask_neck, caption_neck, levels)
-    memory = None
-    if with_memory:
-        memory_in = (caption_neck if caption_neck is not None else mask_neck).out_channels[-levels:]
-        memory = TokenMemory(memory_in, mem["dim"], mem["dataset_token"], num_datasets=len(cfg["datasets"]))
     ctx = HeadContext(config=cfg, vocab_size=vocab_size, datasets=list(cfg["datasets"]),
                       level_channels=list(mask_neck.out_channels), fine_channels=encoder.fine_channels,
                       memory_dim=mem["dim"] if with_memory else None)
-    modules = {t: h.build(ctx, convert(h.config, cfg[h.section], f"model.{h.section}")) for t, h in heads.items()}
-    model = ChangeCaptioner(encoder, necks, modules, cfg, vocab_size, memory=memory,
+    # built (and registered) in task order, the memory just before the first head that reads it: the
+    # order the parameters were made in when the memory was the caption decoder's (same init, same order)
+    memory, memory_before, modules = None, None, {}
+    for t, h in heads.items():
+        if h.memory and memory is None:
+            memory_in = (caption_neck if caption_neck is not None else mask_neck).out_channels[-levels:]
+            memory = TokenMemory(memory_in, mem["dim"], mem["dataset_token"], num_datasets=len(cfg["datasets"]))
+            memory_before = t
+        modules[t] = h.build(ctx, convert(h.config, cfg[h.section], f"model.{h.section}"))
+    model = ChangeCaptioner(encoder, necks, modules, cfg, vocab_size, memory=memory, memory_before=memory_before,
                             attrs={t: h.attr for t, h in heads.items()})
     if cfg["compile"]:
         compile_model(model)
