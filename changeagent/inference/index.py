@@ -198,7 +198,7 @@ def index_scene(pred: Predictor, a_path: str | Path, b_path: str | Path, out_dir
                 for src, idx, (lo, hi) in zip((a, b), bands, stats):
                     data, v = read_window(src, Window(c, r, w, h), idx)
                     valid = v if valid is None else valid & v
-                    xs.append(pred.normalise(pred.scaler.apply(data, lo, hi)))
+                    xs.append(pred.normalise_raw(data, lo, hi))
                 assert valid is not None
                 if not valid.any():
                     skipped_nodata += 1

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from changeagent.data.images import normalise
 from changeagent.data.registry import get_spec, spec_from_summary
 from changeagent.data.spec import DatasetSpec
 from changeagent.devices import resolve_device
@@ -145,7 +146,16 @@ class Predictor:
     # ---- model calls -------------------------------------------------------------------------
     def normalise(self, x01: np.ndarray) -> np.ndarray:
         """float32 [C, H, W] in [0, 1] -> normalised float32 [C, H, W]."""
-        return (x01 - self.mean[:, None, None]) / self.std[:, None, None]
+        return normalise(x01, self.mean, self.std, scale=1.0)
+
+    def normalise_raw(self, data: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Raw [C, H, W] with a stretch (lo, hi) per band -> normalised float32 [C, H, W]: clipped to
+        [lo, hi], then `data.images.normalise` of (x - lo) over (hi - lo), so a uint8 tile is
+        normalised with the very arithmetic of the dataset readers (eval and predict agree)."""
+        x = np.clip(data.astype(np.float32), lo[:, None, None], hi[:, None, None])
+        if lo.any():
+            x -= lo[:, None, None]
+        return normalise(x, self.mean, self.std, scale=hi - lo)
 
     def scale_pair(self, pa: Picture, pb: Picture) -> tuple[np.ndarray, np.ndarray]:
         """Both dates in [0, 1], float32 [C, H, W] each, with ONE stretch fitted on A and B together."""
@@ -154,7 +164,8 @@ class Predictor:
 
     def prepare(self, pa: Picture, pb: Picture) -> np.ndarray:
         """Raw pair -> normalised float32 [2, C, H, W] (the --scale rule, one stretch for both dates)."""
-        return np.stack([self.normalise(x) for x in self.scale_pair(pa, pb)])
+        lo, hi = self.scaler.fit_pair(pa.data, pa.valid, pb.data, pb.valid, names=(str(pa.path), str(pb.path)))
+        return np.stack([self.normalise_raw(p.data, lo, hi) for p in (pa, pb)])
 
     def run_windows(self, batch: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
         """float32 [B, 2, C, h, w] normalised (h, w multiples of 32) -> blended-able logits

@@ -124,7 +124,7 @@ def _stream(pred: Predictor, srcs: tuple[Any, Any], bands: tuple[list[int], list
                 for src, idx, (lo, hi) in zip(srcs, bands, stats):
                     data, v = read_window(src, win, idx)
                     valid = v if valid is None else valid & v
-                    xs.append(pred.normalise(pred.scaler.apply(data, lo, hi)))
+                    xs.append(pred.normalise_raw(data, lo, hi))
                 t["read_s"] += time.perf_counter() - t0
                 assert valid is not None
                 owned = band.own0 <= c < band.own1

@@ -33,13 +33,19 @@ def test_eval_and_predict_decode_with_the_one_function():
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, synth_roots):
+    """A checkpoint trained a few steps on the three kinds of mask datasets."""
     base = tmp_path_factory.mktemp("one_decoder")
     roots = {**synth_roots, "levir_cd": base / "levir_cd"}
     get_spec("levir_cd").synth(roots["levir_cd"], 8, 3, 4, size=32, seed=3, progress=False)
     cfg = write_config(base / "c.yaml", roots, ("levir_mci", "second_cc", "levir_cd"),
                        data={"eval_batch_size": 1}, train={"steps": 3})
     assert main(["train", "-c", str(cfg)]) == 0
-    # a few steps predict one class almost everywhere: spread the 1x1 heads so the maps vary
+    return base, roots, cfg
+
+
+def _varied_checkpoint(base, roots, cfg_path, head):
+    """The trained model with its 1x1 heads spread (a few steps predict one class almost everywhere)
+    and the change threshold at the median of `head`'s test pixels, so the maps vary."""
     from changeagent.engine.loaders import make_dataset
     from changeagent.engine.schema import load_run_config
     from changeagent.models import load, save_pretrained
@@ -47,21 +53,16 @@ def run(tmp_path_factory, synth_roots):
     loaded = load(base / "run" / "best")
     model, dec = loaded.model.eval(), loaded.model.mask_decoder
     g = torch.Generator().manual_seed(0)
-    validated = load_run_config(cfg)
+    items = make_dataset(head, roots[head], "test", load_run_config(cfg_path), loaded.vocab, train=False)
     with torch.no_grad():
         for conv in [dec.change_head, *dec.heads.values()]:
             conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 2.0)
             conv.bias.zero_()
-        for name in roots:  # about half the pixels changed (the change head is shared: the median over all)
-            items = make_dataset(name, roots[name], "test", validated, loaded.vocab, train=False)
-            change = model.predict(torch.stack([items[i]["image"] for i in range(len(items))]), name,
-                                   tasks=["mask"])["change"]
-            dec.change_head.bias -= change.median() / len(roots)
-    ckpt = save_pretrained(loaded.model, base / "ckpt", vocab=loaded.vocab, norm=loaded.norm, datasets=loaded.datasets)
-    assert main(["eval", "-c", str(cfg), "--checkpoint", str(ckpt), "--split", "test", "--out", str(base / "ev")]) == 0
-    return base, roots, cfg, json.loads((base / "ev" / "metrics.json").read_text())
-
-
+        change = model.predict(torch.stack([items[i]["image"] for i in range(len(items))]), head,
+                               tasks=["mask"])["change"]
+        dec.change_head.bias -= change.median()
+    return save_pretrained(model, base / f"ckpt_{head}", vocab=loaded.vocab, norm=loaded.norm,
+                           datasets=loaded.datasets)
 FOLDERS = {"levir_mci": ("images/test/A", "images/test/B"), "second_cc": ("test/rgb/A", "test/rgb/B"),
            "levir_cd": ("A", "B")}
 
@@ -74,13 +75,18 @@ def test_eval_scores_equal_the_scores_of_the_masks_predict_writes(run, head):
     from changeagent.metrics import SegmentationMetrics, SemanticChangeMetrics
     from changeagent.tasks.mask import binary_scores
 
-    base, roots, cfg_path, metrics = run
+    base, roots, cfg_path = run
+    ckpt = _varied_checkpoint(base, roots, cfg_path, head)
+    ev = base / f"ev_{head}"
+    assert main(["eval", "-c", str(cfg_path), "--checkpoint", str(ckpt), "--split", "test", "--out", str(ev),
+                 f"data.datasets=[{head}]"]) == 0
+    metrics = json.loads((ev / "metrics.json").read_text())
     out = base / f"pred_{head}"
     a, b = (roots[head] / f for f in FOLDERS[head])
-    assert main(["predict", "-k", str(base / "ckpt"), "--a-dir", str(a), "--b-dir", str(b), "-o", str(out),
+    assert main(["predict", "-k", str(ckpt), "--a-dir", str(a), "--b-dir", str(b), "-o", str(out),
                  "--head", head, "--batch-size", "1", "--max-len", "4", "--no-vis", "--no-progress"]) == 0
     cfg = load_run_config(cfg_path)
-    vocab = Vocabulary.load(base / "ckpt" / "vocab.json")
+    vocab = Vocabulary.load(ckpt / "vocab.json")
     spec = get_spec(head)
     test = make_dataset(head, roots[head], "test", cfg, vocab, train=False)
 
