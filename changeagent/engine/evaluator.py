@@ -154,7 +154,8 @@ def evaluate(model: Any, loaders: dict[str, DataLoader], vocab: Any, info: DistI
 
 def _visual(batch: dict[str, Any], i: int, pred: dict[str, Any], tasks: list[str], ctx: EvalContext) -> dict[str, Any]:
     """One wandb record: the images uint8 [H, W, 3] and every task's fields (`TaskSpec.visual`)."""
-    image, norm = batch["image"][i], ctx.options.norm[batch["dataset"][i]]
+    image, name = batch["image"][i], batch["dataset"][i]
+    norm = ctx.options.norm.get(name) or ctx.options.spec(name).norm  # the statistics its images were read with
     record: dict[str, Any] = {"name": batch["name"][i], "a": _denorm(image[0], norm["mean"], norm["std"]),
                               "b": _denorm(image[1], norm["mean"], norm["std"])}
     for t in tasks:

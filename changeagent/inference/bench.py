@@ -33,6 +33,7 @@ SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 def make_model(out: Path) -> Path:
     """The `fast` config with untrained weights and the real LEVIR-MCI vocabulary when present."""
     from changeagent.config import load_model_config
+    from changeagent.data.registry import get_spec
     from changeagent.data.vocab import Vocabulary
     from changeagent.models import create_model, save_pretrained
 
@@ -40,7 +41,9 @@ def make_model(out: Path) -> Path:
     vocab = Vocabulary.load(ref) if ref.is_file() else Vocabulary.build(
         [["a", "building", "road", "is", "built", "the", "scene", "same", "as", "before"]], min_count=0)
     model = create_model(load_model_config("fast"), len(vocab))
-    save_pretrained(model, out, vocab=vocab)
+    # an untrained stand-in for a model trained on its heads' datasets, recorded as such (predict needs it)
+    save_pretrained(model, out, vocab=vocab, datasets=model.datasets,
+                    norm={n: get_spec(n).norm for n in model.datasets})
     return out
 
 
