@@ -92,9 +92,9 @@ def normalise(pixels: np.ndarray, mean: np.ndarray, std: np.ndarray, scale: floa
     shape[axis] = -1
     std = np.asarray(std, np.float32).reshape(shape)
     mean = np.asarray(mean, np.float32).reshape(shape)
-    scale = np.asarray(scale, np.float32).reshape(shape) if np.ndim(scale) else np.float32(scale)
+    factor = np.asarray(scale, np.float32).reshape(shape) if np.ndim(scale) else np.float32(scale)
     out = pixels.astype(np.float32)
-    out *= 1.0 / (scale * std)
+    out *= 1.0 / (factor * std)
     out -= mean / std
     return out
 
