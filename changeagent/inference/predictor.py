@@ -88,9 +88,10 @@ class Predictor:
                  bands: Sequence[int] | None = None, norm: dict[str, dict[str, Any]] | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  vocab: Any = None, source: str = "model",
-                 datasets: dict[str, dict[str, Any]] | None = None) -> None:
+                 datasets: dict[str, dict[str, Any]] | None = None, inputs: dict[str, Any] | None = None) -> None:
         """norm: {dataset id: {"mean", "std"}} the model was trained with (`models.load`); `mean`/`std`
-        (the CLI's --mean/--std) replace the decoding head's; datasets: what it was trained on."""
+        (the CLI's --mean/--std) replace the decoding head's; datasets: what it was trained on; inputs:
+        what the user gives the tasks (`TaskSpec.predict_inputs`, e.g. {"question": "..."})."""
         if method not in ("greedy", "beam"):
             raise ChangeAgentError(f"decoding method {method!r} is not greedy or beam")
         # the model keeps its resolved dict as `config` (older drafts of the contract said `cfg`)
@@ -110,6 +111,7 @@ class Predictor:
         self.dense = dense[0] if dense else None  # None: a model without per-pixel outputs (no maps)
         self.channels = self.dense.dense_channels(self.spec) if self.dense is not None else 0
         self.task_ctx = TaskContext(vocab=self.vocab, max_len=max_len, train=False, dataset=self.spec)
+        self.inputs = dict(inputs or {})
         self.in_channels = int(cfg.get("in_channels", 3))
         self.mean, self.std = head_norm(head, norm, mean, std, self.in_channels, source)
         self.head, self.source = head, source
@@ -181,7 +183,9 @@ class Predictor:
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, Any]]:
         b, _, c, h, w = batch.shape
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-        out = self.model.predict(x, dataset=[self.head] * b, **self.decode)
+        inputs = {k: v.to(self.device) for t in self.tasks
+                  for k, v in t.predict_inputs(self.inputs, b, self.task_ctx).items()}
+        out = self.model.predict(x, dataset=[self.head] * b, inputs=inputs, **self.decode)
         try:
             logits = self.dense.dense(out, self.spec) if self.dense is not None else None
             fields = [{k: v for t in self.tasks for k, v in t.window(out, i, self.task_ctx).items()} for i in range(b)]

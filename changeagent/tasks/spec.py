@@ -20,6 +20,7 @@ The hooks and the objects they see:
     spec.eval_inputs(batch, ctx) -> dict                    # model inputs at evaluation
     spec.metric(ctx: EvalContext) -> TaskMetric | None      # update(pred, batch) per batch, compute() at the end
     spec.visual(pred, batch, i, ctx) -> dict                # fields of one wandb record
+    spec.predict_inputs(user, batch, ctx) -> dict           # model inputs of `predict` from the user's
     spec.dense(pred, dataset) / dense_channels(dataset)     # per-pixel logits `predict` blends over windows
     spec.window(pred, i, ctx) -> dict                       # fields it adds to a `predict` record
 """
@@ -196,6 +197,11 @@ class TaskSpec:
         return None
 
     # -- predict ---------------------------------------------------------------------------------
+    def predict_inputs(self, user: Mapping[str, Any], batch: int, ctx: TaskContext) -> dict[str, Tensor]:
+        """The model inputs of `predict` from what the user gave (`Predictor(inputs=...)`, e.g.
+        {"question": "was a road built?"}), for a batch of `batch` windows; {} without them."""
+        return {}
+
     def dense_channels(self, dataset: DatasetSpec) -> int:
         """Channels of its per-pixel logits (`dense`) for the head of `dataset`; 0: none."""
         return 0
