@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from changeagent.data.images import check_same_size, read_image, read_label
+from changeagent.data.images import check_same_size, normalise, read_image, read_label
 from changeagent.data.spec import DatasetCfg
 from changeagent.data.synth.layouts import Pair, relayout, save_png
 from changeagent.data.vocab import SPLITS, Vocabulary
@@ -136,9 +136,7 @@ class BinaryChangeDataset(Dataset):
             a, b, change = out["image_a"], out["image_b"], np.asarray(out["masks"]["change"], np.int64)
         if a.shape[-1] != len(self.mean):
             raise ChangeAgentError(f"{name}: images have {a.shape[-1]} channels but mean/std have {len(self.mean)}")
-        img = np.stack([a, b]).transpose(0, 3, 1, 2).astype(np.float32)
-        img *= (1.0 / (255.0 * self.std)).reshape(1, -1, 1, 1)
-        img -= (self.mean / self.std).reshape(1, -1, 1, 1)
+        img = normalise(np.stack([a, b]).transpose(0, 3, 1, 2), self.mean, self.std)
         return {"image": torch.from_numpy(img), "change": torch.from_numpy(np.ascontiguousarray(change)),
                 "dataset": self.dataset_id, "name": name, "changeflag": flag}
 

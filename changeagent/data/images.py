@@ -80,3 +80,21 @@ def check_same_size(arrays: Mapping[str, np.ndarray], paths: Mapping[str, Path |
     if len(set(sizes.values())) > 1:
         detail = ", ".join(f"{paths[k]} is {sizes[k][1]}x{sizes[k][0]}" for k in sizes)
         raise ChangeAgentError(f"pair files differ in size: {detail}")
+
+
+def normalise(pixels: np.ndarray, mean: np.ndarray, std: np.ndarray, scale: float | np.ndarray = 255.0,
+              axis: int = -3) -> np.ndarray:
+    """Raw pixel values -> float32 (x / scale - mean) / std, as x * (1 / (scale * std)) - mean / std
+    (two in-place passes). The one normalisation: the dataset readers and `predict` both use it, so
+    eval and predict see the same numbers for the same file. `mean`, `std` (and an array `scale`) are
+    per band, the band axis of `pixels` is `axis` (channels first: -3)."""
+    shape = [1] * pixels.ndim
+    shape[axis] = -1
+    std = np.asarray(std, np.float32).reshape(shape)
+    mean = np.asarray(mean, np.float32).reshape(shape)
+    factor = np.asarray(scale, np.float32).reshape(shape) if np.ndim(scale) else np.float32(scale)
+    out = pixels.astype(np.float32)
+    out *= 1.0 / (factor * std)
+    out -= mean / std
+    return out
+

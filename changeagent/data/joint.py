@@ -170,13 +170,31 @@ def _stack(samples: Sequence[dict[str, Any]], key: str, shape: tuple[int, ...], 
     return torch.stack(out)
 
 
-def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def pad_stack(values: Sequence[Any], fill: int, key: str) -> torch.Tensor:
+    """Arrays of one key, equal in rank but not in shape -> one tensor [B, *max shape], each padded
+    at the end of every dimension with `fill`; a missing value (None) is all `fill`."""
+    arrays = [None if v is None else torch.as_tensor(v) for v in values]
+    present = [a for a in arrays if a is not None]
+    if not present:
+        raise ChangeAgentError(f"collate: no item has '{key}'")
+    if len({a.ndim for a in present}) != 1:
+        raise ChangeAgentError(f"collate: '{key}' has arrays of different ranks {sorted({a.ndim for a in present})}")
+    shape = [max(a.shape[d] for a in present) for d in range(present[0].ndim)]
+    out = torch.full((len(arrays), *shape), fill, dtype=present[0].dtype)
+    for i, a in enumerate(arrays):
+        if a is not None:
+            out[i][tuple(slice(0, n) for n in a.shape)] = a.to(out.dtype)
+    return out
+
+
+def collate(samples: Sequence[dict[str, Any]], pad: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Items of any dataset -> one batch (docs/design.md).
 
     image float32 [B, 2, C, H, W]; change/mask int64 [B, H, W]; sem int64 [B, 2, H, W] (IGNORE_INDEX
     where an item's dataset has no such target); caption_ids int64 [B, 5, L] padded with <NULL> to
     the longest (all <NULL> for an item without captions); captions list[list[str]] ([] without);
-    dataset, name list[str]; changeflag int64 [B].
+    dataset, name list[str]; changeflag int64 [B]. `pad`: further keys (a task's derived targets)
+    stacked by `pad_stack` with their pad value; any other key becomes a list.
     """
     if not samples:
         raise ChangeAgentError("collate got an empty batch")
@@ -208,7 +226,10 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         batch["caption_ids"] = torch.stack(
             [torch.nn.functional.pad(t, (0, length - t.shape[1]), value=NULL) for t in ids]
         )
-    for key in samples[0]:
+    for key, fill in (pad or {}).items():
+        if any(key in s for s in samples):
+            batch[key] = pad_stack([s.get(key) for s in samples], fill, key)
+    for key in dict.fromkeys(k for s in samples for k in s):
         if key not in batch and key != "caption_ids":
             batch[key] = [s.get(key) for s in samples]
     return batch

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from changeagent.data.constants import CANONICAL_NO_CHANGE, IGNORE_INDEX, LEVIR_CLASSES, LEVIR_MEAN, LEVIR_STD
-from changeagent.data.images import check_same_size, read_image, read_label
+from changeagent.data.images import check_same_size, normalise, read_image, read_label
 from changeagent.data.labels import MASK_MODES, decode_levir_mask, levir_mask_encoding
 from changeagent.data.spec import DatasetCfg, DatasetSpec
 from changeagent.data.vocab import SPLITS, PairInfo, Vocabulary, read_karpathy
@@ -125,10 +125,7 @@ class CaptionPairDataset(Dataset):
         if a.shape[-1] != len(self.mean) or b.shape[-1] != len(self.mean):
             raise ChangeAgentError(f"images have {a.shape[-1]} channels but mean/std have {len(self.mean)}")
         # numpy in place, channels first: torch's small-op threading stalls on busy CPUs
-        out = np.stack([a, b]).transpose(0, 3, 1, 2).astype(np.float32)
-        out *= (1.0 / (255.0 * self.std)).reshape(1, -1, 1, 1)
-        out -= (self.mean / self.std).reshape(1, -1, 1, 1)
-        return torch.from_numpy(out)
+        return torch.from_numpy(normalise(np.stack([a, b]).transpose(0, 3, 1, 2), self.mean, self.std))
 
     def _finish(self, sample: dict[str, Any], captions: list[str]) -> dict[str, Any]:
         sample["captions"] = captions

@@ -134,8 +134,9 @@ def _sections(cls: Any, key: str, out: list[str]) -> None:
 
 def render_reference() -> str:
     """The Markdown of every run-config key (without the markers)."""
-    from changeagent.engine.schema import RunConfig
+    from changeagent.engine.schema import run_config_class
 
+    RunConfig = run_config_class()  # noqa: N806  (the class of the registries as they are)
     out: list[str] = []
     hints = type_hints(RunConfig)
     for f in dataclasses.fields(RunConfig):

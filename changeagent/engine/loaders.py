@@ -22,6 +22,8 @@ from changeagent.engine.evaluator import ShardSampler
 from changeagent.engine.roots import dataset_roots, dataset_specs
 from changeagent.engine.seeding import EpochSeeded, worker_init
 from changeagent.errors import ChangeAgentError
+from changeagent.tasks.data import TaskTargets, collate_for
+from changeagent.tasks.registry import get_task, get_tasks
 
 
 def build_vocab(cfg: DictConfig, roots: dict[str, Path]) -> Vocabulary:
@@ -71,21 +73,37 @@ def check_tasks(cfg: DictConfig, specs: dict[str, DatasetSpec]) -> None:
     per item; a task no dataset supervises would train nothing)."""
     from changeagent.engine.schema import stages_of
 
-    has = {"mask": [n for n, s in specs.items() if s.has_mask], "caption": [n for n, s in specs.items() if s.has_captions]}
-    what = {"mask": "change masks", "caption": "captions"}
     for stage in stages_of(cfg):
+        supervised = [t for t in stage["tasks"] if any(get_task(t).enabled_for(s) for s in specs.values())]
         for task in stage["tasks"]:
-            if not has.get(task, True):
+            if task not in supervised:
                 raise ChangeAgentError(f"stage {stage['name']!r} trains {task!r}, but none of data.datasets "
-                                       f"{list(specs)} supplies {what[task]}; set its tasks to "
-                                       f"{[t for t in has if has[t]]} (train.stages)")
+                                       f"{list(specs)} supplies {get_task(task).targets or 'its targets'}; set its "
+                                       f"tasks to {supervised} (train.stages)")
+
+
+def with_targets(ds: Dataset, cfg: DictConfig, specs: dict[str, DatasetSpec], vocab: Vocabulary,
+                 train: bool) -> Dataset:
+    """`ds` with the model's tasks' derived targets (`TaskSpec.derive`), when some task derives any."""
+    from changeagent.engine.schema import run_tasks
+
+    tasks = get_tasks(run_tasks(cfg))
+    wrapped = TaskTargets(ds, tasks, specs, vocab=vocab, max_len=cfg.data.max_len, train=train, seed=cfg.run.seed)
+    return wrapped if wrapped.tasks else ds
+
+
+def collate_fn(cfg: DictConfig) -> Any:
+    """The run's collate: the tasks' variable-shape keys padded (`TaskSpec.collate_pad`)."""
+    from changeagent.engine.schema import run_tasks
+
+    return collate_for(get_tasks(run_tasks(cfg)))
 
 
 @dataclass
 class RunData:
     vocab: Vocabulary
     roots: dict[str, Path]
-    train_set: EpochSeeded
+    train_set: Dataset  # EpochSeeded, wrapped in tasks.data.TaskTargets when a task derives targets
     sampler: Any  # MixedSampler: set_epoch, num_replicas, rank
     batches_per_epoch: int
     batch_size: int
@@ -93,6 +111,7 @@ class RunData:
     seed: int
     val_loaders: dict[str, DataLoader]
     specs: dict[str, DatasetSpec]
+    collate: Any  # the run's collate function (collate_fn)
 
 
 def build_train_data(cfg: DictConfig, info: DistInfo, vocab: Vocabulary | None = None) -> RunData:
@@ -111,9 +130,10 @@ def build_train_data(cfg: DictConfig, info: DistInfo, vocab: Vocabulary | None =
         raise ChangeAgentError(f"{len(sampler)} training pairs per process is less than data.batch_size="
                                f"{cfg.data.batch_size}")
     val = eval_loaders(cfg, info, roots, vocab, split=None, max_pairs=cfg.eval.max_pairs)
-    return RunData(vocab, roots, EpochSeeded(joint, parts, cfg.run.seed), sampler, batches, cfg.data.batch_size,
-                   loader_workers(cfg.data.num_workers, info.is_main), cfg.run.seed, val,
-                   dataset_specs(cfg, roots))
+    specs = dataset_specs(cfg, roots)
+    train_set = with_targets(EpochSeeded(joint, parts, cfg.run.seed), cfg, specs, vocab, train=True)
+    return RunData(vocab, roots, train_set, sampler, batches, cfg.data.batch_size,
+                   loader_workers(cfg.data.num_workers, info.is_main), cfg.run.seed, val, specs, collate_fn(cfg))
 
 
 class _Skip(Sampler[int]):
@@ -131,28 +151,26 @@ class _Skip(Sampler[int]):
 
 def train_loader(data: RunData, cfg: DictConfig, epoch: int, skip_batches: int = 0) -> DataLoader:
     """This epoch's loader over this rank's share of the mixed sampler, minus batches already done."""
-    from changeagent.data.joint import collate
-
     data.sampler.set_epoch(epoch)
-    data.train_set.epoch = epoch
+    data.train_set.epoch = epoch  # type: ignore[attr-defined]  # EpochSeeded (or its TaskTargets)
     indices = list(iter(data.sampler))[skip_batches * data.batch_size:]
     gen = torch.Generator().manual_seed(data.seed * 100_003 + epoch)  # not the global RNG: keeps resume exact
     return DataLoader(data.train_set, batch_size=data.batch_size, sampler=_Skip(indices), drop_last=True,
-                      collate_fn=collate, num_workers=data.num_workers, generator=gen,
+                      collate_fn=data.collate, num_workers=data.num_workers, generator=gen,
                       worker_init_fn=worker_init, pin_memory=torch.cuda.is_available())
 
 
 def eval_loaders(cfg: DictConfig, info: DistInfo, roots: dict[str, Path], vocab: Vocabulary,
                  split: str | None, max_pairs: int | None = None) -> dict[str, DataLoader]:
     """One loader per dataset; each rank reads a disjoint shard, nothing padded or duplicated."""
-    from changeagent.data.joint import collate
-
     loaders = {}
     specs = dataset_specs(cfg, roots)
+    collate = collate_fn(cfg)
     for name in roots:
         ds: Any = make_dataset(name, roots[name], split or cfg.data[name].val_split, cfg, vocab, train=False)
         if max_pairs is not None:
             ds = Subset(ds, range(min(max_pairs, len(ds))))
+        ds = with_targets(ds, cfg, specs, vocab, train=False)
         n = len(ds)
         loaders[name] = DataLoader(
             ds, batch_size=cfg.data.eval_batch_size, sampler=ShardSampler(n, info.rank, info.world_size),

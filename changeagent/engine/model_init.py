@@ -49,6 +49,13 @@ def build_model(cfg: DictConfig, vocab: Vocabulary, device: torch.device, ckpt: 
         model = create_model(model_config(cfg, specs), len(vocab))
     attach_vocab(model, vocab)
     if ckpt is not None:
+        from changeagent.models.memory import LEGACY_NAMES
+
+        if any(k.startswith(tuple(LEGACY_NAMES)) for k in ckpt["model"]):
+            # the weights would load (renamed), but the optimizer state is ordered by the old parameter list
+            raise ChangeAgentError("resume: the checkpoint was written before the token memory became its own "
+                                   "part (model.memory), so its optimizer state does not fit; start a new "
+                                   "run.out_dir with train.init_from=<its best/ folder>")
         try:
             model.load_state_dict(ckpt["model"])
         except RuntimeError as e:

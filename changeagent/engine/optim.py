@@ -113,12 +113,12 @@ def build_stage(model: nn.Module, st: dict[str, Any], cfg: dict[str, Any], info:
     from changeagent.losses import GradNorm, create_weighting
 
     apply_freeze(model, st["freeze"])
-    # a model without the retrieval head has no such task: its weighting (and checkpointed weighting
-    # state) stays the two-task one it had before the head existed
-    tasks = [t for t in st["tasks"] if t != "retrieval" or getattr(model, "retrieval", None) is not None]
-    if not tasks:
-        raise ChangeAgentError(f"stage {st['name']!r} trains only 'retrieval', but the model has no retrieval "
-                               "head (model.retrieval.enabled: false)")
+    has: list[str] = list(getattr(model, "tasks", []))
+    missing = [t for t in st["tasks"] if t not in has]
+    if missing:
+        raise ChangeAgentError(f"stage {st['name']!r} trains {missing}, but the model has no such head "
+                               f"(its tasks: {', '.join(has)})")
+    tasks = list(st["tasks"])
     weighting = create_weighting(cfg["loss"].get("weighting"), tasks).to(info.device)
     lr = st["lr"] if st["lr"] is not None else cfg["optim"]["lr"]
     opt = build_optimizer(model, weighting, cfg["optim"], lr)

@@ -1,5 +1,6 @@
 """Run records: `metrics.jsonl` (every training log and validation), `metrics.csv` (validations),
-and the console table that shows mask and caption metrics together per dataset."""
+and the console table that shows every task's metrics together per dataset (columns from the task
+registry, `TaskSpec.columns` / `tables`)."""
 
 from __future__ import annotations
 
@@ -7,21 +8,14 @@ import csv
 import io
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from changeagent.data.io import write_text_atomic
 from changeagent.engine.checkpoint import json_safe
-
-# (key, header) in table order; a key a dataset does not report shows "-" (binary change: P/R/F1/IoU;
-# SECOND: SeK/Fscd; caption-only datasets: no mask columns)
-TABLE_COLUMNS = (
-    ("miou", "MIoU"), ("oa", "OA"), ("precision", "P"), ("recall", "R"), ("f1", "F1"), ("iou", "IoU"),
-    ("sek", "SeK"), ("fscd", "Fscd"), ("score", "Score"),
-    ("bleu1", "B1"), ("bleu2", "B2"), ("bleu3", "B3"), ("bleu4", "B4"),
-    ("meteor", "METEOR"), ("rouge_l", "ROUGE-L"), ("cider", "CIDEr"), ("s_m", "S*m"),
-    ("no_change_accuracy", "NC-acc"),
-)
+from changeagent.tasks.registry import get_task, task_ids
+from changeagent.tasks.spec import TaskTable
 
 
 def _fmt(value: Any) -> str:
@@ -32,43 +26,60 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-LEVELS = {"word": "caption metrics on words", "id": "caption metrics on vocabulary ids, as the reference code"}
+def table_columns() -> list[tuple[str, str]]:
+    """(key, header) of the main table, in registry order: each task's `TaskSpec.columns` (a key a
+    dataset does not report shows "-": binary change has P/R/F1/IoU, SECOND SeK/Fscd, ...)."""
+    return [c for name in task_ids() for c in get_task(name).columns]
 
 
-def format_table(metrics: dict[str, dict[str, Any]], title: str = "", caption_level: str | None = None) -> str:
+def table_notes(options: Any) -> list[str]:
+    """The tasks' remarks on how their numbers were computed (`TaskSpec.note`), for the header."""
+    return [n for name in task_ids() if (n := get_task(name).note(options))]
+
+
+def format_table(metrics: dict[str, dict[str, Any]], title: str = "", notes: Sequence[str] = ()) -> str:
     """Plain-text table, one row per dataset, values in percent (CIDEr x100 too, as papers print);
-    the header says which caption level (word / id) the caption columns show."""
-    cols = [(k, h) for k, h in TABLE_COLUMNS if any(k in m for m in metrics.values())]
+    the header carries the tasks' notes (e.g. which caption level the caption columns show); then
+    the tasks' extra tables (`TaskSpec.tables`)."""
+    cols = [(k, h) for k, h in table_columns() if any(k in m for m in metrics.values())]
     rows = [["dataset", *[h for _, h in cols], "pairs"]]
     for name, m in metrics.items():
         rows.append([name, *[_fmt(m.get(k)) for k, _ in cols], str(m.get("n_pairs", "-"))])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
-    unit = "percent" + (f"; {LEVELS.get(caption_level, caption_level)}" if caption_level else "")
+    unit = "; ".join(["percent", *notes])
     head = f"{title} ({unit})\n" if title else f"({unit})\n"
-    return head + "\n".join(lines) + retrieval_table(metrics)
+    return head + "\n".join(lines) + "".join(_extra_table(t, metrics) for t in extra_tables())
 
 
-RETRIEVAL_COLUMNS = (("r1", "R@1"), ("r5", "R@5"), ("r10", "R@10"), ("mrr10", "MRR@10"),
-                     ("change_r1", "chg R@1"), ("change_r5", "chg R@5"), ("change_r10", "chg R@10"),
-                     ("change_mrr10", "chg MRR@10"))
+def extra_tables() -> list[TaskTable]:
+    """The tasks' extra tables, those with the same title merged (rows in registry order)."""
+    merged: dict[str, TaskTable] = {}
+    for name in task_ids():
+        for t in get_task(name).tables:
+            old = merged.get(t.title)
+            merged[t.title] = t if old is None else TaskTable(t.title, old.columns, (*old.rows, *t.rows),
+                                                              old.count or t.count)
+    return list(merged.values())
 
 
-def retrieval_table(metrics: dict[str, dict[str, Any]]) -> str:
-    """Text-to-pair retrieval rows (SPEC §2.4): the learned head and the caption-matching baseline."""
-    rows = [["dataset", "ranking", *[h for _, h in RETRIEVAL_COLUMNS], "queries"]]
+def _extra_table(table: TaskTable, metrics: dict[str, dict[str, Any]]) -> str:
+    """One row per (dataset, row key) whose value is a dict of the table's columns."""
+    rows = [["dataset", "ranking", *[h for _, h in table.columns], *([table.count[1]] if table.count else [])]]
+    order = {k: i for i, (k, _) in enumerate(table.rows)}
     for name, m in metrics.items():
-        for key, label in (("retrieval", "learned"), ("retrieval_baseline", "bm25 captions")):
+        for key, label in sorted(table.rows, key=lambda r: order[r[0]]):
             r = m.get(key)
             if isinstance(r, dict):
-                rows.append([name, label, *[_fmt(r.get(k)) for k, _ in RETRIEVAL_COLUMNS], str(r.get("n_queries", "-"))])
+                count = [str(r.get(table.count[0], "-"))] if table.count else []
+                rows.append([name, label, *[_fmt(r.get(k)) for k, _ in table.columns], *count])
     if len(rows) == 1:
         return ""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
-    return "\n\ntext-to-pair retrieval (percent; chg = change queries only)\n" + "\n".join(lines)
+    return f"\n\n{table.title}\n" + "\n".join(lines)
 
 
 def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:

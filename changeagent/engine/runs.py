@@ -18,7 +18,7 @@ from changeagent.engine.distributed import DistInfo, cleanup, init_distributed
 from changeagent.engine.evaluator import EvalOptions, evaluate
 from changeagent.engine.loaders import eval_loaders
 from changeagent.engine.roots import check_roots, dataset_roots
-from changeagent.engine.runlog import format_table
+from changeagent.engine.runlog import format_table, table_notes
 from changeagent.engine.schema import load_run_config
 from changeagent.engine.selection import check_meteor
 from changeagent.errors import ChangeAgentError
@@ -72,7 +72,7 @@ def _evaluate(cfg: DictConfig, info: DistInfo, checkpoint: Path, split: str, out
                                    predictions_dir=(out / "predictions") if (save_predictions and out) else None)
     results, _ = evaluate(model, loaders, vocab, info, opts)
     if info.is_main:
-        print(format_table(results, f"{split} split, {checkpoint}", caption_level=opts.caption_level))
+        print(format_table(results, f"{split} split, {checkpoint}", notes=table_notes(opts)))
         if out is not None:  # the options that shape the caption numbers go with them
             atomic_write_json(Path(out) / "metrics.json", {**results, "eval": opts.record()})
             write_text_atomic(Path(out) / "config.yaml", OmegaConf.to_yaml(cfg))  # the config that ran

@@ -2,8 +2,10 @@
 
 `load_run_config(path, overrides)` merges the YAML file <- `key=value` overrides and checks every key,
 type and range against the dataclasses (each section next to the code that uses it: `model` in
-models/, `loss` in losses/, `data.augment` in data/transforms.py), so a typo is an error with a
-"did you mean", never ignored. The result is an OmegaConf structured config. docs/training.md's key
+models/ (one section per head of models/heads.py), `loss` from the task registry (one section per
+task, tasks/config.py), `data.augment` in data/transforms.py), so a typo is an error with a
+"did you mean", never ignored. The schema is assembled from the registries when a config is checked
+(`run_config_class`), so a registered dataset, head or task brings its sections. The result is an OmegaConf structured config. docs/training.md's key
 reference is generated from these classes (`python tools/gen_config_docs.py`).
 """
 
@@ -19,16 +21,24 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from changeagent.config import load_config, load_model_config, to_dict
+from changeagent.data.registry import REGISTRY as DATASET_REGISTRY
 from changeagent.data.registry import dataset_ids, get_spec
 from changeagent.data.transforms import AugmentCfg
-from changeagent.losses.factory import LossCfg
 from changeagent.models.decode_cfg import DecodeCfg
-from changeagent.models.factory import ModelCfg, model_configs
+from changeagent.models.factory import ModelCfg, model_configs, model_tasks
+from changeagent.models.heads import HEADS, get_head, head_names
 from changeagent.models.model_cfg import ModelTypeCfg
+from changeagent.tasks.config import loss_config_class
+from changeagent.tasks.registry import REGISTRY as TASK_REGISTRY
+from changeagent.tasks.registry import task_ids
 from changeagent.typed import convert, fail, opt, suggest
 
-PARTS = ("encoder", "neck", "mask_decoder", "caption_decoder", "retrieval")
-TASKS = ("mask", "caption", "retrieval")  # "retrieval" only counts for a model with a retrieval head
+TRUNK_PARTS = ("encoder", "neck", "memory")
+
+
+def parts() -> list[str]:
+    """What `train.stages[].freeze` may name: the trunk's parts and every head's attribute."""
+    return [*TRUNK_PARTS, *(get_head(n).attr for n in head_names())]
 
 
 @dataclass
@@ -146,17 +156,18 @@ class StageCfg:
     steps: int | None = opt(None, "optimizer steps in this stage (wins over epochs)", ge=1)
     epochs: float | None = opt(None, "passes over the training sampler", gt=0)
     lr: float | None = opt(None, "learning rate (null: optim.lr)", gt=0)
-    tasks: list[str] = opt(help="tasks trained: mask, caption, retrieval (with the head)", factory=lambda: list(TASKS),
-                           choices=TASKS)
-    freeze: list[str] = opt(help="frozen parts: encoder, neck, mask_decoder, caption_decoder (dotted paths work)",
-                            factory=list)
+    tasks: list[str] | None = opt(None, "tasks trained (null: every task of the model, model.tasks)",
+                                  choices=task_ids)
+    freeze: list[str] = opt(help="frozen parts: encoder, neck, memory or a head (mask_decoder, caption_decoder, "
+                            "...; dotted paths work)", factory=list)
 
     def validate(self, key: str) -> None:
+        known = parts()
         for i, part in enumerate(self.freeze):
-            if part.split(".")[0] not in PARTS:
-                fail(f"{key}.freeze[{i}]", f"cannot freeze {part!r}{suggest(part, PARTS)}; parts: {', '.join(PARTS)}")
-        if not self.tasks:
-            fail(f"{key}.tasks", f"is empty; use some of {', '.join(TASKS)}")
+            if part.split(".")[0] not in known:
+                fail(f"{key}.freeze[{i}]", f"cannot freeze {part!r}{suggest(part, known)}; parts: {', '.join(known)}")
+        if self.tasks is not None and not self.tasks:
+            fail(f"{key}.tasks", f"is empty; use some of {', '.join(task_ids())} (or null: the model's)")
         if self.steps is None and self.epochs is None:
             fail(key, f"stage {self.name!r} needs `steps` or `epochs`")
 
@@ -233,18 +244,33 @@ class WandbCfg:
     log_artifact: bool = opt(True, "upload best/ as a model artifact")
 
 
-@dataclass
-class RunConfig:
-    run: RunCfg = opt(help="run", factory=RunCfg)
-    data: DataCfg = opt(help="data", factory=DataCfg)  # type: ignore[valid-type]
-    model: ModelTypeCfg = opt(help="model", factory=ModelCfg, variants=model_configs, tag="type")
-    loss: LossCfg = opt(help="losses", factory=LossCfg)
-    optim: OptimCfg = opt(help="optimizer", factory=OptimCfg)
-    sched: SchedCfg = opt(help="schedule", factory=SchedCfg)
-    train: TrainCfg = opt(help="training", factory=TrainCfg)
-    eval: EvalCfg = opt(help="evaluation", factory=EvalCfg)
-    wandb: WandbCfg = opt(help="wandb", factory=WandbCfg)
-    resume: Any = opt(False, "false | true (run.out_dir/last.pt) | path to a checkpoint or run folder")
+_RUN_CFG: dict[Any, type] = {}
+
+
+def run_config_class() -> type:
+    """The run config's dataclass for the registries as they are now (datasets, heads, tasks)."""
+    state = (tuple(DATASET_REGISTRY.items()), tuple(HEADS.items()), tuple(TASK_REGISTRY.items()))
+    if state not in _RUN_CFG:
+        data_cls = DataCfg if tuple(dataset_ids()) == _DATA_IDS else make_data_cfg(dataset_ids())
+        loss_cls = loss_config_class()
+        fields = [
+            ("run", RunCfg, opt(help="run", factory=RunCfg)),
+            ("data", data_cls, opt(help="data", factory=data_cls)),
+            ("model", ModelTypeCfg, opt(help="model", factory=ModelCfg, variants=model_configs, tag="type")),
+            ("loss", loss_cls, opt(help="losses", factory=loss_cls)),
+            ("optim", OptimCfg, opt(help="optimizer", factory=OptimCfg)),
+            ("sched", SchedCfg, opt(help="schedule", factory=SchedCfg)),
+            ("train", TrainCfg, opt(help="training", factory=TrainCfg)),
+            ("eval", EvalCfg, opt(help="evaluation", factory=EvalCfg)),
+            ("wandb", WandbCfg, opt(help="wandb", factory=WandbCfg)),
+            ("resume", Any, opt(False, "false | true (run.out_dir/last.pt) | path to a checkpoint or run folder")),
+        ]
+        _RUN_CFG[state] = dataclasses.make_dataclass("RunConfig", fields)
+    return _RUN_CFG[state]
+
+
+_DATA_IDS = tuple(dataset_ids())
+RunConfig: Any = run_config_class()
 
 
 def load_run_config(path: str | Path | None, overrides: Sequence[str] = (), *,
@@ -266,29 +292,36 @@ def validate(cfg: DictConfig | dict[str, Any], *, checkpoint: str | Path | None 
     resolve_inputs(raw, checkpoint=checkpoint, out=out, norm=norm)
     if not raw.get("model"):
         raw["model"] = load_model_config("fast")
-    typed = convert(RunConfig, raw)
+    typed: Any = convert(run_config_class(), raw)
     check_run(typed)
     return OmegaConf.structured(typed)
 
 
-def check_run(c: RunConfig) -> None:
+def check_run(c: Any) -> None:
     """Checks across sections, before anything is built."""
     stages = c.train.stages or [StageCfg(name="joint", steps=c.train.steps, epochs=c.train.epochs)]
     if not c.train.stages and c.train.steps is None and c.train.epochs is None:
         fail("train.steps", "train.steps or train.epochs is needed when train.stages is empty")
-    check_gradnorm(c, stages)
+    tasks = model_tasks(c.model)
+    for i, st in enumerate(c.train.stages):
+        for j, task in enumerate(st.tasks or []):
+            if task not in tasks:
+                fail(f"train.stages[{i}].tasks[{j}]", f"stage {st.name!r} trains {task!r}, but the model has no "
+                     f"{task} head (model.tasks: {', '.join(tasks)})")
+    check_gradnorm(c, stages, tasks)
 
 
-def check_gradnorm(c: RunConfig, stages: list[StageCfg]) -> None:
+def check_gradnorm(c: Any, stages: list[StageCfg], model_tasks: list[str]) -> None:
     """GradNorm balances the tasks' gradient norms on the encoder's last stage (the one layer every
     head depends on, whatever the neck layout): every stage must train two tasks and that layer."""
     if c.loss.weighting.name != "gradnorm":
         return
     for i, st in enumerate(stages):
         key = f"train.stages[{i}]" if c.train.stages else "train"
-        if len(st.tasks) < 2:
+        trained = list(st.tasks) if st.tasks is not None else model_tasks
+        if len(trained) < 2:
             fail(f"{key}.tasks" if c.train.stages else "loss.weighting.name",
-                 f"gradnorm balances two or more tasks, but stage {st.name!r} trains only {list(st.tasks)}; "
+                 f"gradnorm balances two or more tasks, but stage {st.name!r} trains only {trained}; "
                  "use another loss.weighting (e.g. normalized) for single-task stages")
         for j, part in enumerate(st.freeze):
             if part == "encoder":
@@ -296,9 +329,22 @@ def check_gradnorm(c: RunConfig, stages: list[StageCfg]) -> None:
                      "shared layer loss.weighting gradnorm balances on")
 
 
+def run_tasks(cfg: DictConfig) -> list[str]:
+    """The model's tasks (`model.tasks`, or what an old config without it means)."""
+    from changeagent.models.factory import resolve_config
+
+    return list(resolve_config(to_dict(cfg.model))["tasks"])
+
+
 def stages_of(cfg: DictConfig) -> list[dict[str, Any]]:
-    """The stage list as plain dicts; one implicit joint stage from train.steps/epochs when empty."""
+    """The stage list as plain dicts, each stage's `tasks` resolved (null: the model's tasks); one
+    implicit joint stage from train.steps/epochs when empty."""
     train = cfg.train
+    tasks = run_tasks(cfg)
     if train.stages:
-        return [to_dict(s) for s in train.stages]
-    return [dict(name="joint", steps=train.steps, epochs=train.epochs, lr=None, tasks=list(TASKS), freeze=[])]
+        stages = [to_dict(s) for s in train.stages]
+    else:
+        stages = [dict(name="joint", steps=train.steps, epochs=train.epochs, lr=None, tasks=None, freeze=[])]
+    for st in stages:
+        st["tasks"] = list(st["tasks"]) if st["tasks"] is not None else list(tasks)
+    return stages

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from changeagent.config import to_dict
 from changeagent.data.io import write_text_atomic
-from changeagent.engine.batches import choose_captions, retrieval_captions, to_device
+from changeagent.engine.batches import to_device
 from changeagent.engine.checkpoint import (
     export_best,
     load_checkpoint,
@@ -54,13 +54,16 @@ from changeagent.engine.resume import (
     vocab_of,
 )
 from changeagent.engine.roots import check_roots
-from changeagent.engine.runlog import RunLog, flatten, format_table
+from changeagent.engine.runlog import RunLog, flatten, format_table, table_notes
 from changeagent.engine.schema import stages_of
 from changeagent.engine.seeding import seed_everything
 from changeagent.engine.selection import check_meteor, selection_score
 from changeagent.engine.wandb_logger import WandbLogger
 from changeagent.errors import ChangeAgentError
-from changeagent.losses import compute_losses
+from changeagent.tasks.config import loss_config
+from changeagent.tasks.losses import compute_losses
+from changeagent.tasks.registry import get_task
+from changeagent.tasks.spec import StepKey, TaskContext
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -102,6 +105,8 @@ class Trainer:
         self.model = build_model(cfg, self.data.vocab, info.device, self.ckpt, self.data.specs,
                                           init=init if self.ckpt is None else None)
         check_shared_layer(self.model, stages_of(cfg), cfg.loss.weighting.name)
+        self.loss_cfg = loss_config(self.c["loss"])  # typed once: compute_losses reads it every step
+        self.task_ctx = TaskContext(vocab=self.data.vocab, max_len=cfg.data.max_len, train=True)
         self.ema = build_ema(self.model, cfg.train.ema)
         # state saved in last.pt (engine.resume owns what it holds)
         self.step = self.stage = self.stage_step = self.epoch = self.batch_in_epoch = 0
@@ -175,27 +180,18 @@ class Trainer:
         weights: dict[str, float] = {}
         bad: list[Any] = []
         for micro in range(accum):
-            batch = self._next_batch()
-            caps = None
-            if "caption_ids" in batch:  # absent when no dataset of the run has captions (mask-only run)
-                caps = choose_captions(batch["caption_ids"], cfg.run.seed, self.step, micro, info.rank)
-            batch = to_device(batch, info.device)
-            rcaps = None
-            if caps is not None:
-                batch["caption_ids"] = caps.to(info.device)
-                if "retrieval" in tasks and getattr(self.model, "retrieval", None) is not None:
-                    rcaps = retrieval_captions(caps, self.data.vocab, cfg.run.seed, self.step, micro, info.rank)
-            if rcaps is not None:
-                batch["retrieval_ids"] = rcaps.to(info.device)
+            batch = to_device(self._next_batch(), info.device)
+            key = StepKey(cfg.run.seed, self.step, micro, info.rank)
+            inputs: dict[str, Any] = {}
+            for task in tasks:  # the model inputs of the stage's heads (e.g. the captions trained on)
+                inputs.update(get_task(task).train_inputs(batch, key, self.task_ctx))
+            inputs = to_device(inputs, info.device)
             last = micro == accum - 1
             sync = self.ddp.no_sync() if (self.ddp is not None and not last) else nullcontext()
             with sync:
                 with self._autocast():
-                    texts = "caption" in tasks or "retrieval" in tasks  # both heads read the captions
-                    extra = {"retrieval_captions": batch["retrieval_ids"]} if rcaps is not None else {}
-                    out = self.net(batch["image"], captions=batch.get("caption_ids") if texts else None,
-                                   dataset=batch["dataset"], **extra)
-                    losses = compute_losses(out, batch, self.c["loss"])
+                    out = self.net(batch["image"], dataset=batch["dataset"], tasks=tasks, **inputs)
+                    losses = compute_losses(out, batch, inputs, self.loss_cfg, tasks)
                     task_losses = {t: losses[t] for t in tasks if t in losses}
                     if hasattr(self.weighting, "grad_scale"):  # GradNorm: norms of unscaled fp16 gradients
                         self.weighting.grad_scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
@@ -355,7 +351,7 @@ class Trainer:
             self.log.write(rec)
             tqdm.write(format_table(results, f"validation at step {self.step}, {weights} weights (score "
                                              f"{score:.4f}{', best' if improved else ''})",
-                                    caption_level=opts.caption_level))
+                                    notes=table_notes(opts)))
             self.wandb.log({**flatten({"val": results}), "val/score": score}, self.step)
             self.wandb.log_predictions(vis, self.step)
             if improved:
@@ -396,7 +392,8 @@ class Trainer:
         rec = {"kind": "train", "step": self.step, "stage": self.stage_name, "epoch": self._epoch_progress(), **rec}
         self.log.write(rec)
         self.wandb.log({f"train/{k}": v for k, v in rec.items() if isinstance(v, (int, float))}, self.step)
-        bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in rec.items() if k in ("loss/mask", "loss/caption")},
+        tasks = {f"loss/{t}" for t in self.model.tasks}  # each task's loss, not its parts
+        bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in rec.items() if k in tasks},
                         lr=f"{rec.get('lr', 0):.2e}")
 
     def _say(self, msg: str) -> None:

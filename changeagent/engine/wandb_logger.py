@@ -19,6 +19,7 @@ import numpy as np
 
 from changeagent.data.constants import IGNORE_INDEX
 from changeagent.data.registry import get_spec
+from changeagent.tasks.spec import VisMask, VisText
 
 
 def has_api_key() -> bool:
@@ -86,26 +87,27 @@ class WandbLogger:
                 self.run.summary[k] = v
 
     def log_predictions(self, vis: dict[str, list[dict[str, Any]]], step: int) -> None:
-        """Overlays and a table from `Evaluator` visual records (uint8 HWC images, int masks)."""
+        """Overlays and a table from the evaluator's visual records: "name", images "a"/"b" (uint8
+        HWC) and each task's fields (`TaskSpec.visual`): `VisMask`s are drawn on B and shown in the
+        dataset's colours, `VisText`s fill cells (predictions also caption the overlay)."""
         if self.run is None or not vis:
             return
         wandb = self._wandb
-        columns = ["dataset", "name", "A", "B", "GT mask", "pred mask", "GT captions", "pred caption",
-                   "bleu4", "caption match", "iou"]
-        table = wandb.Table(columns=columns)
+        fields: list[str] = []
+        for records in vis.values():
+            for r in records:
+                fields.extend(k for k in r if k not in RECORD_KEYS and k not in fields)
+        table = wandb.Table(columns=["dataset", "name", "A", "B", *fields])
         media: dict[str, Any] = {}
         for dataset, records in vis.items():
             labels = class_labels(dataset)
             overlays = []
             for r in records:
-                masks = {"prediction": {"mask_data": r["pred"], "class_labels": labels},
-                         "ground_truth": {"mask_data": r["gt"], "class_labels": labels}}
-                overlays.append(wandb.Image(r["b"], masks=masks, caption=f"{r['name']}: {r['hyp']}"))
-                table.add_data(
-                    dataset, r["name"], wandb.Image(r["a"]), wandb.Image(r["b"]),
-                    wandb.Image(_colour(r["gt"], dataset)), wandb.Image(_colour(r["pred"], dataset)),
-                    " | ".join(r["refs"]), r["hyp"], r.get("bleu4"), r.get("match"), r.get("iou"),
-                )
+                masks = {v.role: {"mask_data": v.mask, "class_labels": labels} for v in r.values() if isinstance(v, VisMask)}
+                said = " / ".join(v.text for v in r.values() if isinstance(v, VisText) and v.role == "prediction")
+                overlays.append(wandb.Image(r["b"], masks=masks or None, caption=f"{r['name']}: {said}" if said else r["name"]))
+                table.add_data(dataset, r["name"], wandb.Image(r["a"]), wandb.Image(r["b"]),
+                               *(_cell(wandb, r.get(f), dataset) for f in fields))
             media[f"val/{dataset}/overlays"] = overlays
         media["val/predictions"] = table
         self.log(media, step)
@@ -124,6 +126,17 @@ class WandbLogger:
             # finish() can return before the wandb service has written the run file's last records
             # (artifact, exit); teardown waits for the service, so an offline run is complete on disk
             self._wandb.teardown()
+
+
+RECORD_KEYS = ("name", "a", "b")  # what every visual record has; the rest are the tasks' fields
+
+
+def _cell(wandb: Any, value: Any, dataset: str) -> Any:
+    if isinstance(value, VisMask):
+        return wandb.Image(_colour(value.mask, dataset))
+    if isinstance(value, VisText):
+        return value.text
+    return value
 
 
 def _colour(mask: np.ndarray, dataset: str) -> np.ndarray:

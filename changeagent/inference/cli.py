@@ -126,7 +126,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def _print_record(rec: dict[str, Any]) -> None:
-    print(f"caption: {rec['caption']}")
+    if "caption" in rec:
+        print(f"caption: {rec['caption']}")
     frac = ", ".join(f"{k} {100 * v:.2f} %" for k, v in rec["changed_fraction"].items())
     counts = ", ".join(f"{k} {v}" for k, v in rec["object_counts"].items())
     print(f"changed: {frac}\nobjects: {counts}")

@@ -89,15 +89,15 @@ def _embed_jobs(pred: Predictor, store: IndexStore, jobs: Iterable[Job], total: 
     def flush() -> None:
         nonlocal n, t_model, pending
         t = time.perf_counter()
-        logits, captions, emb = pred.embed_windows(np.stack([j[1] for j in pending]))
+        logits, fields, raw = pred.embed_windows(np.stack([j[1] for j in pending]))
         t_model += time.perf_counter() - t
         items = []
-        for (rec, _, (h, w), valid), lg, cap in zip(pending, logits, captions):
+        for (rec, _, (h, w), valid), lg, f in zip(pending, logits, fields):
             maps = post.decode_maps(lg[:, :h, :w], pred.head, valid)
             fr = post.fractions(post.class_histogram(maps, pred.head), pred.head)
-            items.append({**rec, "caption": cap, "changed_fraction": fr["changed_fraction"],
+            items.append({**rec, "caption": "", **f, "changed_fraction": fr["changed_fraction"],
                           "change_fraction": fr["change_fraction"]})
-        store.append(emb, items)
+        store.append(raw["pair_emb"].float().cpu().numpy(), items)
         n += len(items)
         bar.update(len(items))
         pending = []
@@ -198,7 +198,7 @@ def index_scene(pred: Predictor, a_path: str | Path, b_path: str | Path, out_dir
                 for src, idx, (lo, hi) in zip((a, b), bands, stats):
                     data, v = read_window(src, Window(c, r, w, h), idx)
                     valid = v if valid is None else valid & v
-                    xs.append(pred.normalise(pred.scaler.apply(data, lo, hi)))
+                    xs.append(pred.normalise_raw(data, lo, hi))
                 assert valid is not None
                 if not valid.any():
                     skipped_nodata += 1

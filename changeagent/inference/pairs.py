@@ -46,8 +46,8 @@ def write_pair(predictor: Predictor, pred: post.Prediction, pa: Picture, pb: Pic
     if vis:
         shown = [out.to_display(x) for x in predictor.scale_pair(pa, pb)]
         key = post.map_key(pred.head)
-        panels = [*shown, out.overlay(shown[1], pred.maps[key], pals[key])]
-        out.write_image(paths["visualisation"], out.visualisation(panels, pred.caption))
+        panels = [*shown, out.overlay(shown[1], pred.maps[key], pals[key])] if key in pred.maps else shown
+        out.write_image(paths["visualisation"], out.visualisation(panels, pred.text))
     rec = {"name": stem, "a": pa.path, "b": pb.path, **pred.record()}
     rec.update({k: str(p) for k, p in paths.items() if k != "record" and (k in pred.maps or vis)})
     if geo:

@@ -13,12 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from changeagent.data.registry import get_spec
 from changeagent.data.spec import CHANGE_PALETTE, DatasetSpec
 from changeagent.errors import ChangeAgentError
 from changeagent.inference.outputs import NODATA
+from changeagent.models.mask_decoder import class_maps
+from changeagent.tasks.mask import split_dense
 
 EIGHT = np.ones((3, 3), bool)  # 8-connectivity: diagonal neighbours belong to one object
 Head = str | DatasetSpec
@@ -55,7 +58,8 @@ def palettes(head: Head) -> dict[str, list[tuple[int, int, int]]]:
 
 
 def decode_maps(logits: np.ndarray, head: Head, valid: np.ndarray | None) -> dict[str, np.ndarray]:
-    """float32 [K, H, W] blended logits -> uint8 [H, W] maps, NODATA where `valid` is False.
+    """float32 [K, H, W] blended logits (the mask task's dense layout) -> uint8 [H, W] maps, NODATA
+    where `valid` is False, decoded by `models.mask_decoder.class_maps` (the rule evaluation uses).
 
     `change` is the binary change head (logit > 0). `classes`: `mask` = argmax of the head's classes.
     `semantic_pair`: `mask` = `change`; `from`/`to` = argmax over the land-cover classes 1..K-1
@@ -63,16 +67,15 @@ def decode_maps(logits: np.ndarray, head: Head, valid: np.ndarray | None) -> dic
     `mask` = `change`.
     """
     spec = spec_of(head)
-    change = (logits[0] > 0).astype(np.uint8)
+    change_logit, head_logits = split_dense(torch.from_numpy(np.ascontiguousarray(logits, np.float32)), spec)
+    changed, maps = class_maps(change_logit, head_logits, spec.decoding)
+    change = changed.numpy().astype(np.uint8)
     out = {"change": change}
-    k = spec.num_classes
     if spec.decoding == "classes":
-        out["mask"] = np.argmax(logits[1 : 1 + k], axis=0).astype(np.uint8)
+        out["mask"] = maps.numpy().astype(np.uint8)
     elif spec.decoding == "semantic_pair":
-        for i, name in enumerate(("from", "to")):
-            lc = (np.argmax(logits[2 + i * k : 1 + (i + 1) * k], axis=0) + 1).astype(np.uint8)
-            out[name] = np.where(change > 0, lc, 0).astype(np.uint8)
-        out["mask"] = change
+        out["from"], out["to"] = (m.astype(np.uint8) for m in maps.numpy())
+        out["mask"] = change.copy()
     else:
         out["mask"] = change.copy()
     if valid is not None:
@@ -129,17 +132,30 @@ def object_counts(maps: dict[str, np.ndarray], head: Head, min_area: int) -> dic
 
 @dataclass
 class Prediction:
-    """Result of one pair. Maps are uint8 [H, W] with NODATA (255) where an input is nodata."""
+    """Result of one pair. Maps are uint8 [H, W] with NODATA (255) where an input is nodata (none
+    when the model has no per-pixel task); `fields` are the tasks' record fields (`TaskSpec.window`,
+    e.g. {"caption": ...})."""
 
     maps: dict[str, np.ndarray]
-    caption: str
+    fields: dict[str, Any]
     changed_fraction: dict[str, float]
     object_counts: dict[str, int]
-    change_fraction: float
+    change_fraction: float | None
     head: Any  # dataset id (str) or its bound DatasetSpec
     timings: dict[str, float] = field(default_factory=dict)
     windows: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    size: tuple[int, ...] | None = None  # (H, W) when there are no maps
+
+    @property
+    def caption(self) -> str:
+        """The record's caption ("" when the model has no caption task)."""
+        return str(self.fields.get("caption", ""))
+
+    @property
+    def text(self) -> str:
+        """Every text field of the tasks, one after the other (the visualisation's caption line)."""
+        return " | ".join(v for v in self.fields.values() if isinstance(v, str) and v)
 
     @property
     def mask(self) -> np.ndarray:
@@ -153,14 +169,15 @@ class Prediction:
 
     def record(self) -> dict[str, Any]:
         """JSON-ready summary (paths are added by the writer)."""
+        h, w = self.mask.shape if self.maps else (self.size or (0, 0))
         rec: dict[str, Any] = {
-            "caption": self.caption,
+            **self.fields,
             "changed_fraction": self.changed_fraction,
             "object_counts": self.object_counts,
             "change_fraction": self.change_fraction,
             "head": spec_of(self.head).id,
-            "height": int(self.mask.shape[0]),
-            "width": int(self.mask.shape[1]),
+            "height": int(h),
+            "width": int(w),
         }
         rec.update(self.extra)
         if self.windows:

@@ -3,6 +3,11 @@
     p = Predictor.from_pretrained("ckpt/", device="cpu")
     pred = p.predict("A.png", "B.png")      # or uint8/uint16 arrays [H, W, C]
     pred.mask, pred.caption, pred.changed_fraction, pred.object_counts, pred.timings
+
+What each task contributes comes from the task registry: a task with per-pixel logits
+(`TaskSpec.dense`, the mask task) is blended over overlapping windows and decoded into maps; every
+task's `TaskSpec.window` fields (the caption task: "caption") go into each window's record and, for
+a tiled pair, into the pair's record from one pass over the pair scaled down to one tile.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from changeagent.data.images import normalise
 from changeagent.data.registry import get_spec, spec_from_summary
 from changeagent.data.spec import DatasetSpec
 from changeagent.devices import resolve_device
@@ -24,6 +30,8 @@ from changeagent.inference import postprocess as post
 from changeagent.inference.raster import Picture, Scaler, read_pair
 from changeagent.inference.tiling import Grid, StripBlender, ceil_to, pad_to
 from changeagent.models.decode_cfg import DECODE
+from changeagent.tasks.registry import get_tasks
+from changeagent.tasks.spec import TaskContext
 
 DEFAULT_TILE = 256
 
@@ -80,9 +88,10 @@ class Predictor:
                  bands: Sequence[int] | None = None, norm: dict[str, dict[str, Any]] | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  vocab: Any = None, source: str = "model",
-                 datasets: dict[str, dict[str, Any]] | None = None) -> None:
+                 datasets: dict[str, dict[str, Any]] | None = None, inputs: dict[str, Any] | None = None) -> None:
         """norm: {dataset id: {"mean", "std"}} the model was trained with (`models.load`); `mean`/`std`
-        (the CLI's --mean/--std) replace the decoding head's; datasets: what it was trained on."""
+        (the CLI's --mean/--std) replace the decoding head's; datasets: what it was trained on; inputs:
+        what the user gives the tasks (`TaskSpec.predict_inputs`, e.g. {"question": "..."})."""
         if method not in ("greedy", "beam"):
             raise ChangeAgentError(f"decoding method {method!r} is not greedy or beam")
         # the model keeps its resolved dict as `config` (older drafts of the contract said `cfg`)
@@ -94,7 +103,15 @@ class Predictor:
             raise ChangeAgentError(f"{source}: no caption vocabulary (vocab.json) in the checkpoint")
         self.spec = trained_head(head, datasets, source)
         head = self.spec.id
-        self.channels = post.channels(self.spec)
+        self.tasks = get_tasks(list(getattr(model, "tasks", [])))
+        dense = [t for t in self.tasks if t.dense_channels(self.spec)]
+        if len(dense) > 1:
+            raise ChangeAgentError(f"{source}: tasks {[t.name for t in dense]} all give per-pixel logits; "
+                                   "predict blends one")
+        self.dense = dense[0] if dense else None  # None: a model without per-pixel outputs (no maps)
+        self.channels = self.dense.dense_channels(self.spec) if self.dense is not None else 0
+        self.task_ctx = TaskContext(vocab=self.vocab, max_len=max_len, train=False, dataset=self.spec)
+        self.inputs = dict(inputs or {})
         self.in_channels = int(cfg.get("in_channels", 3))
         self.mean, self.std = head_norm(head, norm, mean, std, self.in_channels, source)
         self.head, self.source = head, source
@@ -131,7 +148,16 @@ class Predictor:
     # ---- model calls -------------------------------------------------------------------------
     def normalise(self, x01: np.ndarray) -> np.ndarray:
         """float32 [C, H, W] in [0, 1] -> normalised float32 [C, H, W]."""
-        return (x01 - self.mean[:, None, None]) / self.std[:, None, None]
+        return normalise(x01, self.mean, self.std, scale=1.0)
+
+    def normalise_raw(self, data: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Raw [C, H, W] with a stretch (lo, hi) per band -> normalised float32 [C, H, W]: clipped to
+        [lo, hi], then `data.images.normalise` of (x - lo) over (hi - lo), so a uint8 tile is
+        normalised with the very arithmetic of the dataset readers (eval and predict agree)."""
+        x = np.clip(data.astype(np.float32), lo[:, None, None], hi[:, None, None])
+        if lo.any():
+            x -= lo[:, None, None]
+        return normalise(x, self.mean, self.std, scale=hi - lo)
 
     def scale_pair(self, pa: Picture, pb: Picture) -> tuple[np.ndarray, np.ndarray]:
         """Both dates in [0, 1], float32 [C, H, W] each, with ONE stretch fitted on A and B together."""
@@ -140,47 +166,44 @@ class Predictor:
 
     def prepare(self, pa: Picture, pb: Picture) -> np.ndarray:
         """Raw pair -> normalised float32 [2, C, H, W] (the --scale rule, one stretch for both dates)."""
-        return np.stack([self.normalise(x) for x in self.scale_pair(pa, pb)])
+        lo, hi = self.scaler.fit_pair(pa.data, pa.valid, pb.data, pb.valid, names=(str(pa.path), str(pb.path)))
+        return np.stack([self.normalise_raw(p.data, lo, hi) for p in (pa, pb)])
 
-    def run_windows(self, batch: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """float32 [B, 2, C, h, w] normalised (h, w multiples of 32) -> logits [B, K, h, w], captions."""
-        logits, captions, _ = self._run(batch)
-        return logits, captions
+    def run_windows(self, batch: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """float32 [B, 2, C, h, w] normalised (h, w multiples of 32) -> blended-able logits
+        [B, channels, h, w] and each window's task fields (e.g. {"caption": ...})."""
+        logits, fields, _ = self._run(batch)
+        return logits, fields
 
-    def embed_windows(self, batch: np.ndarray) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """As `run_windows`, plus the retrieval head's pair embeddings float32 [B, D] (same pass)."""
-        logits, captions, out = self._run(batch)
-        emb = out.get("pair_emb")
-        if emb is None:
-            raise ChangeAgentError(f"{self.source}: the model has no retrieval head (model.retrieval.enabled "
-                                   "was false when it was trained); train one with it to build a search index")
-        return logits, captions, emb.float().cpu().numpy()
+    def embed_windows(self, batch: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, Any]]:
+        """As `run_windows`, plus the model's raw predictions of the same pass (e.g. "pair_emb")."""
+        return self._run(batch)
 
     @torch.inference_mode()
-    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, list[str], dict[str, Any]]:
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, Any]]:
         b, _, c, h, w = batch.shape
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-        out = self.model.predict(x, dataset=[self.head] * b, **self.decode)
+        inputs = {k: v.to(self.device) for t in self.tasks
+                  for k, v in t.predict_inputs(self.inputs, b, self.task_ctx).items()}
+        out = self.model.predict(x, dataset=[self.head] * b, inputs=inputs, **self.decode)
         try:
-            change = out["change"].float()
-            parts = [change]
-            if self.spec.dates:  # a semantic head; binary change and caption-only heads use `change` alone
-                parts.append(out["masks"][self.head].float().reshape(b, -1, h, w))
-            tokens = out["tokens"].cpu().tolist()
+            logits = self.dense.dense(out, self.spec) if self.dense is not None else None
+            fields = [{k: v for t in self.tasks for k, v in t.window(out, i, self.task_ctx).items()} for i in range(b)]
         except (KeyError, TypeError, AttributeError) as e:
             raise ChangeAgentError(f"{self.source}: model output lacks {e} (incompatible checkpoint)") from None
-        logits = torch.cat(parts, dim=1)
+        if logits is None:
+            logits = torch.zeros(b, 0, h, w)
         if logits.shape != (b, self.channels, h, w):
             raise ChangeAgentError(
                 f"{self.source}: model output shape {tuple(logits.shape)} != expected {(b, self.channels, h, w)}"
             )
-        return logits.cpu().numpy(), [self.vocab.decode(t) for t in tokens], out
+        return logits.float().cpu().numpy(), fields, out
 
-    def infer(self, x: np.ndarray) -> tuple[np.ndarray, str, list[dict[str, Any]]]:
-        """Normalised float32 [2, C, H, W] -> blended logits [K, H, W], caption, per-window captions.
+    def infer(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, Any], list[dict[str, Any]]]:
+        """Normalised float32 [2, C, H, W] -> blended logits [K, H, W], the pair's task fields, per-window records.
 
-        One window: its caption. Several: the caption of the pair scaled down to one tile (the
-        caption head sees the whole scene), and every window's own caption in the list.
+        One window: its fields. Several: the fields of the pair scaled down to one tile (the caption
+        head sees the whole scene), and every window's own fields in the list.
         """
         _, _, H, W = x.shape
         grid = Grid(H, W, self.tile, self.overlap)
@@ -193,19 +216,20 @@ class Predictor:
             for i in range(0, len(wins), self.batch_size):
                 chunk = wins[i : i + self.batch_size]
                 batch = np.stack([x[:, :, r0 : r0 + grid.win_h, c0 : c0 + grid.win_w] for r0, c0 in chunk])
-                lg, caps = self.run_windows(batch)
-                for (r0, c0), one, cap in zip(chunk, lg, caps):
+                lg, fields = self.run_windows(batch)
+                for (r0, c0), one, f in zip(chunk, lg, fields):
                     blender.add(r0, c0, one)
                     windows.append({"row": r0, "col": c0, "height": min(grid.win_h, H - r0),
-                                    "width": min(grid.win_w, W - c0), "caption": cap})
+                                    "width": min(grid.win_w, W - c0), **f})
             first, lg, _ = blender.flush()
             logits[:, first : first + lg.shape[1]] = lg
         if len(windows) == 1:
-            return logits, windows[0]["caption"], []
-        return logits, self.overview_caption(x[:, :, :H, :W]), windows
+            one = {k: v for k, v in windows[0].items() if k not in ("row", "col", "height", "width")}
+            return logits, one, []
+        return logits, self.overview(x[:, :, :H, :W]), windows
 
-    def overview_caption(self, x: np.ndarray) -> str:
-        """Caption of [2, C, H, W] area-resampled so its long side is one tile."""
+    def overview(self, x: np.ndarray) -> dict[str, Any]:
+        """The task fields of [2, C, H, W] area-resampled so its long side is one tile."""
         _, c, H, W = x.shape
         f = self.tile / max(H, W)
         h, w = max(1, round(H * f)), max(1, round(W * f))
@@ -261,31 +285,36 @@ class Predictor:
                 singles.setdefault(x.shape, []).append(i)
                 continue
             t0 = time.perf_counter()
-            logits, caption, windows = self.infer(x)
-            results[i] = self._finish(logits, caption, windows, valids[i],
+            logits, pair_fields, windows = self.infer(x)
+            results[i] = self._finish(logits, pair_fields, windows, valids[i],
                                       {"model_s": time.perf_counter() - t0})
         for shape, idx in singles.items():
             H, W = shape[-2:]
             for j in range(0, len(idx), self.batch_size):
                 part = idx[j : j + self.batch_size]
                 t0 = time.perf_counter()
-                lg, caps = self.run_windows(pad_to(np.stack([prepared[i] for i in part]), ceil_to(H), ceil_to(W)))
+                lg, fields = self.run_windows(pad_to(np.stack([prepared[i] for i in part]), ceil_to(H), ceil_to(W)))
                 dt = (time.perf_counter() - t0) / len(part)
-                for i, one, cap in zip(part, lg, caps):
-                    results[i] = self._finish(one[:, :H, :W], cap, [], valids[i], {"model_s": dt})
+                for i, one, f in zip(part, lg, fields):
+                    results[i] = self._finish(one[:, :H, :W], f, [], valids[i], {"model_s": dt})
         for r in results:
             assert r is not None
             r.timings["read_s"] = t_read / len(pairs)
         return [r for r in results if r is not None]
 
-    def _finish(self, logits: np.ndarray, caption: str, windows: list[dict[str, Any]],
+    def _finish(self, logits: np.ndarray, fields: dict[str, Any], windows: list[dict[str, Any]],
                 valid: np.ndarray | None, timings: dict[str, float]) -> post.Prediction:
         t0 = time.perf_counter()
+        if self.dense is None:  # no per-pixel task: the record holds the other tasks' fields only
+            pred = post.Prediction({}, fields, {}, {}, None, self.spec, dict(timings), windows, {},
+                                   size=tuple(logits.shape[-2:]))
+            pred.timings["post_s"] = time.perf_counter() - t0
+            return pred
         maps = post.decode_maps(logits, self.spec, valid)
         fr = post.fractions(post.class_histogram(maps, self.spec), self.spec)
         counts = post.object_counts(maps, self.spec, self.min_area)
         extra = {k: v for k, v in fr.items() if k not in ("changed_fraction", "change_fraction")}
-        pred = post.Prediction(maps, caption, fr["changed_fraction"], counts, fr["change_fraction"],
+        pred = post.Prediction(maps, fields, fr["changed_fraction"], counts, fr["change_fraction"],
                                self.spec, dict(timings), windows, extra)
         pred.timings["post_s"] = time.perf_counter() - t0
         return pred

@@ -124,7 +124,7 @@ def _stream(pred: Predictor, srcs: tuple[Any, Any], bands: tuple[list[int], list
                 for src, idx, (lo, hi) in zip(srcs, bands, stats):
                     data, v = read_window(src, win, idx)
                     valid = v if valid is None else valid & v
-                    xs.append(pred.normalise(pred.scaler.apply(data, lo, hi)))
+                    xs.append(pred.normalise_raw(data, lo, hi))
                 t["read_s"] += time.perf_counter() - t0
                 assert valid is not None
                 owned = band.own0 <= c < band.own1
@@ -162,10 +162,10 @@ def _run_batch(pred: Predictor, row: int, pending: list[tuple[int, np.ndarray, n
                bar: Any) -> float:
     """Model on a batch of windows of one window-row; adds logits and GeoJSON features."""
     t0 = time.perf_counter()
-    logits, captions = pred.run_windows(np.stack([x for _, x, _ in pending]))
+    logits, fields = pred.run_windows(np.stack([x for _, x, _ in pending]))
     dt = time.perf_counter() - t0
     g = blender.grid
-    for (col, _, valid), lg, cap in zip(pending, logits, captions):
+    for (col, _, valid), lg, f in zip(pending, logits, fields):
         h, w = valid.shape
         vchan = pad_to(valid[None].astype(np.float32), g.win_h, g.win_w)
         blender.add(row, col, np.concatenate([lg, vchan]))
@@ -175,7 +175,7 @@ def _run_batch(pred: Predictor, row: int, pending: list[tuple[int, np.ndarray, n
         maps = post.decode_maps(lg[:, :h, :w], pred.head, valid)
         fr = post.fractions(post.class_histogram(maps, pred.head), pred.head)
         gj.add(out.window_polygon(transform, row, col, h, w), {
-            "row": row, "col": col, "height": h, "width": w, "caption": cap,
+            "row": row, "col": col, "height": h, "width": w, **f,  # the tasks' fields (caption)
             "changed_fraction": fr["changed_fraction"], "change_fraction": fr["change_fraction"],
             "object_counts": post.object_counts(maps, pred.head, pred.min_area),
             "valid_fraction": float(valid.mean()),

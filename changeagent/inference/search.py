@@ -47,12 +47,12 @@ class QueryEncoder:
         from safetensors.torch import load_file
 
         from changeagent.data.vocab import Vocabulary
-        from changeagent.models.retrieval import RetrievalConfig, TextEncoder
+        from changeagent.models.retrieval import TextEncoder, retrieval_config
 
         try:
             cfg = json.loads((folder / TEXT_CONFIG).read_text())
             self.vocab = Vocabulary.load(folder / VOCAB)
-            self.encoder = TextEncoder(int(cfg["vocab_size"]), RetrievalConfig.parse(cfg["retrieval"]))
+            self.encoder = TextEncoder(int(cfg["vocab_size"]), retrieval_config(cfg["retrieval"], f"{TEXT_CONFIG}: retrieval"))
             self.encoder.load_state_dict(load_file(str(folder / TEXT_WEIGHTS)))
         except ChangeAgentError:
             raise

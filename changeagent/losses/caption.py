@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from changeagent.data.constants import NULL
 from changeagent.errors import ChangeAgentError
+from changeagent.typed import opt
+
+
+@dataclass
+class CaptionLossCfg:
+    """`loss.caption`: the teacher-forced token cross-entropy."""
+
+    label_smoothing: float = opt(0.0, "label smoothing", ge=0, lt=1)
 
 
 def caption_loss(logits: Tensor, caption_ids: Tensor, label_smoothing: float = 0.0) -> Tensor:

@@ -1,4 +1,8 @@
-"""The `loss` config section and `create_weighting`: the strategy named in it (one dict registry)."""
+"""`create_weighting`: the multi-task weighting strategy of `loss.weighting` (one dict registry).
+
+The rest of the `loss` section (one sub-section per task, e.g. `loss.mask`) is assembled from the task
+registry (`changeagent.tasks.config.loss_config_class`): the strategies only see task names.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from changeagent.losses.gradnorm import GradNorm, GradNormCfg
-from changeagent.losses.multitask import CaptionLossCfg, MaskLossCfg
 from changeagent.losses.weighting import (
     DWA,
     DWACfg,
@@ -37,23 +40,22 @@ def weighting_configs() -> dict[str, type[WeightingCfg]]:
 
 
 @dataclass
-class LossCfg:
-    """`loss`: the mask and caption losses and their multi-task weighting."""
+class WeightingSection:
+    """The part of `loss` the strategies own."""
 
-    mask: MaskLossCfg = opt(help="mask loss terms", factory=MaskLossCfg)
-    caption: CaptionLossCfg = opt(help="caption loss", factory=CaptionLossCfg)
     weighting: WeightingCfg = opt(help="multi-task weighting strategy", factory=NormalizedCfg,
                                   variants=weighting_configs)
 
 
-def loss_config(cfg: Mapping[str, Any] | LossCfg | None, key: str = "loss") -> LossCfg:
-    """The typed `loss` section, checked strictly."""
-    return cfg if isinstance(cfg, LossCfg) else convert(LossCfg, cfg or {}, key)
+def weighting_config(cfg: Mapping[str, Any] | WeightingCfg | None, key: str = "loss") -> WeightingCfg:
+    """The typed `loss.weighting` section (`name` selects the strategy, default "normalized")."""
+    if isinstance(cfg, WeightingCfg):
+        return cfg
+    return convert(WeightingSection, {"weighting": dict(cfg or {})}, key).weighting
 
 
 def create_weighting(cfg: Mapping[str, Any] | WeightingCfg | None, task_names: Sequence[str]) -> MultiTaskWeighting:
     """Build a strategy from its config (`name` selects it, default "normalized"; keys: `WEIGHTINGS`)."""
-    typed = cfg if isinstance(cfg, WeightingCfg) else loss_config({"weighting": dict(cfg or {})}).weighting
-    kwargs = to_plain(typed)
+    kwargs = to_plain(weighting_config(cfg))
     name = kwargs.pop("name")
     return WEIGHTINGS[name][1](task_names, **kwargs)

@@ -1,4 +1,5 @@
-"""Mask losses: semantic (multi-class) and binary change, all skipping `IGNORE_INDEX` pixels.
+"""Mask losses: semantic (multi-class) and binary change, all skipping `IGNORE_INDEX` pixels, and the
+mask task's loss (`mask_task_loss`: the change head plus each dataset's semantic head).
 
 Cross-entropy is torch's; Dice and Lovász come from `segmentation_models_pytorch.losses`, whose
 `ignore_index` handling drops ignored pixels from both prediction and target. What is added here:
@@ -8,7 +9,9 @@ ignored (torch's mean CE would be 0/0 = NaN, smp's Lovász an empty tensor).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +19,32 @@ from segmentation_models_pytorch.losses import DiceLoss, LovaszLoss
 from torch import Tensor
 
 from changeagent.data.constants import IGNORE_INDEX
+from changeagent.data.registry import dataset_ids, get_spec
 from changeagent.errors import ChangeAgentError
+from changeagent.typed import fail, opt, suggest
+
+
+@dataclass
+class MaskLossCfg:
+    """`loss.mask`: terms of the binary change loss and of the semantic losses."""
+
+    ce: float = opt(1.0, "weight of cross-entropy (BCE for the change head)", ge=0)
+    dice: float = opt(0.0, "weight of Dice", ge=0)
+    lovasz: float = opt(0.0, "weight of Lovasz (softmax / hinge)", ge=0)
+    change_weight: float = opt(1.0, "factor of the binary change loss in the mask task", ge=0)
+    class_weights: dict[str, list[float] | None] | None = opt(
+        None, "per dataset, one CE/Dice weight per class, e.g. {levir_mci: [1, 2, 4]}")
+
+    def validate(self, key: str) -> None:
+        for name, w in (self.class_weights or {}).items():
+            if name not in dataset_ids():
+                fail(f"{key}.class_weights.{name}", f"unknown dataset{suggest(name, dataset_ids())}; "
+                     f"known: {', '.join(dataset_ids())}")
+            k = get_spec(name).num_classes
+            if w is not None and k and len(w) != k:  # a custom head's class count comes from its data
+                fail(f"{key}.class_weights.{name}", f"has {len(w)} values, need {k}")
+            if w is not None and any(x < 0 for x in w):
+                fail(f"{key}.class_weights.{name}", f"weights must be >= 0, got {w}")
 
 
 def zero_like_graph(logits: Tensor) -> Tensor:
@@ -113,3 +141,61 @@ def binary_change_loss(
     if lovasz:
         total = total + lovasz * LovaszLoss("binary", ignore_index=IGNORE_INDEX)(flat, target)
     return total
+
+
+def _rows(datasets: Sequence[str], name: str, device: torch.device) -> Tensor:
+    return torch.tensor([i for i, d in enumerate(datasets) if d == name], dtype=torch.long, device=device)
+
+
+def mask_task_loss(out: Mapping[str, Any], batch: Mapping[str, Any], cfg: MaskLossCfg) -> tuple[Tensor, dict[str, Tensor]]:
+    """The mask task's loss and its parts (for logging).
+
+    out: "change" float [B,1,H,W]; "masks" {dataset id: [B,K,H,W] (one map) or [B,2,K,H,W] (per date)}.
+    batch: "change" int64 [B,H,W]; "mask" int64 [B,H,W]; "sem" int64 [B,2,H,W]; "dataset" list[str].
+
+    Label spaces (SPEC §1.4) and partial supervision: every item with a change map supervises the
+    shared binary change head; an item of a dataset with a semantic head also supervises that head,
+    with one class map (`mask`, e.g. LEVIR-MCI) or one land-cover map per date (`sem`, e.g. SECOND-CC).
+    Rows of a head whose dataset differs from the item's never contribute (collate fills missing
+    targets with IGNORE_INDEX). SECOND land cover is labelled only on changed pixels, so class 0
+    ("unchanged") is dropped from that head's loss: it learns to rank classes 1..6, and at prediction
+    time a pixel is "unchanged" when the change head says so (`mask_decoder.class_maps`); keeping the
+    7-wide layout means outputs, targets and metrics share SECOND's class ids without re-indexing.
+
+    Returns (change_weight * change part + one part per semantic head present in the batch, parts):
+    parts "change" and "<dataset id>"; a head without items in the batch adds a graph-connected zero
+    (DDP sees the head used). ce/dice/lovasz weight the terms of every part; class_weights apply to
+    CE and Dice of the semantic heads.
+    """
+    datasets = list(batch["dataset"])
+    unknown = sorted(set(datasets) - set(dataset_ids()))
+    if unknown:
+        raise ChangeAgentError(f"batch: unknown dataset id(s) {unknown}; known: {dataset_ids()}")
+    terms = {"ce": cfg.ce, "dice": cfg.dice, "lovasz": cfg.lovasz}
+    class_weights = cfg.class_weights or {}
+    change = binary_change_loss(out["change"], batch["change"], ce=cfg.ce, dice=cfg.dice, lovasz=cfg.lovasz)
+    parts = {"change": change}
+    total = cfg.change_weight * change
+    for name, logits in (out.get("masks") or {}).items():
+        if name not in dataset_ids():
+            raise ChangeAgentError(f"model output: unknown mask head {name!r}; known: {dataset_ids()}")
+        idx = _rows(datasets, name, logits.device)
+        if idx.numel() == 0:
+            total = total + zero_like_graph(logits)
+            continue
+        if logits.dim() == 4:  # one class map per item: target "mask"
+            lg, target, classes = logits[idx], batch["mask"][idx], None
+        elif logits.dim() == 5 and logits.shape[1] == 2:  # one land-cover map per date: target "sem"
+            lg = logits[idx].flatten(0, 1)  # both dates as separate images: [2n, K, H, W]
+            target = batch["sem"][idx].flatten(0, 1)
+            # land cover is labelled only on changed pixels: unchanged is "no label" for this head
+            target = torch.where(target == 0, torch.full_like(target, IGNORE_INDEX), target)
+            classes = list(range(1, logits.shape[2]))
+        else:
+            raise ChangeAgentError(f"model output: {name} head must be [B,K,H,W] or [B,2,K,H,W], "
+                                   f"got {tuple(logits.shape)}")
+        part = semantic_loss(lg, target, class_weights=class_weights.get(name), classes=classes,
+                             what=f"{name} semantic mask", **terms)
+        parts[name] = part
+        total = total + part
+    return total, parts

@@ -10,10 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from changeagent.data.constants import END, NULL, START
+from changeagent.data.constants import END, START
 from changeagent.devices import resolve_device
 from changeagent.errors import ChangeAgentError
 from changeagent.models.factory import create_model
@@ -39,32 +38,38 @@ def _timed(fn: Callable[[], None], steps: int, warmup: int, dev: torch.device, d
     return statistics.median(times)
 
 
-def random_batch(batch: int, size: int, channels: int, vocab_size: int, caption_len: int,
-                 dev: torch.device, gen: torch.Generator, heads: dict[str, tuple[int, int]],
-                 datasets: list[str]) -> dict[str, Any]:
-    """Tensors of the documented batch shapes, one random target per semantic head (`heads`:
-    {dataset: (maps, classes)}), datasets alternating so every head gets a loss."""
-    captions = torch.randint(4, vocab_size, (batch, caption_len), generator=gen)
-    captions[:, 0], captions[:, -1] = START, END
-    return {
-        "image": torch.randn(batch, 2, channels, size, size, generator=gen).to(dev),
-        "change": torch.randint(0, 2, (batch, size, size), generator=gen).to(dev),
-        "targets": {d: torch.randint(0, k, (batch, maps, size, size), generator=gen).to(dev)
-                    for d, (maps, k) in heads.items()},
-        "captions": captions.to(dev),
-        "dataset": [datasets[i % len(datasets)] for i in range(batch)],
-    }
+def random_inputs(model: Any, batch: int, length: int, gen: torch.Generator, dev: torch.device) -> dict[str, Any]:
+    """Random values of every input the model's heads read: token ids `<START> w... <END>` int64
+    [B, length] (captions, questions, ...), unless a head makes its own (`example_inputs`)."""
+    out: dict[str, Any] = {}
+    for task in model.tasks:
+        head = model.head(task)
+        make = getattr(head, "example_inputs", None)
+        if callable(make):
+            out.update(make(batch, length, gen))
+            continue
+        for name in head.inputs:
+            ids = torch.randint(4, model.vocab_size, (batch, length), generator=gen)
+            ids[:, 0], ids[:, -1] = START, END
+            out.setdefault(name, ids)
+    return {k: v.to(dev) for k, v in out.items()}
 
 
-def plain_loss(out: dict[str, Any], b: dict[str, Any]) -> torch.Tensor:
-    """Unweighted sum of plain cross-entropies (the real losses live in changeagent.losses)."""
-    loss = F.binary_cross_entropy_with_logits(out["change"][:, 0], b["change"].float())
-    for name, logits in out["masks"].items():
-        target = b["targets"][name]  # [B, maps, H, W]
-        lg = logits if logits.dim() == 5 else logits[:, None]  # [B, maps, K, H, W]
-        loss = loss + F.cross_entropy(lg.flatten(0, 1), target.flatten(0, 1))
-    logits = out["caption"]
-    return loss + F.cross_entropy(logits.flatten(0, 1).float(), b["captions"][:, 1:].flatten(), ignore_index=NULL)
+def plain_loss(out: Any) -> torch.Tensor:
+    """A stand-in for the task losses (changeagent.tasks): the mean square of every float output of
+    every head, so the backward pass reaches each head as a real training step does."""
+    tensors = [t for t in _tensors(out) if t.is_floating_point() and t.requires_grad]
+    return sum((t.float().square().mean() for t in tensors), torch.zeros(()))
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    return []
 
 
 def run_benchmark(cfg: dict[str, Any], vocab_size: int = 468, batch: int = 8, size: int = 256, steps: int = 5,
@@ -81,12 +86,13 @@ def run_benchmark(cfg: dict[str, Any], vocab_size: int = 468, batch: int = 8, si
     model = create_model(cfg, vocab_size).to(dev)
     channels = model.config["in_channels"]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    data = random_batch(batch, size, channels, vocab_size, caption_len, dev, gen,
-                        model.mask_decoder.head_shapes, model.datasets)
+    image = torch.randn(batch, 2, channels, size, size, generator=gen).to(dev)
+    inputs = random_inputs(model, batch, caption_len, gen, dev)
+    names = [model.datasets[i % len(model.datasets)] for i in range(batch)]  # every dataset's rows get used
 
     def train_step() -> None:
-        out = model(data["image"], data["captions"], data["dataset"])
-        loss = plain_loss(out, data)
+        out = model(image, dataset=names, **inputs)
+        loss = plain_loss(out)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -103,10 +109,10 @@ def run_benchmark(cfg: dict[str, Any], vocab_size: int = 468, batch: int = 8, si
         result.update(train_s_per_step=train_s, train_s_per_pair=train_s / batch)
     model.eval()
     for b in infer_batches:
-        image = torch.randn(b, 2, channels, size, size, generator=gen).to(dev)
-        names = [model.datasets[i % len(model.datasets)] for i in range(b)]
+        pairs = torch.randn(b, 2, channels, size, size, generator=gen).to(dev)
+        ids = [model.datasets[i % len(model.datasets)] for i in range(b)]
 
-        def infer(image: torch.Tensor = image, names: list[str] = names) -> None:
+        def infer(image: torch.Tensor = pairs, names: list[str] = ids) -> None:  # every head's predictions
             with torch.inference_mode():
                 model.predict(image, names, max_len=decode_len, min_len=decode_len)
 

@@ -1,4 +1,4 @@
-"""Transformer caption decoder over the fused tokens of the deepest level(s), with a KV cache.
+"""Transformer caption decoder over the token memory (models/memory.py), with a KV cache.
 
 Teacher forcing runs the whole caption at once (causal attention); decoding feeds one token per step
 and keeps each layer's keys/values, so a step costs O(t) instead of re-running the prefix.
@@ -7,34 +7,39 @@ and keeps each layer's keys/values, so a step costs O(t) instead of re-running t
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from changeagent.errors import ChangeAgentError
-from changeagent.typed import fail, opt
+from changeagent.models.decode_cfg import DECODE
+from changeagent.models.decoding import beam_search, greedy_decode
+from changeagent.models.features import HeadContext, HeadSpec
+from changeagent.typed import fail, opt, to_plain
 
 
 @dataclass
 class CaptionDecoderCfg:
-    """`model.caption_decoder`: the Transformer caption decoder."""
+    """`model.caption_decoder`: the Transformer caption decoder (its width is `model.memory.dim`)."""
 
-    dim: int = opt(256, "model width", gt=0)
     layers: int = opt(2, "decoder layers", ge=1)
-    heads: int = opt(8, "attention heads (must divide dim)", ge=1)
+    heads: int = opt(8, "attention heads (must divide model.memory.dim)", ge=1)
     ffn_ratio: float = opt(4.0, "feed-forward width / dim", gt=0)
     dropout: float = opt(0.1, "dropout", ge=0, lt=1)
-    levels: int = opt(1, "how many of the deepest fused levels it reads as image tokens", ge=1)
-    dataset_token: bool = opt(True, "prepend a learned per-dataset token (one decoder, each dataset's style)")
     tie_embeddings: bool = opt(False, "share the word embedding with the output projection")
 
-    def validate(self, key: str) -> None:
-        if self.dim % self.heads:
-            fail(f"{key}.heads", f"{self.heads} does not divide {key}.dim={self.dim}")
+    def check(self, model: Any, key: str) -> None:
+        """Against the model config: its width is the memory's."""
+        if model.memory.dim % self.heads:
+            fail(f"{key}.heads", f"{self.heads} does not divide model.memory.dim={model.memory.dim}")
+
+
+# keys of `caption_decoder` that configs written before `model.memory` existed hold: they move there
+MEMORY_KEYS = ("dim", "levels", "dataset_token")
 
 Cache = list[dict[str, Tensor]]
 
@@ -116,19 +121,18 @@ class DecoderLayer(nn.Module):
 
 
 class CaptionDecoder(nn.Module):
-    """Caption decoder.
+    """Caption decoder over the token memory (the caption task's head).
 
     Args:
-        vocab_size: V. in_channels: channels of the fused maps it reads (deepest last).
-        dim, layers, heads, ffn_ratio, dropout: Transformer sizes.
-        dataset_token: prepend a learned per-dataset token to the image tokens, so one decoder
-            serves each dataset's caption style (one extra row for "unknown dataset").
+        vocab_size: V. dim: width of the memory it reads and of its layers.
+        layers, heads, ffn_ratio, dropout: Transformer sizes.
         tie_embeddings: share the word embedding with the output projection.
     """
 
-    def __init__(self, vocab_size: int, in_channels: Sequence[int], dim: int = 256, layers: int = 2,
-                 heads: int = 8, ffn_ratio: float = 4.0, dropout: float = 0.1,
-                 dataset_token: bool = True, tie_embeddings: bool = False, num_datasets: int = 2) -> None:
+    inputs = ("captions",)  # int64 [B, L] `<START> w... <END> <NULL>...` (teacher forcing)
+
+    def __init__(self, vocab_size: int, dim: int = 256, layers: int = 2, heads: int = 8, ffn_ratio: float = 4.0,
+                 dropout: float = 0.1, tie_embeddings: bool = False) -> None:
         super().__init__()
         # 4 = the special tokens only: a model trained without captions (binary change detection)
         if not isinstance(vocab_size, int) or vocab_size < 4:
@@ -140,12 +144,6 @@ class CaptionDecoder(nn.Module):
         if not 0.0 <= float(dropout) < 1.0:
             raise ChangeAgentError(f"caption decoder: dropout must be in [0, 1), got {dropout!r}")
         self.dim, self.vocab_size = dim, vocab_size
-        self.memory_proj = nn.ModuleList(nn.Linear(c, dim) for c in in_channels)
-        self.memory_norm = nn.LayerNorm(dim)
-        self.level_embed = nn.Parameter(torch.zeros(len(in_channels), dim)) if len(in_channels) > 1 else None
-        # one token per dataset of the model plus a last one for "no dataset given"
-        self.num_datasets = num_datasets
-        self.dataset_embed = nn.Embedding(num_datasets + 1, dim) if dataset_token else None
         self.embed = nn.Embedding(vocab_size, dim)
         self.layers = nn.ModuleList(DecoderLayer(dim, heads, float(ffn_ratio), float(dropout)) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
@@ -157,21 +155,15 @@ class CaptionDecoder(nn.Module):
     def decoder_layers(self) -> list[DecoderLayer]:
         return cast(list[DecoderLayer], list(self.layers))
 
-    def memory(self, maps: Sequence[Tensor], dataset_ids: Tensor | None = None) -> Tensor:
-        """maps: fused [B, C_l, h, w] -> image tokens [B, M, dim] (+1 dataset token in front)."""
-        tokens = []
-        for i, (m, proj) in enumerate(zip(maps, self.memory_proj)):
-            b, _, h, w = m.shape
-            t = proj(m.flatten(2).transpose(1, 2)) + position_2d(h, w, self.dim, m.device).to(m.dtype)
-            if self.level_embed is not None:
-                t = t + self.level_embed[i]
-            tokens.append(t)
-        mem = torch.cat(tokens, dim=1)
-        if self.dataset_embed is not None:
-            if dataset_ids is None:  # the extra last row means "unknown dataset"
-                dataset_ids = torch.full((mem.shape[0],), self.num_datasets, dtype=torch.long, device=mem.device)
-            mem = torch.cat([self.dataset_embed(dataset_ids)[:, None].to(mem.dtype), mem], dim=1)
-        return self.memory_norm(mem)
+    # -- the task-head protocol (models/heads.py) ------------------------------------------------
+    def outputs(self, feats: Any, inputs: Mapping[str, Tensor]) -> dict[str, Any]:
+        """{"caption": float [B, L-1, V]}: position t predicts captions[:, t+1]."""
+        captions = check_captions(inputs["captions"], feats.batch, self.vocab_size)
+        return {"caption": self(feats["memory"], captions)}
+
+    def predictions(self, feats: Any, inputs: Mapping[str, Tensor], options: Mapping[str, Any]) -> dict[str, Any]:
+        """{"tokens": int64 [B, T]}: generated ids without `<START>`, cut at `<END>`, padded with `<NULL>`."""
+        return {"tokens": decode(self, feats["memory"], options)}
 
     def _embed(self, tokens: Tensor, start: int) -> Tensor:
         pos = sinusoid(torch.arange(start, start + tokens.shape[1], device=tokens.device), self.dim)
@@ -205,3 +197,38 @@ class CaptionDecoder(nn.Module):
             for key in ("k", "v"):
                 if key in c:
                     c[key] = c[key].index_select(0, index)
+
+
+def check_captions(captions: Any, batch: int, vocab_size: int) -> Tensor:
+    """Caption ids int64 [B, L >= 2] with every id in [0, vocab_size), else a ChangeAgentError."""
+    if not isinstance(captions, Tensor) or captions.ndim != 2 or captions.shape[0] != batch \
+            or captions.shape[1] < 2 or captions.dtype != torch.long:
+        shape = tuple(captions.shape) if isinstance(captions, Tensor) else type(captions).__name__
+        raise ChangeAgentError(f"model: captions must be int64 [B={batch}, L>=2], got {shape}")
+    if int(captions.max()) >= vocab_size or int(captions.min()) < 0:
+        raise ChangeAgentError(f"model: caption ids must be in [0, {vocab_size}), "
+                               f"got {int(captions.min())}..{int(captions.max())}")
+    return captions
+
+
+DECODE_OPTIONS = ("method", "beam_size", "max_len", "length_penalty", "min_len")
+
+
+def decode(decoder: Any, memory: Tensor, options: Mapping[str, Any]) -> Tensor:
+    """Greedy or beam decoding (`options`: method, beam_size, max_len, length_penalty, min_len)."""
+    method = options.get("method", DECODE.method)
+    max_len, min_len = options.get("max_len", DECODE.max_len), options.get("min_len", 0)
+    if method == "greedy":
+        return greedy_decode(decoder, memory, max_len, min_len)
+    if method == "beam":
+        return beam_search(decoder, memory, options.get("beam_size", DECODE.beam_size), max_len,
+                           options.get("length_penalty", DECODE.length_penalty), min_len)
+    raise ChangeAgentError(f"predict: method must be 'greedy' or 'beam', got {method!r}")
+
+
+def _build(ctx: HeadContext, cfg: CaptionDecoderCfg) -> CaptionDecoder:
+    return CaptionDecoder(ctx.vocab_size, ctx.memory_dim or 0, **to_plain(cfg))
+
+
+HEAD = HeadSpec(name="caption", section="caption_decoder", config=CaptionDecoderCfg, attr="caption_decoder",
+                build=_build, memory=True, default=True, moved=tuple((k, "memory") for k in MEMORY_KEYS))

@@ -1,21 +1,18 @@
-"""ChangeCaptioner: shared encoder on both dates -> fusion neck(s) -> mask decoder + caption decoder."""
+"""ChangeCaptioner: shared encoder on both dates -> fusion neck(s) -> token memory -> one head per task."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from changeagent.errors import ChangeAgentError
-from changeagent.models.caption_decoder import CaptionDecoder
-from changeagent.models.decode_cfg import DECODE
-from changeagent.models.decoding import beam_search, greedy_decode
-from changeagent.models.encoder import STRIDE, Encoder
-from changeagent.models.mask_decoder import MaskDecoder
+from changeagent.models.encoder import STRIDE
+from changeagent.models.features import Features
+from changeagent.models.memory import LEGACY_NAMES
 from changeagent.models.necks import FusionNeck
-from changeagent.models.retrieval import RetrievalHead
 
 
 class Necks(nn.Module):
@@ -68,121 +65,176 @@ def check_image(image: Any) -> None:
 
 
 class ChangeCaptioner(nn.Module):
-    """Joint change-mask and change-caption model (see docs/design.md, "Model").
+    """Shared trunk (encoder, fusion necks, token memory) plus one head per task (docs/design.md, "Model").
 
     Build it with `create_model(cfg, vocab_size)`; `config` is the resolved model dict it came from.
+    `heads` maps each task of `config["tasks"]` to its head module (models/heads.py), registered as the
+    attribute `attrs[task]` (the state-dict prefix: `mask_decoder`, `caption_decoder`, `retrieval`, ...).
+    `memory` is the token memory [B, M, d] (models/memory.py), None when no head reads it.
     """
 
-    def __init__(self, encoder: Encoder, neck: Necks, mask_decoder: MaskDecoder,
-                 caption_decoder: CaptionDecoder, config: dict[str, Any], vocab_size: int,
-                 retrieval: RetrievalHead | None = None) -> None:
+    def __init__(self, encoder: nn.Module, neck: nn.Module, heads: Mapping[str, nn.Module], config: dict[str, Any],
+                 vocab_size: int, *, memory: nn.Module | None = None, memory_before: str | None = None,
+                 attrs: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.neck = neck
-        self.mask_decoder = mask_decoder
-        self.caption_decoder = caption_decoder
-        self.retrieval = retrieval  # None: a model without the text-retrieval head
+        self.head_attrs: dict[str, str] = {t: (attrs or {}).get(t, t) for t in heads}
+        for task, head in heads.items():
+            if task == memory_before:  # parameter order: the memory before the first head that reads it
+                self.memory = memory
+            setattr(self, self.head_attrs[task], head)
+        if "memory" not in self._modules:
+            self.memory = memory
         self.config = config
         self.vocab_size = vocab_size
-        self.vocab: Any = None  # a changeagent.data.vocab.Vocabulary (models.hub.attach_vocab)
+        self.vocab: Any = None  # a changeagent.data.vocab.Vocabulary (models.hub.attach_vocab, the one place)
+        self.register_load_state_dict_pre_hook(_rename_legacy)
 
     @property
     def datasets(self) -> list[str]:
-        """The dataset ids this model was built for (its semantic heads and caption tokens)."""
+        """The dataset ids this model was built for (its semantic heads and dataset tokens)."""
         return list(self.config.get("datasets") or [])
 
-    def features(self, image: Tensor, dataset: Sequence[str] | None = None
-                 ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        """One encoder pass: image [B, 2, C, H, W] -> change [B,1,H,W], masks, caption memory [B,M,d]."""
+    @property
+    def tasks(self) -> list[str]:
+        """Its tasks, in `model.tasks` order (one head each)."""
+        return list(self.head_attrs)
+
+    def head(self, task: str) -> Any:
+        """The head module of `task`; a task the model was built without is an error."""
+        if task not in self.head_attrs:
+            raise ChangeAgentError(f"model: this model has no {task!r} head (its tasks: {', '.join(self.tasks)}); "
+                                   f"list {task} in model.tasks and train it")
+        return getattr(self, self.head_attrs[task])
+
+    def parts(self) -> dict[str, nn.Module]:
+        """Named parts: the trunk's (encoder, neck, memory when built) and one per head (its attribute)."""
+        out: dict[str, nn.Module] = {"encoder": self.encoder, "neck": self.neck}
+        if self.memory is not None:
+            out["memory"] = self.memory
+        out.update({attr: getattr(self, attr) for attr in self.head_attrs.values()})
+        return out
+
+    def _providers(self, image: Tensor, dataset_index: Tensor | None) -> dict[str, Callable[[Features], Any]]:
+        """One encoder pass: image [B, 2, C, H, W] -> the trunk's shared features (docs/design.md)."""
+        b = image.shape[0]
+        # both dates in one batch: one encoder call, shared (Siamese) weights
+        x = torch.cat([image[:, 0], image[:, 1]], dim=0)
+        if self.config.get("channels_last", True):
+            x = x.contiguous(memory_format=torch.channels_last)
+        with_fine = any(getattr(getattr(self, a), "uses_fine", False) for a in self.head_attrs.values())
+        maps = self.encoder(x, fine=with_fine)
+        fine = (maps[0][:b], maps[0][b:]) if with_fine else None
+        maps = maps[1:] if with_fine else maps
+        feats_a = [f[:b] for f in maps]
+        feats_b = [f[b:] for f in maps]
+        levels, caption_maps = self.neck(feats_a, feats_b)
+        providers: dict[str, Callable[[Features], Any]] = {"levels": lambda f: levels, "fine": lambda f: fine}
+        if self.memory is not None:
+            memory = self.memory
+            providers["memory"] = lambda f: memory(caption_maps, f.dataset)
+        return providers
+
+    def features(self, image: Tensor, dataset: Sequence[str] | str | None = None) -> Features:
+        """The shared features of image [B, 2, C, H, W] (`Features`: computed when a head reads them)."""
         check_image(image)
         b, _, c, h, w = image.shape
         in_ch = self.config.get("in_channels", 3)
         if c != in_ch:
             raise ChangeAgentError(f"model: image has {c} channels, the model expects {in_ch}")
-        # both dates in one batch: one encoder call, shared (Siamese) weights
-        x = torch.cat([image[:, 0], image[:, 1]], dim=0)
-        if self.config.get("channels_last", True):
-            x = x.contiguous(memory_format=torch.channels_last)
-        with_fine = self.mask_decoder.fine is not None
-        feats = self.encoder(x, fine=with_fine)
-        fine = (feats[0][:b], feats[0][b:]) if with_fine else None
-        feats = feats[1:] if with_fine else feats
-        feats_a = [f[:b] for f in feats]
-        feats_b = [f[b:] for f in feats]
-        mask_feats, caption_maps = self.neck(feats_a, feats_b)
-        change, masks = self.mask_decoder(mask_feats, (h, w), fine)
-        memory = self.caption_decoder.memory(caption_maps, dataset_ids(dataset, b, image.device, self.datasets))
-        return change, masks, memory
+        index = dataset_ids(dataset, b, image.device, self.datasets)
+        names = [dataset] * b if isinstance(dataset, str) else dataset
+        feats = Features((h, w), b, index, names, self._providers(image, index))
+        for attr in self.head_attrs.values():
+            publish = getattr(getattr(self, attr), "publish", None)
+            if callable(publish):
+                publish(feats)
+        return feats
 
-    def forward(self, image: Tensor, captions: Tensor | None = None,
-                dataset: Sequence[str] | None = None,
-                retrieval_captions: Tensor | None = None) -> dict[str, Any]:
-        """Teacher-forced pass.
+    def _active(self, tasks: Sequence[str] | None) -> list[str]:
+        if tasks is None:
+            return self.tasks
+        unknown = [t for t in tasks if t not in self.head_attrs]
+        if unknown:
+            raise ChangeAgentError(f"model: no head for task(s) {unknown}; its tasks: {', '.join(self.tasks)}")
+        return [t for t in self.tasks if t in tasks]
 
-        image float [B, 2, C, H, W]; captions int64 [B, L] (`<START> ... <END> <NULL>...`);
-        dataset list[str] of length B. Returns {"change": [B,1,H,W], "masks": {name: logits},
-        "caption": [B, L-1, V] (position t predicts captions[:, t+1]; only with captions)}; with a
-        retrieval head and captions also "pair_emb" [B, D], "text_emb" [B, D] (L2-normalised) and
-        "logit_scale" (scalar, the contrastive loss's inverse temperature); `retrieval_captions`
-        int64 [B, L'] replaces `captions` as the text side of the retrieval head when given.
+    def _check_inputs(self, inputs: Mapping[str, Any]) -> None:
+        known = {k for t in self.tasks for k in (*self.head(t).inputs, *getattr(self.head(t), "extra_inputs", ()))}
+        unknown = sorted(k for k in inputs if k not in known)
+        if unknown:
+            raise ChangeAgentError(f"model: no head reads input(s) {unknown} (its heads read {sorted(known)})")
+
+    def forward(self, image: Tensor, captions: Tensor | None = None, dataset: Sequence[str] | str | None = None,
+                *, tasks: Sequence[str] | None = None, **inputs: Any) -> dict[str, Any]:
+        """Teacher-forced pass of the heads of `tasks` (None: all) whose inputs are all given.
+
+        image float [B, 2, C, H, W]; captions int64 [B, L] (`<START> ... <END> <NULL>...`; the same as
+        the input `captions=`); dataset list[str] of length B; other inputs by name (e.g.
+        `retrieval_captions`). Returns the heads' outputs in one dict: the mask head's "change"
+        [B,1,H,W] and "masks" {dataset: logits}, the caption head's "caption" [B, L-1, V], the
+        retrieval head's "pair_emb"/"text_emb" [B, D] and "logit_scale" (docs/design.md, "Model").
         """
-        change, masks, memory = self.features(image, dataset)
-        out: dict[str, Any] = {"change": change, "masks": masks}
         if captions is not None:
-            if not isinstance(captions, Tensor) or captions.ndim != 2 or captions.shape[0] != image.shape[0] \
-                    or captions.shape[1] < 2 or captions.dtype != torch.long:
-                shape = tuple(captions.shape) if isinstance(captions, Tensor) else type(captions).__name__
-                raise ChangeAgentError(f"model: captions must be int64 [B={image.shape[0]}, L>=2], got {shape}")
-            if int(captions.max()) >= self.vocab_size or int(captions.min()) < 0:
-                raise ChangeAgentError(f"model: caption ids must be in [0, {self.vocab_size}), "
-                                       f"got {int(captions.min())}..{int(captions.max())}")
-            out["caption"] = self.caption_decoder(memory, captions)
-            if self.retrieval is not None:
-                out["pair_emb"] = self.retrieval.pair(memory)
-                out["text_emb"] = self.retrieval.text(captions if retrieval_captions is None else retrieval_captions)
-                out["logit_scale"] = self.retrieval.scale()
+            inputs["captions"] = captions
+        inputs = {k: v for k, v in inputs.items() if v is not None}
+        self._check_inputs(inputs)
+        feats = self.features(image, dataset)
+        out: dict[str, Any] = {}
+        for task in self._active(tasks):
+            head = self.head(task)
+            if all(k in inputs for k in head.inputs):
+                out.update(head.outputs(feats, inputs))
         return out
 
-    def embed_text(self, caption_ids: Tensor) -> Tensor:
-        """Caption ids int64 [B, L] -> L2-normalised [B, D] in the pair-embedding space."""
-        if self.retrieval is None:
-            raise ChangeAgentError("model: this model has no retrieval head (model.retrieval.enabled: false)")
-        return self.retrieval.text(caption_ids)
-
     @torch.no_grad()
-    def predict(self, image: Tensor, dataset: Sequence[str] | None = None, method: str = DECODE.method,
-                beam_size: int = DECODE.beam_size, max_len: int = DECODE.max_len,
-                length_penalty: float = DECODE.length_penalty, min_len: int = 0) -> dict[str, Any]:
-        """Masks and captions from one encoder pass, in eval mode (the previous mode is restored).
+    def predict(self, image: Tensor, dataset: Sequence[str] | str | None = None, *,
+                tasks: Sequence[str] | None = None, inputs: Mapping[str, Any] | None = None,
+                **options: Any) -> dict[str, Any]:
+        """Every head's predictions from one encoder pass, in eval mode (the previous mode is restored).
 
-        Returns {"change", "masks"} as in `forward` and "tokens": int64 [B, T] without `<START>`,
-        cut at `<END>` (excluded), padded with `<NULL>`. `min_len` forbids `<END>` before that
-        many tokens (benchmarks use it to decode a fixed length). With a retrieval head also
-        "pair_emb": float [B, D] (L2-normalised) from the same pass.
+        `tasks`: the heads to run (None: all); `inputs`: named inputs some heads read at inference
+        (e.g. "texts" for the retrieval head); `options`: decoding settings each head reads what it
+        knows of (the caption head: method greedy|beam, beam_size, max_len, length_penalty, min_len).
+        Returns "change" and "masks" as in `forward`, the caption head's "tokens" int64 [B, T] (without
+        `<START>`, cut at `<END>`, padded with `<NULL>`), the retrieval head's "pair_emb" [B, D], ...
         """
-        if method not in ("greedy", "beam"):
-            raise ChangeAgentError(f"predict: method must be 'greedy' or 'beam', got {method!r}")
+        inputs = {k: v for k, v in dict(inputs or {}).items() if v is not None}
+        self._check_inputs(inputs)
         was_training = self.training
         self.eval()
         try:
-            change, masks, memory = self.features(image, dataset)
-            if method == "greedy":
-                tokens = greedy_decode(self.caption_decoder, memory, max_len, min_len)
-            else:
-                tokens = beam_search(self.caption_decoder, memory, beam_size, max_len, length_penalty, min_len)
-            out = {"change": change, "masks": masks, "tokens": tokens}
-            if self.retrieval is not None:
-                out["pair_emb"] = self.retrieval.pair(memory)
+            feats = self.features(image, dataset)
+            out: dict[str, Any] = {}
+            for task in self._active(tasks):
+                out.update(self.head(task).predictions(feats, inputs, options))
         finally:
             self.train(was_training)
         return out
 
     def param_counts(self) -> dict[str, int]:
-        """Parameters per part: total, encoder, neck, mask_decoder, caption_decoder (shared counted once)."""
+        """Parameters per part (`parts()`: encoder, neck, memory, one per head) and the total."""
         def count(m: nn.Module) -> int:
             return sum(p.numel() for p in m.parameters())
-        counts = {"total": count(self), "encoder": count(self.encoder), "neck": count(self.neck),
-                  "mask_decoder": count(self.mask_decoder), "caption_decoder": count(self.caption_decoder)}
-        if self.retrieval is not None:
-            counts["retrieval"] = count(self.retrieval)
-        return counts
+        return {"total": count(self), **{name: count(m) for name, m in self.parts().items()}}
+
+
+def compile_model(model: ChangeCaptioner, **kwargs: Any) -> ChangeCaptioner:
+    """`torch.compile` each part in place (state-dict names unchanged); kwargs go to torch.compile."""
+    for part in model.parts().values():
+        part.compile(**kwargs)
+    return model
+
+
+def _rename_legacy(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Models saved before the token memory was its own module kept it in the caption decoder: rename
+    those parameters (models/memory.py `LEGACY_NAMES`) so today's checkpoints keep loading."""
+    if getattr(module, "memory", None) is None:
+        return
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        rest = key[len(prefix):]
+        for old, new in LEGACY_NAMES.items():
+            if rest.startswith(old):
+                state_dict[prefix + new + rest[len(old):]] = state_dict.pop(key)
+                break

@@ -8,8 +8,6 @@ from typing import Any
 
 from changeagent.errors import ChangeAgentError
 
-PARTS = ("encoder", "neck", "mask_decoder", "caption_decoder")
-
 
 def _model_config(overrides: list[str]) -> dict[str, Any]:
     from changeagent.config import load_config, to_dict
@@ -56,16 +54,15 @@ def run_model_info(args: argparse.Namespace) -> int:
         neck = "MCI detection + caption necks (the reference)"
     else:
         neck = f"{conf['neck']['name']}{' (separate caption neck)' if conf['separate_necks'] else ''}"
-    print(f"model {cfg.get('name') or '?'}: encoder {conf['encoder']}, neck {neck}, vocabulary {args.vocab_size}")
+    print(f"model {cfg.get('name') or '?'}: encoder {conf['encoder']}, neck {neck}, vocabulary {args.vocab_size}, "
+          f"tasks {', '.join(model.tasks)}")
     print(f"{'part':<16}{'parameters':>14}{'share':>8}")
-    for part in (*PARTS, "retrieval", "total"):
-        if part not in counts:
-            continue  # no retrieval head
+    for part in [*(k for k in counts if k != "total"), "total"]:  # the trunk's parts, then one per head
         n = counts[part]
         print(f"{part:<16}{n:>14,}{100 * n / counts['total']:>7.1f}%")
     if args.json:
-        write_json(args.json, {"model": cfg.get("name"), "vocab_size": args.vocab_size, "params": counts,
-                               "config": model.config})
+        write_json(args.json, {"model": cfg.get("name"), "vocab_size": args.vocab_size, "tasks": model.tasks,
+                               "params": counts, "config": model.config})
     return 0
 
 
@@ -108,7 +105,7 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"  train   batch {args.batch:>3}: {result['train_s_per_pair'] * 1000:9.1f} ms/pair")
     for b in batches:
         print(f"  predict batch {b:>3}: {result[f'infer_s_per_pair_b{b}'] * 1000:9.1f} ms/pair "
-              f"(mask + greedy caption of {args.decode_len} tokens)")
+              f"(every head; sequences of {args.decode_len} tokens)")
     print(f"  peak RSS: {result['peak_rss_mb']:.0f} MB")
     if args.json:
         write_json(args.json, result)

@@ -23,7 +23,7 @@ from changeagent.data.spec import DatasetSpec
 from changeagent.data.vocab import Vocabulary
 from changeagent.errors import ChangeAgentError
 from changeagent.models.change_captioner import ChangeCaptioner
-from changeagent.models.factory import compile_model, create_model
+from changeagent.models.factory import compile_model, create_model, resolve_config
 
 CONFIG, WEIGHTS, VOCAB = "config.json", "model.safetensors", "vocab.json"
 FORMAT_VERSION = 3  # 2: data_norm and datasets written by save_pretrained itself; 3: `norm` per dataset
@@ -201,7 +201,7 @@ def _load_folder(directory: Path, map_location: str | torch.device) -> Loaded:
             f"weights {weights} do not match config.json: missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]}"
         )
-    model.config = dict(config["model"])
+    model.config = resolve_config(dict(config["model"]))  # an old folder's config in today's form (tasks, memory)
     model.to(map_location)
     if config["model"].get("compile"):
         compile_model(model)

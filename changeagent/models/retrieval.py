@@ -13,7 +13,8 @@ queries without loading the image encoder (see changeagent/inference/search.py).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -23,48 +24,34 @@ from torch import Tensor, nn
 from changeagent.data.constants import NULL
 from changeagent.errors import ChangeAgentError
 from changeagent.models.caption_decoder import sinusoid
+from changeagent.models.features import HeadContext, HeadSpec
+from changeagent.typed import convert, fail, opt
 
 
 @dataclass
 class RetrievalConfig:
-    """The model config's `retrieval` section (configs/model/*.yaml); disabled unless asked for."""
+    """`model.retrieval`: the text-to-pair retrieval head (the `retrieval` task's head)."""
 
-    enabled: bool = False
-    dim: int = 256            # joint embedding width D
-    text_dim: int = 256       # width of the caption encoder
-    text_layers: int = 2      # Transformer encoder layers over the caption tokens
-    heads: int = 4            # attention heads of the text encoder and of the pair pooling
-    dropout: float = 0.1
-    temperature: float = 0.07  # initial softmax temperature of the contrastive loss (learned)
+    enabled: bool | None = opt(None, "old configs only: true lists `retrieval` in model.tasks when that is unset "
+                                     "(null: follow model.tasks)")
+    dim: int = opt(256, "joint embedding width D", ge=1)
+    text_dim: int = opt(256, "width of the caption encoder", ge=1)
+    text_layers: int = opt(2, "Transformer encoder layers over the caption tokens", ge=1)
+    heads: int = opt(4, "attention heads of the text encoder and of the pair pooling", ge=1)
+    dropout: float = opt(0.1, "dropout of the text encoder and the pooling attention", ge=0, lt=1)
+    temperature: float = opt(0.07, "initial softmax temperature of the contrastive loss (learned)", gt=0, le=1)
 
-    @classmethod
-    def parse(cls, value: Any) -> RetrievalConfig:
-        """From a dict (unknown keys and bad values are errors naming the key)."""
-        if value is None:
-            return cls()
-        if isinstance(value, RetrievalConfig):
-            return value
-        if not isinstance(value, dict):
-            raise ChangeAgentError(f"model config: retrieval must be a mapping, got {value!r}")
-        known = {f.name for f in fields(cls)}
-        bad = sorted(set(value) - known)
-        if bad:
-            raise ChangeAgentError(f"model config: unknown retrieval key(s) {bad}; known: {sorted(known)}")
-        cfg = cls(**value)
-        for name in ("dim", "text_dim", "text_layers", "heads"):
-            v = getattr(cfg, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ChangeAgentError(f"model config: retrieval.{name} must be an integer >= 1, got {v!r}")
-        if cfg.text_dim % cfg.heads:
-            raise ChangeAgentError(f"model config: retrieval.text_dim {cfg.text_dim} is not divisible by "
-                                   f"retrieval.heads {cfg.heads}")
-        if not 0 <= cfg.dropout < 1 or not 0 < cfg.temperature <= 1:
-            raise ChangeAgentError("model config: retrieval.dropout must be in [0, 1) and "
-                                   f"retrieval.temperature in (0, 1], got {cfg.dropout}, {cfg.temperature}")
-        return cfg
+    def validate(self, key: str) -> None:
+        if self.text_dim % self.heads:
+            fail(f"{key}.text_dim", f"{self.text_dim} is not divisible by {key}.heads={self.heads}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def retrieval_config(raw: Any, key: str = "model.retrieval") -> RetrievalConfig:
+    """The typed `retrieval` section of a (saved) model config, checked strictly."""
+    return raw if isinstance(raw, RetrievalConfig) else convert(RetrievalConfig, raw, key)
 
 
 class TextEncoder(nn.Module):
@@ -119,6 +106,9 @@ class PairPooling(nn.Module):
 class RetrievalHead(nn.Module):
     """`pair` (PairPooling), `text` (TextEncoder) and the learned `logit_scale` (log 1/temperature)."""
 
+    inputs = ("captions",)  # int64 [B, L]; "retrieval_captions" [B, L'] replaces them on the text side
+    extra_inputs = ("retrieval_captions", "texts")  # read when given ("texts": predictions embed them)
+
     def __init__(self, vocab_size: int, memory_dim: int, cfg: RetrievalConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -130,6 +120,21 @@ class RetrievalHead(nn.Module):
         """exp(logit_scale) clamped at 100 (CLIP's guard against a collapsing temperature)."""
         return self.logit_scale.exp().clamp(max=100.0)
 
+    # -- the task-head protocol (models/heads.py) ------------------------------------------------
+    def outputs(self, feats: Any, inputs: Mapping[str, Tensor]) -> dict[str, Any]:
+        """{"pair_emb": [B, D], "text_emb": [B, D] (L2-normalised), "logit_scale": scalar}."""
+        texts = inputs.get("retrieval_captions")
+        return {"pair_emb": self.pair(feats["memory"]),
+                "text_emb": self.text(inputs["captions"] if texts is None else texts),
+                "logit_scale": self.scale()}
+
+    def predictions(self, feats: Any, inputs: Mapping[str, Tensor], options: Mapping[str, Any]) -> dict[str, Any]:
+        """{"pair_emb": [B, D]}; with an input "texts" (int64 [N, L] caption ids) also "text_emb" [N, D]."""
+        out = {"pair_emb": self.pair(feats["memory"])}
+        if inputs.get("texts") is not None:
+            out["text_emb"] = self.text(inputs["texts"])
+        return out
+
 
 def encode_texts(vocab: Any, texts: list[str], max_len: int = 41) -> Tensor:
     """Captions/queries -> int64 [N, L] ids the way captions are encoded for training
@@ -138,3 +143,11 @@ def encode_texts(vocab: Any, texts: list[str], max_len: int = 41) -> Tensor:
     rows = [r if len(r) <= max_len else r[: max_len - 1] + r[-1:] for r in rows]
     width = max((len(r) for r in rows), default=2)
     return torch.tensor([r + [NULL] * (width - len(r)) for r in rows], dtype=torch.long).reshape(len(rows), width)
+
+
+def _build(ctx: HeadContext, cfg: RetrievalConfig) -> RetrievalHead:
+    return RetrievalHead(ctx.vocab_size, ctx.memory_dim or 0, cfg)
+
+
+HEAD = HeadSpec(name="retrieval", section="retrieval", config=RetrievalConfig, attr="retrieval", build=_build,
+                memory=True)

@@ -8,7 +8,6 @@ import re
 import pytest
 
 from changeagent.config import config_dir, load_model_config
-from changeagent.engine.batches import choose_captions
 from changeagent.engine.distributed import launcher_env
 from changeagent.engine.optim import lr_factor
 from changeagent.engine.schema import load_run_config, stages_of
@@ -85,8 +84,11 @@ def test_lr_schedules():
 def test_caption_choice_is_seeded_and_varies():
     import torch
 
+    from changeagent.tasks.caption import choose_captions
+    from changeagent.tasks.spec import StepKey
+
     ids = torch.arange(4 * 5 * 3).reshape(4, 5, 3)
-    a = choose_captions(ids, seed=0, step=1, micro=0, rank=0)
-    assert torch.equal(a, choose_captions(ids, seed=0, step=1, micro=0, rank=0))
-    picks = {tuple(choose_captions(ids, 0, s, 0, 0)[:, 0].tolist()) for s in range(20)}
+    a = choose_captions(ids, StepKey(seed=0, step=1, micro=0, rank=0))
+    assert torch.equal(a, choose_captions(ids, StepKey(seed=0, step=1, micro=0, rank=0)))
+    picks = {tuple(choose_captions(ids, StepKey(0, s, 0, 0))[:, 0].tolist()) for s in range(20)}
     assert len(picks) > 5  # a different caption per step

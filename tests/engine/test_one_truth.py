@@ -143,21 +143,29 @@ def test_compile_and_channels_last_are_model_keys_and_mci_keeps_its_false():
     assert weights_nhwc("fast", ["model.encoder=resnet18"])
 
 
-def test_decoding_defaults_come_from_one_place():
+def test_decoding_defaults_come_from_one_place(monkeypatch):
     from changeagent.engine.evaluator import EvalOptions
     from changeagent.engine.schema import EvalCfg
     from changeagent.inference.cli import add_predict_arguments
     from changeagent.inference.predictor import Predictor
-    from changeagent.models.change_captioner import ChangeCaptioner
+    from changeagent.models import caption_decoder
     from changeagent.models.decode_cfg import DECODE
 
     keys = ("method", "beam_size", "max_len", "length_penalty")
     want = {k: getattr(DECODE, k) for k in keys}
     assert {k: getattr(EvalCfg(), k) for k in keys} == want
     assert {k: getattr(EvalOptions(), k) for k in keys} == want
-    for fn in (Predictor.__init__, ChangeCaptioner.predict):
-        params = inspect.signature(fn).parameters
-        assert {k: params[k].default for k in keys} == want, fn
+    params = inspect.signature(Predictor.__init__).parameters
+    assert {k: params[k].default for k in keys} == want
+    # model.predict passes its options to the heads: the caption head's defaults are DECODE's
+    seen = {}
+    monkeypatch.setattr(caption_decoder, "beam_search", lambda d, m, b, n, lp, mn: seen.update(
+        beam_size=b, max_len=n, length_penalty=lp))
+    caption_decoder.decode(None, None, {"method": "beam"})
+    assert seen == {k: want[k] for k in ("beam_size", "max_len", "length_penalty")}
+    monkeypatch.setattr(caption_decoder, "greedy_decode", lambda d, m, n, mn: seen.update(method="greedy", max_len=n))
+    caption_decoder.decode(None, None, {})
+    assert seen["method"] == DECODE.method and seen["max_len"] == DECODE.max_len
     import argparse
 
     parser = argparse.ArgumentParser()

@@ -59,14 +59,15 @@ def test_retrieval_captions_undo_the_canonical_no_change_trick():
 
     from changeagent.data.constants import CANONICAL_NO_CHANGE, NO_CHANGE_SENTENCES
     from changeagent.data.vocab import Vocabulary, tokenize
-    from changeagent.engine.batches import retrieval_captions
+    from changeagent.tasks.retrieval import retrieval_captions
+    from changeagent.tasks.spec import StepKey
 
     vocab = Vocabulary.build([tokenize(s) for s in (*NO_CHANGE_SENTENCES, "a road is built")], min_count=0)
     canon = vocab.encode(CANONICAL_NO_CHANGE, max_len=12)
     caps = torch.tensor([canon, vocab.encode("a road is built", max_len=12)] * 20)
-    assert retrieval_captions(caps[1::2], vocab, 0, 0, 0, 0) is None  # no canonical rows: unchanged
-    out = retrieval_captions(caps, vocab, 0, 0, 0, 0)
+    assert retrieval_captions(caps[1::2], vocab, StepKey(0, 0, 0, 0)) is None  # no canonical rows: unchanged
+    out = retrieval_captions(caps, vocab, StepKey(0, 0, 0, 0))
     assert torch.equal(out[1::2], caps[1::2])
     seen = {vocab.decode(r) for r in out[0::2].tolist()}
     assert seen <= set(NO_CHANGE_SENTENCES) and len(seen) >= 3
-    assert torch.equal(out, retrieval_captions(caps, vocab, 0, 0, 0, 0))  # reproducible
+    assert torch.equal(out, retrieval_captions(caps, vocab, StepKey(0, 0, 0, 0)))  # reproducible

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from changeagent.errors import ChangeAgentError
-from changeagent.losses import compute_losses, create_weighting
+from changeagent.losses import create_weighting
 from changeagent.losses.contrastive import contrastive_loss, not_negatives
+from changeagent.tasks import compute_losses as task_losses
 
 
 def _ids(*rows: list[int]) -> torch.Tensor:
@@ -69,6 +70,11 @@ def test_bad_shapes_raise() -> None:
         contrastive_loss(torch.zeros(2, 3), torch.zeros(3, 3), 1.0, _ids([2, 3], [2, 3]))
     with pytest.raises(ChangeAgentError, match="change flags"):
         contrastive_loss(torch.eye(2), torch.eye(2), 1.0, _ids([2, 3], [2, 3]), torch.tensor([0, 1, 1]))
+
+
+def compute_losses(out, batch, cfg):
+    """The step's losses of the three tasks, trained on the batch's captions."""
+    return task_losses(out, batch, {"captions": batch["caption_ids"]}, cfg, ["mask", "caption", "retrieval"])
 
 
 def _batch(b: int) -> dict:

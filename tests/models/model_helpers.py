@@ -8,6 +8,7 @@ import torch
 
 from changeagent.data.constants import END, NULL, START
 from changeagent.models.caption_decoder import CaptionDecoder
+from changeagent.models.memory import TokenMemory
 
 VOCAB = 24
 
@@ -25,7 +26,8 @@ def tiny_cfg(encoder: str = "resnet18", neck: str = "transformer", **extra: Any)
         "encoder": encoder,
         "neck": tiny_neck(neck),
         "mask_decoder": {"channels": 16},
-        "caption_decoder": {"dim": 32, "layers": 2, "heads": 2, "ffn_ratio": 2, "dropout": 0.0},
+        "memory": {"dim": 32},
+        "caption_decoder": {"layers": 2, "heads": 2, "ffn_ratio": 2, "dropout": 0.0},
     }
     cfg.update(extra)
     return cfg
@@ -48,7 +50,8 @@ def fitted_decoder(items: int = 6, steps: int = 40) -> tuple[CaptionDecoder, tor
     """
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
-    dec = CaptionDecoder(VOCAB, [16], dim=32, layers=2, heads=4, ffn_ratio=2, dropout=0.0)
+    mem = TokenMemory([16], dim=32, num_datasets=2)
+    dec = CaptionDecoder(VOCAB, 32, layers=2, heads=4, ffn_ratio=2, dropout=0.0)
     maps = torch.randn(items, 16, 3, 4, generator=g)
     caps = torch.full((items, 11), NULL)
     for i in range(items):
@@ -56,14 +59,14 @@ def fitted_decoder(items: int = 6, steps: int = 40) -> tuple[CaptionDecoder, tor
         caps[i, 0], caps[i, n + 1] = START, END
         caps[i, 1:n + 1] = torch.randint(4, VOCAB, (n,), generator=g)
     ids = torch.arange(items) % 3
-    opt = torch.optim.Adam(dec.parameters(), lr=3e-3)
+    opt = torch.optim.Adam([*mem.parameters(), *dec.parameters()], lr=3e-3)
     for _ in range(steps):
-        logits = dec(dec.memory([maps], ids), caps)
+        logits = dec(mem([maps], ids), caps)
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), caps[:, 1:].flatten(), ignore_index=NULL)
         opt.zero_grad()
         loss.backward()
         opt.step()
     dec.eval()
     with torch.no_grad():
-        memory = dec.memory([maps + 0.7 * torch.randn(maps.shape, generator=g)], ids)
+        memory = mem([maps + 0.7 * torch.randn(maps.shape, generator=g)], ids)
     return dec, memory

@@ -138,7 +138,12 @@ def test_mci_contract_batched_decoding_and_save_load(tmp_path):
 @pytest.mark.parametrize("cfg,match", [
     ({"type": "mci", "heads": 3}, "heads"),
     ({"type": "mci", "neck": {}}, "unknown key"),
-    ({"type": "mci", "datasets": ["levir_mci", "second_cc"]}, "one 3-class LEVIR-MCI head"),
+    ({"type": "mci", "datasets": ["levir_mci", "second_cc"]}, "model.datasets: needs exactly 1 values"),
+    ({"type": "mci", "datasets": ["second_cc"]}, r"model.datasets\[0\]: 'second_cc' is not one of levir_mci"),
+    ({"type": "mci", "num_classes": 7}, "model.num_classes: 7 is not one of 3"),
+    ({"type": "mci", "tasks": ["mask"]}, "model.tasks: the reference has exactly the mask and caption heads"),
+    ({"type": "mci", "dropout": 1.5}, r"model.dropout: must be in \[0, 1\), got 1.5"),
+    ({"type": "mci", "decoder_layers": 0}, "model.decoder_layers: must be >= 1, got 0"),
     ({"type": "mcx"}, r"model.type: 'mcx' is not one of change_captioner, mci, smp_unet \(did you mean 'mci'\?\)"),
 ])
 def test_mci_config_errors(cfg, match):

@@ -14,7 +14,8 @@ def test_model_info_writes_param_counts(tmp_path, capsys):
     assert main(["model-info", "model=fast", "model.neck.depth=2", "--vocab-size", "100", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     params = data["params"]
-    assert set(params) == {"total", "encoder", "neck", "mask_decoder", "caption_decoder", "retrieval"}
+    assert set(params) == {"total", "encoder", "neck", "memory", "mask_decoder", "caption_decoder", "retrieval"}
+    assert data["tasks"] == ["mask", "caption", "retrieval"]
     assert params["total"] == sum(v for k, v in params.items() if k != "total")
     assert data["config"]["neck"]["depth"] == 2 and data["vocab_size"] == 100
     printed = capsys.readouterr().out
@@ -23,7 +24,7 @@ def test_model_info_writes_param_counts(tmp_path, capsys):
     out2 = tmp_path / "info2.json"
     assert main(["model-info", "model=fast", "model.neck.depth=2", "--vocab-size", "110", "--json", str(out2)]) == 0
     p2 = json.loads(out2.read_text())["params"]
-    dim = data["config"]["caption_decoder"]["dim"]
+    dim = data["config"]["memory"]["dim"]
     assert p2["caption_decoder"] - params["caption_decoder"] == 10 * (2 * dim + 1)
     assert p2["encoder"] == params["encoder"]
     # ... and the retrieval head's caption encoder (its token embedding)
@@ -32,7 +33,7 @@ def test_model_info_writes_param_counts(tmp_path, capsys):
 
 def test_bench_writes_timings(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    args = ["bench", "model=fast", "model.neck.dim=32", "model.caption_decoder.dim=32",
+    args = ["bench", "model=fast", "model.neck.dim=32", "model.memory.dim=32",
             "model.caption_decoder.heads=2", "model.mask_decoder.channels=16", "--vocab-size", "30",
             "--batch", "2", "--size", "64", "--steps", "2", "--warmup", "1", "--threads", "1",
             "--caption-len", "6", "--decode-len", "4", "--infer-batches", "1,3", "--json", str(out)]

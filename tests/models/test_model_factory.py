@@ -26,7 +26,7 @@ def test_large_matches_the_reference_size_and_fast_is_five_times_smaller():
     mci = create_model(_model_cfg("model=large"), 468, device="meta").param_counts()
     assert abs(mci["total"] - REFERENCE_PARAMS) <= 0.10 * REFERENCE_PARAMS, mci
     assert 12e6 < mci["encoder"] < 14e6  # MiT-B1
-    assert mci["total"] == sum(mci[k] for k in ("encoder", "neck", "mask_decoder", "caption_decoder"))
+    assert mci["total"] == sum(mci[k] for k in ("encoder", "neck", "memory", "mask_decoder", "caption_decoder"))
     fast = create_model(_model_cfg("model=fast"), 468, device="meta").param_counts()
     assert fast["total"] * 5 <= mci["total"], (fast, mci)
 
@@ -56,6 +56,12 @@ def test_neck_can_be_switched_by_override():
     ({"mask_decoder": {"chanels": 8}}, "model.mask_decoder.chanels: unknown key (did you mean 'channels'?)"),
     ({"mask_decoder": {"dropout": 2}}, r"model.mask_decoder.dropout: must be in [0, 1), got 2.0"),
     ({"caption_decoder": {"levels": 9}}, "levels"),
+    ({"memory": {"levels": 0}}, "model.memory.levels: must be >= 1, got 0"),
+    ({"memory": {"dim": 32}, "caption_decoder": {"dim": 64}}, "model.caption_decoder.dim: is 64 but model.memory.dim is 32"),
+    ({"caption_decoder": {"heads": 3}}, "model.caption_decoder.heads: 3 does not divide model.memory.dim=256"),
+    ({"tasks": ["mask", "mask"]}, "model.tasks: must be a non-empty list of distinct tasks"),
+    ({"tasks": ["mask", "qa_typo"]}, "model.tasks[1]: 'qa_typo' is not one of mask, caption, retrieval"),
+    ({"tasks": ["mask"], "retrieval": {"enabled": True}}, "model.retrieval.enabled: is true but model.tasks"),
     ({"separate_necks": True, "caption_neck": {"depht": 1}}, "model.caption_neck.depht: unknown key"),
     ({"datasets": ["levir_mci", "whu"]}, "model.datasets[1]: 'whu' is not one of"),
 ])

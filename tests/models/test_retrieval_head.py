@@ -26,22 +26,25 @@ def test_forward_and_predict_give_normalised_embeddings() -> None:
     with torch.no_grad():
         again = model(x, captions=captions(3, 7), dataset=["levir_mci"] * 3)
     assert torch.allclose(pred["pair_emb"], again["pair_emb"], atol=1e-5)  # same pass as the masks
-    text = model.embed_text(captions(3, 7))
-    assert torch.allclose(text, again["text_emb"], atol=1e-5)
+    text = model.predict(x, dataset=["levir_mci"] * 3, tasks=["retrieval"], inputs={"texts": captions(3, 7)})
+    assert torch.allclose(text["text_emb"], again["text_emb"], atol=1e-5)
+    assert "tokens" not in text and "change" not in text  # only the asked-for head ran
     # padding does not change a caption's embedding
     padded = torch.cat([captions(3, 7), torch.zeros(3, 4, dtype=torch.long)], dim=1)
-    assert torch.allclose(model.embed_text(padded), text, atol=1e-5)
+    assert torch.allclose(model.head("retrieval").text(padded), text["text_emb"], atol=1e-5)
     assert model.param_counts()["retrieval"] > 0
 
 
 def test_model_without_head_works_and_says_so() -> None:
     model = create_model(tiny_cfg(encoder="tu-mobilenetv3_small_050"), VOCAB)
-    assert model.retrieval is None and "retrieval" not in model.param_counts()
+    assert model.tasks == ["mask", "caption"] and "retrieval" not in model.param_counts()
     x = torch.randn(2, 2, 3, 64, 64)
     out = model(x, captions=captions(2, 5))
     assert "pair_emb" not in out and "pair_emb" not in model.predict(x, max_len=3)
-    with pytest.raises(ChangeAgentError, match="no retrieval head"):
-        model.embed_text(captions(2, 5))
+    with pytest.raises(ChangeAgentError, match="no 'retrieval' head"):
+        model.head("retrieval")
+    with pytest.raises(ChangeAgentError, match=r"no head reads input\(s\) \['texts'\]"):
+        model.predict(x, inputs={"texts": captions(2, 5)})
 
 
 def test_save_and_load_keep_the_head(tmp_path) -> None:
@@ -50,7 +53,8 @@ def test_save_and_load_keep_the_head(tmp_path) -> None:
     save_pretrained(model, tmp_path)
     back = load(tmp_path)[0]
     c = captions(2, 6)
-    assert torch.equal(back.eval().embed_text(c), model.eval().embed_text(c))
+    assert back.tasks == ["mask", "caption", "retrieval"]
+    assert torch.equal(back.eval().head("retrieval").text(c), model.eval().head("retrieval").text(c))
 
 
 @pytest.mark.parametrize("bad, msg", [
@@ -65,8 +69,14 @@ def test_bad_config(bad, msg) -> None:
         resolve_config({"retrieval": bad})
 
 
-def test_fast_enables_the_head_by_default() -> None:
+def test_fast_lists_the_head_and_old_configs_keep_their_meaning() -> None:
     from changeagent.config import load_model_config
 
-    assert resolve_config(load_model_config("fast"))["retrieval"]["enabled"] is True
-    assert resolve_config({})["retrieval"]["enabled"] is False
+    fast = resolve_config(load_model_config("fast"))
+    assert fast["tasks"] == ["mask", "caption", "retrieval"] and fast["retrieval"]["enabled"] is True
+    assert resolve_config({})["tasks"] == ["mask", "caption"] and resolve_config({})["retrieval"]["enabled"] is False
+    # a config written before model.tasks: its retrieval.enabled decides, as it did
+    assert resolve_config({"retrieval": {"enabled": True}})["tasks"] == ["mask", "caption", "retrieval"]
+    assert resolve_config({"retrieval": {"enabled": False}})["tasks"] == ["mask", "caption"]
+    # resolving twice changes nothing (the saved config is built from the resolved one)
+    assert resolve_config(fast) == fast

@@ -12,15 +12,15 @@ AMP = {"fp32": "none", "bf16": "bf16", "fp16": "fp16"}
 # dry run: the same model families, narrow enough for a CPU (every override is a real config key)
 DRY_MODEL_OVERRIDES: dict[str, dict[str, Any]] = {
     "fast": {"encoder": "tu-mobilenetv3_small_050", "neck": {"dim": 32, "heads": 2},
-             "mask_decoder": {"channels": 16}, "caption_decoder": {"dim": 32, "layers": 1, "heads": 2}},
+             "mask_decoder": {"channels": 16}, "memory": {"dim": 32}, "caption_decoder": {"layers": 1, "heads": 2}},
     # both shapes of configs/model/mci.yaml: the modular rebuild (neck, decoders) and the faithful port
     # (type: mci; heads, *_layers, decoder_dim, pos_size); keys a config lacks are left out
     "mci": {"encoder": "mit_b0", "neck": {"dim": 32, "depth": 1, "heads": 2, "ffn_ratio": 2},
             "caption_neck": {"ffn_ratio": 2}, "mask_decoder": {"channels": 16},
-            "caption_decoder": {"dim": 32, "heads": 2},
+            "memory": {"dim": 32}, "caption_decoder": {"heads": 2},
             "heads": 2, "mask_neck_layers": 1, "caption_neck_layers": 1, "decoder_dim": 32, "pos_size": 2},
     "mamba": {"encoder": "tu-mobilenetv3_small_050", "neck": {"dim": 32, "depth": 1},
-              "mask_decoder": {"channels": 16}, "caption_decoder": {"dim": 32, "layers": 1, "heads": 2}},
+              "mask_decoder": {"channels": 16}, "memory": {"dim": 32}, "caption_decoder": {"layers": 1, "heads": 2}},
 }
 
 

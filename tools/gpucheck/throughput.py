@@ -69,7 +69,7 @@ def train_step_fn(ctx: Context, model: torch.nn.Module, opt: torch.optim.Optimiz
 
     def step() -> None:
         with autocast(ctx, precision):
-            loss = plain_loss(model(data["image"], data["captions"], data["dataset"]), data)
+            loss = plain_loss(model(data["image"], data["captions"], data["dataset"]))
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)

@@ -97,7 +97,8 @@ def compare_to_fixture(model_dir: Path, fixture_dir: Path, device: str = "cpu") 
     lengths = inputs["caption_lengths"].tolist()
     # one encoder pass serves all checks: forward() = features + teacher forcing, predict() = features +
     # greedy_decode, so this is exactly what they compute
-    _, masks, memory = model.features(image)
+    feats = model.features(image)
+    masks, memory = model.head("mask").outputs(feats, {})["masks"], feats["memory"]
     mask = masks["levir_mci"].float().cpu().numpy()
     mask_err = float(np.abs(mask - expected["mask_logits"]).max())
     logits = model.caption_decoder(memory, captions).float().cpu().numpy()  # [B, L-1, V]

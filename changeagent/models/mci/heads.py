@@ -14,7 +14,8 @@ Decoding runs one token per step with a KV cache (`start`, `step`, `reorder`, as
 from __future__ import annotations
 
 import math
-from typing import cast
+from collections.abc import Mapping
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -22,11 +23,18 @@ from torch import Tensor, nn
 
 from changeagent.data.constants import NULL
 from changeagent.errors import ChangeAgentError
-from changeagent.models.caption_decoder import Cache, cross_attention_cache
+from changeagent.models.caption_decoder import Cache, check_captions, cross_attention_cache, decode
 
 
 class MCIMaskHead(nn.Module):
-    """Four levels of A/B maps (finest first) -> 3-class logits [B, 3, H, W] at the input size."""
+    """Four levels of A/B maps (finest first) -> 3-class logits [B, 3, H, W] at the input size.
+
+    As a task head (models/heads.py) it reads feats["pyramids"] and gives the mask task's outputs:
+    "masks" {"levir_mci": logits} and "change" [B, 1, H, W] = logsumexp(road, building) - background,
+    the log-odds of "changed" under the 3-class softmax (the reference has no separate binary head).
+    """
+
+    inputs: tuple[str, ...] = ()
 
     def __init__(self, channels: tuple[int, ...] | list[int], num_classes: int = 3) -> None:
         super().__init__()
@@ -53,6 +61,18 @@ class MCIMaskHead(nn.Module):
         for k in range(len(fused) - 2, -1, -1):
             x = self.up[k](fused[k] + x)
         return self.seg(x)
+
+    def outputs(self, feats: Any, inputs: Mapping[str, Tensor]) -> dict[str, Any]:
+        logits = feats.memo("mci_mask", lambda: self(*feats["pyramids"]))
+        return {"change": change_logit(logits), "masks": {"levir_mci": logits}}
+
+    def predictions(self, feats: Any, inputs: Mapping[str, Tensor], options: Mapping[str, Any]) -> dict[str, Any]:
+        return self.outputs(feats, inputs)
+
+
+def change_logit(logits: Tensor) -> Tensor:
+    """3-class logits [B, 3, H, W] -> binary change logit [B, 1, H, W] = log P(changed) - log P(background)."""
+    return torch.logsumexp(logits[:, 1:], dim=1, keepdim=True) - logits[:, :1]
 
 
 def sinusoid_table(length: int, dim: int) -> Tensor:
@@ -141,7 +161,11 @@ class MCIDecoderLayer(nn.Module):
 
 
 class MCICaptionDecoder(nn.Module):
-    """Caption decoder over the caption neck's A/B maps (`memory`), teacher forcing and KV-cached steps."""
+    """Caption decoder over the caption neck's A/B maps (`memory`), teacher forcing and KV-cached steps.
+
+    As a task head (models/heads.py) it gives the caption task's outputs from feats["memory"]."""
+
+    inputs = ("captions",)
 
     def __init__(self, vocab_size: int, in_channels: int, dim: int, layers: int, heads: int, dropout: float,
                  max_len: int) -> None:
@@ -210,3 +234,10 @@ class MCICaptionDecoder(nn.Module):
             for key in ("k", "v", "pad"):
                 if key in c:
                     c[key] = c[key].index_select(0, index)
+
+    def outputs(self, feats: Any, inputs: Mapping[str, Tensor]) -> dict[str, Any]:
+        captions = check_captions(inputs["captions"], feats.batch, self.vocab_size)
+        return {"caption": self(feats["memory"], captions)}
+
+    def predictions(self, feats: Any, inputs: Mapping[str, Tensor], options: Mapping[str, Any]) -> dict[str, Any]:
+        return {"tokens": decode(self, feats["memory"], options)}

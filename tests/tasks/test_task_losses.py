@@ -1,4 +1,5 @@
-"""compute_losses: per-dataset head selection, SECOND unchanged pixels ignored, config handling."""
+"""compute_losses over the mask and caption tasks: per-dataset head selection, SECOND unchanged pixels
+ignored, the `loss` section's checks, and losses + weighting end to end."""
 
 import pytest
 import torch
@@ -7,7 +8,8 @@ from torch import nn
 
 from changeagent.data.constants import END, IGNORE_INDEX, NULL, START
 from changeagent.errors import ChangeAgentError
-from changeagent.losses import caption_loss, compute_losses, create_weighting, semantic_loss
+from changeagent.losses import caption_loss, create_weighting, semantic_loss
+from changeagent.tasks import compute_losses as task_losses
 
 H = W = 8
 V = 11
@@ -45,6 +47,11 @@ def _out(b, seed=1, caption=True):
 
 
 MIXED = ["levir_mci", "second_cc", "levir_mci", "second_cc"]
+
+
+def compute_losses(out, batch, cfg=None):
+    """The losses of a step of the mask and caption tasks; the captions trained on are the batch's."""
+    return task_losses(out, batch, {"captions": batch["caption_ids"]}, cfg, ["mask", "caption"])
 
 
 def test_keys_and_mask_group_is_weighted_sum():
