@@ -6,7 +6,9 @@ instead of testing dataset names:
 
 - `targets` says which batch keys an item supplies: `change` (binary change map), `mask` (one class
   map, `classes` ids), `sem` (one land-cover map per date, class 0 = unchanged, labelled on changed
-  pixels only), `captions`. A loss uses only the items that have its target.
+  pixels only), `captions`, `questions` (one item per question: `question`, `question_type`, `answer`,
+  `answer_id`; changeagent/data/qa/reader.py), `answer_masks` (`answer_mask`, the answer's region).
+  A loss uses only the items that have its target.
 - `dates` is the number of semantic maps its head predicts: 0 (no semantic head: binary change
   only, or captions only), 1 (`mask`), 2 (`sem`). With `classes` it fixes the head's shape and how
   predictions are decoded (`decoding`).
@@ -24,7 +26,7 @@ from typing import Any
 from changeagent.typed import fail, opt
 
 RGB = tuple[int, int, int]
-TARGETS = ("change", "mask", "sem", "captions")
+TARGETS = ("change", "mask", "sem", "captions", "questions", "answer_masks")
 METRICS = ("binary", "segmentation", "scd")  # binary change (P/R/F1/IoU/OA), class maps (MIoU), SECOND SCD
 CHANGE_PALETTE: tuple[RGB, ...] = ((0, 0, 0), (255, 255, 255))
 
@@ -61,8 +63,8 @@ class DatasetSpec:
     classes: class names of its semantic maps (index = class id); `("no_change", "change")` for a
         binary change dataset, () for captions only.
     palette: RGB per class id, used for label files, prediction PNGs and dashboards.
-    synth: `synth(out, n_train, n_val, n_test, size, seed, overwrite, progress)` writes the synthetic
-        benchmark in this layout (None: no synthetic form).
+    synth: `synth(out, n_train, n_val, n_test, size, seed, overwrite, progress, difficulty)` writes the
+        synthetic benchmark in this layout (None: no synthetic form).
     bind: for layouts whose classes live in the data folder (custom): `bind(spec, root)` -> the spec
         with those classes filled in.
     """

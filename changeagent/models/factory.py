@@ -13,6 +13,7 @@ import torch
 from changeagent.data.constants import DATASETS
 from changeagent.data.registry import dataset_ids
 from changeagent.errors import ChangeAgentError
+from changeagent.models.baselines import SmpUnetCfg, build_smp_unet
 from changeagent.models.change_captioner import ChangeCaptioner, Necks, compile_model
 from changeagent.models.encoder import Encoder
 from changeagent.models.features import HeadContext
@@ -263,6 +264,7 @@ def _build_mci(cfg: dict[str, Any], vocab_size: int, device: str | torch.device 
 
 MODEL_TYPES["change_captioner"] = (model_cfg_class, _build_change_captioner)
 MODEL_TYPES["mci"] = (MCIConfig, _build_mci)
+MODEL_TYPES["smp_unet"] = (SmpUnetCfg, build_smp_unet)
 
 __all__ = ["MODEL_TYPES", "ModelCfg", "compile_model", "create_model", "model_config", "model_tasks",
            "resolve_config"]

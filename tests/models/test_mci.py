@@ -144,7 +144,7 @@ def test_mci_contract_batched_decoding_and_save_load(tmp_path):
     ({"type": "mci", "tasks": ["mask"]}, "model.tasks: the reference has exactly the mask and caption heads"),
     ({"type": "mci", "dropout": 1.5}, r"model.dropout: must be in \[0, 1\), got 1.5"),
     ({"type": "mci", "decoder_layers": 0}, "model.decoder_layers: must be >= 1, got 0"),
-    ({"type": "mcx"}, r"model.type: 'mcx' is not one of change_captioner, mci \(did you mean 'mci'\?\)"),
+    ({"type": "mcx"}, r"model.type: 'mcx' is not one of change_captioner, mci, smp_unet \(did you mean 'mci'\?\)"),
 ])
 def test_mci_config_errors(cfg, match):
     with pytest.raises(ChangeAgentError, match=match):
