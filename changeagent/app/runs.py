@@ -99,7 +99,7 @@ def run_scene(pred: Any, a: Path, b: Path, folder: Path, progress: bool = False)
         m = src.read(1)
     rows, valid = class_table(m, pred.spec, pred.min_area)
     a_rgb, b_rgb, x = _overview(pred, a, b)
-    caption = pred.overview_caption(x)
+    caption = str(pred.overview(x).get("caption", ""))  # the caption task's field of the whole scene
     f = preview.PREVIEW_SIDE / max(m.shape)
     small = m if f >= 1 else _nearest(srec[key], a_rgb.shape[:2])
     views = preview.write_previews(folder, a_rgb, b_rgb, small, post.palettes(pred.spec)[key])

@@ -53,18 +53,14 @@ TOOL_TASKS: dict[str, str] = {
     "ask": "qa",
     "ground": "grounding",
 }
-OPTIONAL_HEADS = {"retrieval": "retrieval", "qa": "qa", "grounding": "grounding"}  # model attribute -> task
 
 _DEADLINE: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar("changeagent_deadline", default=None)
 _CACHE_SIZE = 16
 
 
 def model_tasks(model: Any) -> set[str]:
-    """What a loaded model can do: always the change mask and caption; each optional head that is
-    built (`model.retrieval`, and `model.qa` / `model.grounding` when those heads exist) adds its task."""
-    tasks = {"mask", "caption"}
-    tasks.update(task for attr, task in OPTIONAL_HEADS.items() if getattr(model, attr, None) is not None)
-    return tasks
+    """What a loaded model can do: its tasks (`model.tasks`, one head each: docs/design.md "Tasks")."""
+    return set(model.tasks)
 
 
 @dataclass(frozen=True)
@@ -99,7 +95,7 @@ def _guarded_predictor_class() -> type:
     class GuardedPredictor(Predictor):
         """A Predictor that checks the current request's deadline before every batch of windows."""
 
-        def run_windows(self, batch: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        def run_windows(self, batch: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
             deadline = _DEADLINE.get()
             if deadline is not None:
                 deadline.check()

@@ -7,11 +7,11 @@ channels are the binary change logit plus every semantic head of the run's datas
 caption head: it trains with `tasks: [mask]` on datasets without captions (LEVIR-CD, WHU-CD,
 DSIFN-CD, custom) and is what the real-tile protocol (tools/real_tiles.py) compares `fast` against.
 
-Engine contract kept: `config`, `vocab_size`, `vocab`, `datasets`, `encoder` (the shared layer the
-engine balances GradNorm on), `forward(image, captions=None, dataset=None) -> {"change", "masks"}`,
-`features(image, dataset) -> (change, masks, None)` (what evaluation calls for mask-only datasets),
-`param_counts()`. `predict()` (captions) and `forward(captions=...)` are errors: there is nothing to
-decode.
+Model contract kept (docs/design.md, "Model"): `config`, `vocab_size`, `vocab`, `datasets`, `tasks`
+(`["mask"]`: the model is its own mask head, `head("mask")`), `parts()`, `encoder` (the shared layer
+the engine balances GradNorm on), `forward(image, captions=None, dataset=None, *, tasks=None)` and
+`predict(image, dataset=None, *, tasks=None, inputs=None, **options)` -> {"change", "masks"},
+`param_counts()`. Captions or any other input are errors: there is nothing to decode.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from changeagent.data.registry import dataset_ids
 from changeagent.errors import ChangeAgentError
+from changeagent.models.mask_decoder import head_shapes
 from changeagent.models.model_cfg import ModelTypeCfg
 from changeagent.typed import fail, opt
 
@@ -40,6 +41,7 @@ class SmpUnetCfg(ModelTypeCfg):
     encoder: str = opt("resnet18", "smp encoder, shared by both dates (resnet18, resnet34, efficientnet-b0, ...)")
     encoder_weights: str | None = opt(None, "null (offline, from scratch) or imagenet")
     in_channels: int = opt(3, "input bands per date", ge=1)
+    tasks: list[str] = opt(help="its task: masks only", factory=lambda: ["mask"], choices=("mask",), length=1)
     fusion: str = opt("concat", "per-level fusion of the dates: concat ([A, B], FC-Siam-conc) or diff (|A - B|)",
                       choices=("concat", "diff"))
     decoder_channels: list[int] = opt(help="U-Net decoder widths, deepest first (5 stages)",
@@ -60,6 +62,8 @@ class SmpUnetCfg(ModelTypeCfg):
 
 class SiameseUnet(nn.Module):
     """Shared smp encoder on A and B -> per-level fusion -> smp UnetDecoder -> change + semantic logits."""
+
+    inputs: tuple[str, ...] = ()  # as the mask task's head: it reads the image pair only
 
     def __init__(self, config: dict[str, Any], vocab_size: int, heads: dict[str, tuple[int, int]]) -> None:
         super().__init__()
@@ -87,6 +91,19 @@ class SiameseUnet(nn.Module):
     @property
     def datasets(self) -> list[str]:
         return list(self.config.get("datasets") or [])
+
+    @property
+    def tasks(self) -> list[str]:
+        return ["mask"]
+
+    def head(self, task: str) -> Any:
+        """The head of `task`: the model itself for `mask` (its decoder and segmentation head)."""
+        if task != "mask":
+            raise ChangeAgentError(f"model: this model has no {task!r} head (type smp_unet: its tasks: mask)")
+        return self
+
+    def parts(self) -> dict[str, nn.Module]:
+        return {"encoder": self.encoder, "mask_decoder": self.mask_decoder, "segmentation_head": self.segmentation_head}
 
     def features(self, image: Tensor, dataset: Sequence[str] | None = None
                  ) -> tuple[Tensor, dict[str, Tensor], None]:
@@ -119,16 +136,30 @@ class SiameseUnet(nn.Module):
             start += dates * k
         return change, masks, None
 
+    def _check(self, tasks: Sequence[str] | None, inputs: dict[str, Any]) -> None:
+        if any(v is not None for v in inputs.values()):
+            raise ChangeAgentError(f"{NO_CAPTIONS} (got inputs {sorted(k for k, v in inputs.items() if v is not None)})")
+        if tasks is not None and [t for t in tasks if t != "mask"]:
+            raise ChangeAgentError(f"model: no head for task(s) {[t for t in tasks if t != 'mask']}; its tasks: mask")
+
     def forward(self, image: Tensor, captions: Tensor | None = None, dataset: Sequence[str] | None = None,
-                retrieval_captions: Tensor | None = None) -> dict[str, Any]:
-        if captions is not None or retrieval_captions is not None:
-            raise ChangeAgentError(NO_CAPTIONS)
+                *, tasks: Sequence[str] | None = None, **inputs: Any) -> dict[str, Any]:
+        self._check(tasks, {"captions": captions, **inputs})
         change, masks, _ = self.features(image, dataset)
         return {"change": change, "masks": masks}
 
-    def predict(self, image: Tensor, dataset: Sequence[str] | None = None, **_: Any) -> dict[str, Any]:
-        raise ChangeAgentError(NO_CAPTIONS + "; it has no captions to predict (evaluation of mask-only "
-                               "datasets uses its masks)")
+    @torch.no_grad()
+    def predict(self, image: Tensor, dataset: Sequence[str] | None = None, *, tasks: Sequence[str] | None = None,
+                inputs: dict[str, Any] | None = None, **options: Any) -> dict[str, Any]:
+        """{"change", "masks"} in eval mode (decoding `options` mean nothing here: there is no caption)."""
+        self._check(tasks, dict(inputs or {}))
+        was_training = self.training
+        self.eval()
+        try:
+            change, masks, _ = self.features(image, dataset)
+        finally:
+            self.train(was_training)
+        return {"change": change, "masks": masks}
 
     def param_counts(self) -> dict[str, int]:
         """Parameters per part: total, encoder, mask_decoder (decoder + head)."""
@@ -140,8 +171,6 @@ class SiameseUnet(nn.Module):
 
 def build_smp_unet(cfg: dict[str, Any], vocab_size: int, device: str | torch.device | None = None) -> SiameseUnet:
     """`MODEL_TYPES["smp_unet"]` builder: cfg is the resolved config (datasets filled in)."""
-    from changeagent.models.factory import head_shapes  # factory registers this module: import at call time
-
     model = SiameseUnet(cfg, vocab_size, head_shapes(cfg))
     if cfg["compile"]:
         for part in (model.encoder, model.mask_decoder, model.segmentation_head):

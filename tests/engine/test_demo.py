@@ -10,7 +10,7 @@ from changeagent.cli import main
 
 SMALL = ["data.synth.size=32", "data.synth.n_train=16", "data.synth.n_val=4", "data.synth.n_test=4",
          "data.batch_size=4", "data.eval_batch_size=4", "train.steps=3", "eval.every_steps=null",
-         "model.encoder=tu-mobilenetv3_small_050", "model.neck.dim=32", "model.caption_decoder.dim=32",
+         "model.encoder=tu-mobilenetv3_small_050", "model.neck.dim=32", "model.memory.dim=32",
          "model.caption_decoder.heads=2", "model.mask_decoder.channels=16", "data.min_count=0", "run.threads=1"]
 
 
