@@ -110,3 +110,46 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, result)
     return 0
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = "changeagent export --checkpoint runs/x/best --format onnx -o deploy/x  (docs/export.md)"
+    parser.add_argument("--checkpoint", "-k", required=True, help="model folder (a run's best/), a run folder or last.pt")
+    parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format")
+    parser.add_argument("--out", "-o", required=True, help="export folder (replaced only once the export is complete)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="H = W of the example pair the graphs are traced with (None: the model's image_size or 256)")
+    parser.add_argument("--no-caption", action="store_true", help="do not export the caption decoder step")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (None: torch's choice)")
+    parser.add_argument("--json", metavar="OUT", default=None, help="also write the manifest here")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise ChangeAgentError(f"export needs the `export` extra (pip install 'changeagent[export]'): {e}") from None
+    import torch
+    from tqdm import tqdm
+
+    from changeagent.models.export import MANIFEST, export_onnx
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ChangeAgentError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    with tqdm(total=1, desc="export (trace, convert, check with onnxruntime)", leave=False) as bar:
+        manifest = export_onnx(args.checkpoint, args.out, size=args.size, caption=not args.no_caption)
+        bar.update()
+    for name, g in manifest["graphs"].items():
+        hw = "" if name != "pair" else (", dynamic H/W" if g["dynamic_hw"] else f", fixed {g['traced_size']}")
+        print(f"{g['file']}: {', '.join(i['name'] for i in g['inputs'])} -> "
+              f"{', '.join(o['name'] for o in g['outputs'])} (max |diff| vs PyTorch {g['max_abs_diff']:.1e}{hw})")
+    for task, why in manifest["not_exported"].items():
+        print(f"not exported: {task} ({why})")
+    print(f"manifest: {args.out}/{MANIFEST}")
+    if args.json:
+        write_json(args.json, manifest)
+    return 0
