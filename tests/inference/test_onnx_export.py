@@ -14,6 +14,8 @@ from PIL import Image
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
+# the module's one export (three torch.export traces + onnxruntime checks) takes ~40-100 s on 2 cores
+pytestmark = pytest.mark.slow
 
 from changeagent.errors import ChangeAgentError  # noqa: E402
 from changeagent.inference.onnx_runtime import OnnxModel  # noqa: E402
