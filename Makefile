@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=23.2"
-	$(PY) -m pip install --quiet -e '.[dev,app]'
+	$(PY) -m pip install --quiet -e '.[dev,app,export]'
 	touch $(STAMP)
 
 install: $(STAMP)

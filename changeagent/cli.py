@@ -30,6 +30,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("score-captions",): ("changeagent.metrics.cli", "score_captions", "score captions with the COCO protocol"),
     ("model-info",): ("changeagent.models.cli", "model_info", "parameter counts of a model config"),
     ("bench",): ("changeagent.models.cli", "bench", "time training and inference of a model config"),
+    ("export",): ("changeagent.models.cli", "export", "export a model folder for deployment (ONNX graphs + manifest)"),
     ("convert", "change-agent"): ("changeagent.models.mci.cli", "convert_change_agent",
                                   "convert a Change-Agent MCI checkpoint into a model folder"),
     ("predict",): ("changeagent.inference.cli", "predict", "mask + caption for pairs, folders or scenes"),

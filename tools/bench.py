@@ -18,17 +18,35 @@ from typing import Any
 MODELS = ("fast", "mci", "mamba")
 
 
+def _switches(args: argparse.Namespace) -> list[str]:
+    """The optimisation switches every timed child gets (docs/models.md, "Inference speed")."""
+    return [*(["--compile"] if args.compile else []), *(["model.channels_last=false"] if args.no_channels_last else [])]
+
+
+def _tag(model: str) -> str:
+    return Path(model).stem if model.endswith((".yaml", ".yml")) else model
+
+
 def steps(args: argparse.Namespace, out: Path) -> list[tuple[str, list[str]]]:
-    """(name, changeagent arguments) in execution order; step `name` writes `out/name.json`."""
+    """(name, changeagent arguments) in execution order; step `name` writes `out/name.json`.
+
+    One child process per configuration (model x {training, each inference batch}), so each
+    JSON's peak RSS is that configuration's alone."""
     todo: list[tuple[str, list[str]]] = []
     for model in args.models:
-        todo.append((f"info_{model}", ["model-info", f"model={model}", "--json", str(out / f"info_{model}.json")]))
+        tag = _tag(model)
+        todo.append((f"info_{tag}", ["model-info", f"model={model}", "--json", str(out / f"info_{tag}.json")]))
+    common = ["--size", str(args.size), "--steps", str(args.steps), "--threads", str(args.threads),
+              "--device", args.device, "--decode-len", str(args.decode_len)]
     for model in args.models:
-        todo.append((f"bench_{model}", [
-            "bench", f"model={model}", "--batch", str(args.batch), "--size", str(args.size),
-            "--steps", str(args.steps), "--threads", str(args.threads), "--device", args.device,
-            "--json", str(out / f"bench_{model}.json"),
-        ]))
+        tag = _tag(model)
+        if not args.skip_train:
+            todo.append((f"train_{tag}", ["bench", f"model={model}", *_switches(args), "--batch", str(args.batch),
+                                          "--infer-batches", "", *common, "--json", str(out / f"train_{tag}.json")]))
+        for b in args.batches:
+            todo.append((f"infer_{tag}_b{b}", ["bench", f"model={model}", *_switches(args), "--skip-train",
+                                               "--infer-batches", str(b), *common,
+                                               "--json", str(out / f"infer_{tag}_b{b}.json")]))
     return todo
 
 
@@ -37,36 +55,60 @@ def _load(out: Path, name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def report(args: argparse.Namespace, out: Path) -> str:
-    """Markdown table of every model plus the target ratios (fast vs mci)."""
-    lines = ["| model | params (M) | encoder | neck | mask dec. | caption dec. | train s/pair | "
-             "infer s/pair b1 | infer s/pair b16 | peak RSS MB |", "|---" * 10 + "|"]
-    rows: dict[str, dict[str, Any]] = {}
+def collect(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """bench.json: per model its parameters, training cost and, per inference batch, the cost per
+    pair of every head together and of each task alone, with that configuration's peak RSS."""
+    models: dict[str, Any] = {}
     for model in args.models:
-        info, bench = _load(out, f"info_{model}"), _load(out, f"bench_{model}")
-        if info is None or bench is None:
-            lines.append(f"| {model} | (failed) |" + " |" * 8)
-            continue
-        rows[model] = {**bench, "params": info["params"]}
-        p = {k: v / 1e6 for k, v in info["params"].items()}
-        lines.append(
-            f"| {model} | {p['total']:.1f} | {p['encoder']:.1f} | {p['neck']:.1f} | {p['mask_decoder']:.2f} | "
-            f"{p['caption_decoder']:.2f} | {bench['train_s_per_pair']:.3f} | {bench['infer_s_per_pair_b1']:.3f} | "
-            f"{bench['infer_s_per_pair_b16']:.3f} | {bench['peak_rss_mb']:.0f} |"
-        )
-    if "fast" in rows and "mci" in rows:
-        f, m = rows["fast"], rows["mci"]
-        ratios = [
-            ("train speed per pair, fast vs mci", m["train_s_per_pair"] / f["train_s_per_pair"], ">= 5x"),
-            ("parameters, mci / fast", m["params"]["total"] / f["params"]["total"], ">= 5x"),
-            ("inference per pair, fast b16 vs mci b1", m["infer_s_per_pair_b1"] / f["infer_s_per_pair_b16"], ">= 20x"),
-        ]
-        targets = {">= 5x": 5.0, ">= 20x": 20.0}
-        lines += ["", "| ratio | measured | target |", "|---|---|---|"]
-        lines += [f"| {name} | {value:.1f}x | {t} {'(met)' if value >= targets[t] else '(NOT met)'} |"
-                  for name, value, t in ratios]
-    settings = (f"{args.size}x{args.size}, training batch {args.batch}, {args.threads} threads, "
-                f"device {args.device}, median of {args.steps} steps after warm-up")
+        tag = _tag(model)
+        info, train = _load(out, f"info_{tag}"), _load(out, f"train_{tag}")
+        row: dict[str, Any] = {"params": info["params"] if info else None, "tasks": info["tasks"] if info else None,
+                               "train": None, "infer": {}}
+        if train:
+            row["train"] = {"batch": train["batch"], "s_per_pair": train["train_s_per_pair"],
+                            "peak_rss_mb": train["peak_rss_mb"]}
+        for b in args.batches:
+            r = _load(out, f"infer_{tag}_b{b}")
+            row["infer"][str(b)] = None if r is None else {
+                "all_tasks_s_per_pair": r[f"infer_s_per_pair_b{b}"], "tasks_s_per_pair": r.get(f"tasks_s_per_pair_b{b}"),
+                "peak_rss_mb": r["peak_rss_mb"]}
+        scene = _load(out / "inference" / tag, "inference_bench")
+        row["scene"] = scene.get("scene") if scene else None
+        models[tag] = row
+    return {"settings": {"size": args.size, "train_batch": args.batch, "threads": args.threads, "device": args.device,
+                         "steps": args.steps, "decode_len": args.decode_len, "batches": args.batches,
+                         "compile": args.compile, "channels_last": not args.no_channels_last},
+            "models": models}
+
+
+def report(args: argparse.Namespace, result: dict[str, Any]) -> str:
+    """One markdown table: a row per (model, configuration), a column per task (ms per pair)."""
+    tasks: list[str] = []
+    for row in result["models"].values():
+        tasks += [t for t in row["tasks"] or [] if t not in tasks]
+    head = ["model", "config", "params (M)", "all tasks ms/pair", *(f"{t} ms/pair" for t in tasks), "peak RSS MB"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for tag, row in result["models"].items():
+        params = f"{row['params']['total'] / 1e6:.1f}" if row["params"] else "?"
+        if row["train"]:
+            t = row["train"]
+            lines.append(f"| {tag} | train b{t['batch']} | {params} | {t['s_per_pair'] * 1e3:.1f} |"
+                         + " |" * len(tasks) + f" {t['peak_rss_mb']:.0f} |")
+        for b, r in row["infer"].items():
+            if r is None:
+                lines.append(f"| {tag} | predict b{b} | {params} | (failed) |" + " |" * (len(tasks) + 1))
+                continue
+            per = r["tasks_s_per_pair"] or {}
+            cells = [f"{per[t] * 1e3:.1f}" if t in per else "-" for t in tasks]
+            lines.append(f"| {tag} | predict b{b} | {params} | {r['all_tasks_s_per_pair'] * 1e3:.1f} | "
+                         + " | ".join(cells) + f" | {r['peak_rss_mb']:.0f} |")
+        for sc in row["scene"] or []:
+            lines.append(f"| {tag} | scene {sc['size']}x{sc['size']} | {params} | {sc['megapixels_per_s']} MP/s |"
+                         + " |" * len(tasks) + f" {sc['peak_rss_gib'] * 1024:.0f} |")
+    st = result["settings"]
+    settings = (f"{st['size']}x{st['size']}, {st['threads']} threads, device {st['device']}, median of {st['steps']} "
+                f"steps after warm-up, captions of {st['decode_len']} tokens; compile {st['compile']}, "
+                f"channels-last {st['channels_last']}; a task's column: its head alone (own encoder pass)")
     return "\n".join([settings, "", *lines])
 
 
@@ -75,17 +117,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/bench", help="folder for the JSON results and table.md")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated configs/model names")
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=8, help="training batch")
+    parser.add_argument("--batches", default="1,16", help="inference batch sizes, one child process each")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--decode-len", type=int, default=9, help="caption tokens generated (LEVIR-MCI median: 9)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every part (switch for item 3)")
+    parser.add_argument("--no-channels-last", action="store_true", help="model.channels_last=false")
+    parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-inference", action="store_true",
-                        help="skip the folder/scene inference benchmark (15-30 min on 2 CPU cores)")
-    parser.add_argument("--scene-sizes", default="8192", help="scene-mode GeoTIFF sizes, comma-separated")
+                        help="skip the folder/scene inference benchmark")
+    parser.add_argument("--scene-sizes", default="2048", help="scene-mode GeoTIFF sizes, comma-separated")
     parser.add_argument("--skip-app", action="store_true",
                         help="skip the MCP server latency benchmark (tools/bench_app.py, a few minutes)")
     args = parser.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
+    args.batches = [int(b) for b in args.batches.split(",") if b.strip()]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failed = []
@@ -96,13 +144,14 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
         print(f"   ({time.perf_counter() - t0:.0f} s)", flush=True)
     if not args.skip_inference:
-        # folder-mode pairs/s and scene-mode MP/s + peak RSS (changeagent.inference.bench)
-        print("== inference: folder mode (batch 16) and scene mode", flush=True)
-        code = ("import sys; from changeagent.inference.bench import main; "
-                "sys.exit(main(sys.argv[1:]))")
-        cmd = [sys.executable, "-c", code, "--out", str(out / "inference"), "--scene-sizes", args.scene_sizes]
-        if subprocess.run(cmd).returncode != 0:
-            failed.append("inference")
+        for model in args.models:  # scene-mode MP/s + that child's peak RSS (changeagent.inference.bench)
+            print(f"== scene: {model}", flush=True)
+            code = "import sys; from changeagent.inference.bench import main; sys.exit(main(sys.argv[1:]))"
+            cmd = [sys.executable, "-c", code, "--out", str(out / "inference" / _tag(model)), "--model", model,
+                   "--skip-folder", "--scene-sizes", args.scene_sizes, "--max-len", str(args.decode_len),
+                   "--threads", str(args.threads)]
+            if subprocess.run(cmd).returncode != 0:
+                failed.append(f"scene_{model}")
     if not args.skip_app:
         # p50/p95 latency of `changeagent mcp` alone and under 20 concurrent requests (tools/bench_app.py)
         print("== app: MCP server latency, sequential and 20 concurrent", flush=True)
@@ -110,10 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         if subprocess.run([sys.executable, str(bench_app), "--out", str(out / "app"),
                            "--threads", str(args.threads)]).returncode != 0:
             failed.append("app")
-    table = report(args, out)
-    inf = out / "inference" / "inference_bench.json"
-    if inf.is_file():
-        table += "\n\ninference benchmark (inference_bench.json):\n" + inf.read_text()
+    result = collect(args, out)
+    (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = report(args, result)
     app = out / "app" / "app_bench.json"
     if app.is_file():
         table += "\n\nMCP server latency (app_bench.json):\n" + app.read_text()

@@ -30,8 +30,9 @@ from changeagent.models.decode_cfg import DECODE
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
-def make_model(out: Path) -> Path:
-    """The `fast` config with untrained weights and the real LEVIR-MCI vocabulary when present."""
+def make_model(out: Path, name: str = "fast") -> Path:
+    """Model config `name` (configs/model/ or a yaml path) with untrained weights and the real LEVIR-MCI
+    vocabulary when present."""
     from changeagent.config import load_model_config
     from changeagent.data.registry import get_spec
     from changeagent.data.vocab import Vocabulary
@@ -40,7 +41,7 @@ def make_model(out: Path) -> Path:
     ref = SHARED / "levir_mci_captions" / "vocab.json"
     vocab = Vocabulary.load(ref) if ref.is_file() else Vocabulary.build(
         [["a", "building", "road", "is", "built", "the", "scene", "same", "as", "before"]], min_count=0)
-    model = create_model(load_model_config("fast"), len(vocab))
+    model = create_model(load_model_config(name), len(vocab))
     # an untrained stand-in for a model trained on its heads' datasets, recorded as such (predict needs it)
     save_pretrained(model, out, vocab=vocab, datasets=model.datasets,
                     norm={n: get_spec(n).norm for n in model.datasets})
@@ -131,18 +132,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="comma-separated scene sizes; several show that peak RSS does not grow with size")
     ap.add_argument("--max-len", type=int, default=DECODE.max_len, help="caption length cap passed to predict")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--model", default="fast", help="model config (configs/model/NAME or a yaml path)")
     ap.add_argument("--skip-folder", action="store_true")
     ap.add_argument("--skip-scene", action="store_true")
     args = ap.parse_args(argv)
     work = Path(args.out) / "inference"
     work.mkdir(parents=True, exist_ok=True)
-    ckpt = make_model(work / "fast_model")
+    ckpt = make_model(work / "model", args.model)
     extra = ["--max-len", str(args.max_len), "--no-progress"]
     if args.threads:
         extra += ["--threads", str(args.threads)]
     import torch
 
-    res: dict[str, Any] = {"model": "fast (untrained weights)", "max_len": args.max_len,
+    res: dict[str, Any] = {"model": f"{args.model} (untrained weights)", "max_len": args.max_len,
                            "torch_threads": args.threads or torch.get_num_threads()}
     if not args.skip_folder:
         res["folder"] = bench_folder(ckpt, work, args.pairs, args.batch_size, extra)

@@ -23,8 +23,13 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("a", nargs="?", help="image of date A (pair or scene mode)")
     parser.add_argument("b", nargs="?", help="image of date B (pair or scene mode)")
-    parser.add_argument("--checkpoint", "-k", required=True,
-                        help="model folder (a run's best/), a run folder, or a last.pt")
+    parser.add_argument("--checkpoint", "-k", default=None,
+                        help="model folder (a run's best/), a run folder, or a last.pt (not with --runtime onnx)")
+    parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                        help="torch: the model folder in PyTorch; onnx: an export folder (--onnx) in onnxruntime")
+    parser.add_argument("--onnx", metavar="DIR", help="with --runtime onnx: a folder written by `changeagent export`")
+    parser.add_argument("--onnx-skip-missing", action="store_true",
+                        help="with --runtime onnx: run the exported tasks when the export lacks some of the model's")
     parser.add_argument("--out", "-o", required=True, help="output folder")
     parser.add_argument("--a-dir", help="folder mode: images of date A")
     parser.add_argument("--b-dir", help="folder mode: images of date B (same file names)")
@@ -92,12 +97,21 @@ def run_predict(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    predictor = Predictor.from_pretrained(
-        args.checkpoint, device=args.device, head=args.head, tile=args.tile, overlap=args.overlap,
+    options: dict[str, Any] = dict(
+        head=args.head, tile=args.tile, overlap=args.overlap,
         batch_size=args.batch_size, method=args.method, beam_size=args.beam_size, max_len=args.max_len,
         length_penalty=args.length_penalty, min_area=args.min_area, scale=args.scale,
         bands=parse_bands(args.bands), mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"),
     )
+    if args.runtime == "onnx":
+        if args.onnx is None or args.checkpoint is not None:
+            raise ChangeAgentError("--runtime onnx takes the export folder as --onnx DIR (and no --checkpoint)")
+        predictor = Predictor.from_onnx(args.onnx, device=args.device, threads=args.threads,
+                                        skip_missing=args.onnx_skip_missing, **options)
+    else:
+        if args.checkpoint is None or args.onnx is not None:
+            raise ChangeAgentError("give --checkpoint (the PyTorch runtime), or --runtime onnx --onnx DIR")
+        predictor = Predictor.from_pretrained(args.checkpoint, device=args.device, **options)
     progress = not args.no_progress
     result: dict[str, Any]
     if mode == "pair":

@@ -145,6 +145,17 @@ class Predictor:
         kwargs.setdefault("datasets", datasets)
         return cls(model, device=device, source=str(p), **kwargs)
 
+    @classmethod
+    def from_onnx(cls, folder: str | Path, device: str = "cpu", threads: int | None = None,
+                  skip_missing: bool = False, **kwargs: Any) -> Predictor:
+        """An export folder (`changeagent export --format onnx`) run by onnxruntime (inference/onnx_runtime.py)."""
+        from changeagent.inference.onnx_runtime import OnnxModel
+
+        model = OnnxModel(folder, device=device, threads=threads, skip_missing=skip_missing)
+        kwargs.setdefault("norm", model.manifest.get("norm"))
+        kwargs.setdefault("datasets", model.manifest.get("trained"))
+        return cls(model, device="cpu", source=str(folder), **kwargs)
+
     # ---- model calls -------------------------------------------------------------------------
     def normalise(self, x01: np.ndarray) -> np.ndarray:
         """float32 [C, H, W] in [0, 1] -> normalised float32 [C, H, W]."""

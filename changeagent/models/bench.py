@@ -75,8 +75,13 @@ def _tensors(value: Any) -> list[torch.Tensor]:
 def run_benchmark(cfg: dict[str, Any], vocab_size: int = 468, batch: int = 8, size: int = 256, steps: int = 5,
                   warmup: int = 2, device: str = "cpu", threads: int = 2, caption_len: int = 25,
                   decode_len: int = 12, infer_batches: list[int] | tuple[int, ...] = (1, 16),
-                  seed: int = 0, train: bool = True) -> dict[str, Any]:
-    """Train-step and predict timings per pair; see `changeagent bench --help`."""
+                  seed: int = 0, train: bool = True, per_task: bool = True,
+                  compile: bool = False) -> dict[str, Any]:
+    """Train-step and predict timings per pair; see `changeagent bench --help`.
+
+    Inference is timed with every head (`infer_s_per_pair_b<B>`) and, with `per_task`, with each
+    task's head alone from its own encoder pass (`tasks_s_per_pair_b<B>`: {task: s}), iterating
+    `model.tasks` (whatever heads the config builds). `compile`: `torch.compile` every part first."""
     if any(b < 1 for b in infer_batches):
         raise ChangeAgentError(f"inference batch sizes must be positive, got {list(infer_batches)}")
     dev = resolve_device(device)
@@ -84,6 +89,10 @@ def run_benchmark(cfg: dict[str, Any], vocab_size: int = 468, batch: int = 8, si
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = create_model(cfg, vocab_size).to(dev)
+    if compile:
+        from changeagent.models.change_captioner import compile_model
+
+        compile_model(model)
     channels = model.config["in_channels"]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     image = torch.randn(batch, 2, channels, size, size, generator=gen).to(dev)
@@ -101,6 +110,7 @@ def run_benchmark(cfg: dict[str, Any], vocab_size: int = 468, batch: int = 8, si
         "model": cfg.get("name"), "params": model.param_counts(), "batch": batch, "size": size,
         "steps": steps, "warmup": warmup, "device": str(dev), "threads": threads,
         "caption_len": caption_len, "decode_len": decode_len, "torch": torch.__version__,
+        "tasks": list(model.tasks), "compile": compile, "channels_last": bool(model.config.get("channels_last", True)),
     }
     if train:
         model.train()
@@ -112,12 +122,21 @@ def run_benchmark(cfg: dict[str, Any], vocab_size: int = 468, batch: int = 8, si
         pairs = torch.randn(b, 2, channels, size, size, generator=gen).to(dev)
         ids = [model.datasets[i % len(model.datasets)] for i in range(b)]
 
-        def infer(image: torch.Tensor = pairs, names: list[str] = ids) -> None:  # every head's predictions
-            with torch.inference_mode():
-                model.predict(image, names, max_len=decode_len, min_len=decode_len)
+        extra = {k: v for k, v in random_inputs(model, b, caption_len, gen, dev).items()
+                 if any(k in model.head(t).inputs for t in model.tasks if t != "caption")
+                 and k not in ("captions", "retrieval_captions")}  # inputs a head needs at inference (questions)
+
+        def infer(image: torch.Tensor = pairs, names: list[str] = ids, tasks: list[str] | None = None,
+                  extra: dict[str, Any] = extra) -> None:
+            with torch.inference_mode():  # the heads of `tasks` (None: every head) from one encoder pass
+                model.predict(image, names, tasks=tasks, inputs=extra, max_len=decode_len, min_len=decode_len)
 
         s = _timed(infer, steps, max(1, warmup // 2), dev, f"predict b{b}")
         result[f"infer_s_per_step_b{b}"] = s
         result[f"infer_s_per_pair_b{b}"] = s / b
+        if per_task:
+            result[f"tasks_s_per_pair_b{b}"] = {
+                t: _timed(lambda t=t: infer(tasks=[t]), steps, max(1, warmup // 2), dev, f"{t} b{b}") / b
+                for t in model.tasks}
     result["peak_rss_mb"] = _peak_rss_mb()
     return result

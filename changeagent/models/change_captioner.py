@@ -145,6 +145,12 @@ class ChangeCaptioner(nn.Module):
             raise ChangeAgentError(f"model: image has {c} channels, the model expects {in_ch}")
         index = dataset_ids(dataset, b, image.device, self.datasets)
         names = [dataset] * b if isinstance(dataset, str) else dataset
+        return self.features_indexed(image, index, names)
+
+    def features_indexed(self, image: Tensor, index: Tensor | None, names: Sequence[str] | None = None) -> Features:
+        """`features` with the datasets given as int64 [B] positions in `model.datasets` (or None):
+        no python-side lookups, so it traces (ONNX export, models/export.py); image is not checked."""
+        b, _, _, h, w = image.shape
         feats = Features((h, w), b, index, names, self._providers(image, index))
         for attr in self.head_attrs.values():
             publish = getattr(getattr(self, attr), "publish", None)

@@ -79,6 +79,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tokens generated per caption at inference (fixed, so models compare fairly)")
     parser.add_argument("--infer-batches", default="1,16", help="comma-separated inference batch sizes")
     parser.add_argument("--skip-train", action="store_true", help="time inference only")
+    parser.add_argument("--no-per-task", action="store_true",
+                        help="time inference with every head only (not also each task's head alone)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile every part first (model.channels_last=false switches channels-last off)")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -91,14 +95,15 @@ def run_bench(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1 or (name == "caption_len" and args.caption_len < 2):
             raise ChangeAgentError(f"--{name.replace('_', '-')} is too small: {getattr(args, name)}")
     try:
-        batches = [int(b) for b in args.infer_batches.split(",") if b.strip()]
+        batches = [int(b) for b in args.infer_batches.split(",") if b.strip()]  # "": no inference
     except ValueError:
         raise ChangeAgentError(f"--infer-batches must be comma-separated integers, got {args.infer_batches!r}") from None
     cfg = _model_config(args.overrides)
     result = run_benchmark(cfg, vocab_size=args.vocab_size, batch=args.batch, size=args.size, steps=args.steps,
                            warmup=args.warmup, device=args.device, threads=args.threads,
                            caption_len=args.caption_len, decode_len=args.decode_len, infer_batches=batches,
-                           seed=args.seed, train=not args.skip_train)
+                           seed=args.seed, train=not args.skip_train, per_task=not args.no_per_task,
+                           compile=args.compile)
     print(f"model {cfg.get('name') or '?'}: {result['params']['total']:,} parameters, "
           f"{args.size}x{args.size}, {args.threads} threads, device {args.device}")
     if "train_s_per_pair" in result:
@@ -106,7 +111,52 @@ def run_bench(args: argparse.Namespace) -> int:
     for b in batches:
         print(f"  predict batch {b:>3}: {result[f'infer_s_per_pair_b{b}'] * 1000:9.1f} ms/pair "
               f"(every head; sequences of {args.decode_len} tokens)")
+        for task, sec in (result.get(f"tasks_s_per_pair_b{b}") or {}).items():
+            print(f"    {task:<12} alone: {sec * 1000:9.1f} ms/pair")
     print(f"  peak RSS: {result['peak_rss_mb']:.0f} MB")
     if args.json:
         write_json(args.json, result)
+    return 0
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = "changeagent export --checkpoint runs/x/best --format onnx -o deploy/x  (docs/export.md)"
+    parser.add_argument("--checkpoint", "-k", required=True, help="model folder (a run's best/), a run folder or last.pt")
+    parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format")
+    parser.add_argument("--out", "-o", required=True, help="export folder (replaced only once the export is complete)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="H = W of the example pair the graphs are traced with (None: the model's image_size or 256)")
+    parser.add_argument("--no-caption", action="store_true", help="do not export the caption decoder step")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (None: torch's choice)")
+    parser.add_argument("--json", metavar="OUT", default=None, help="also write the manifest here")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise ChangeAgentError(f"export needs the `export` extra (pip install 'changeagent[export]'): {e}") from None
+    import torch
+    from tqdm import tqdm
+
+    from changeagent.models.export import MANIFEST, export_onnx
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ChangeAgentError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    with tqdm(total=1, desc="export (trace, convert, check with onnxruntime)", leave=False) as bar:
+        manifest = export_onnx(args.checkpoint, args.out, size=args.size, caption=not args.no_caption)
+        bar.update()
+    for name, g in manifest["graphs"].items():
+        hw = "" if name != "pair" else (", dynamic H/W" if g["dynamic_hw"] else f", fixed {g['traced_size']}")
+        print(f"{g['file']}: {', '.join(i['name'] for i in g['inputs'])} -> "
+              f"{', '.join(o['name'] for o in g['outputs'])} (max |diff| vs PyTorch {g['max_abs_diff']:.1e}{hw})")
+    for task, why in manifest["not_exported"].items():
+        print(f"not exported: {task} ({why})")
+    print(f"manifest: {args.out}/{MANIFEST}")
+    if args.json:
+        write_json(args.json, manifest)
     return 0

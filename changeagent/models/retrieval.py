@@ -74,6 +74,10 @@ class TextEncoder(nn.Module):
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
             raise ChangeAgentError(f"retrieval: caption ids must be in [0, {self.vocab_size}), "
                                    f"got {int(ids.min())}..{int(ids.max())}")
+        return self.encode(ids)
+
+    def encode(self, ids: Tensor) -> Tensor:
+        """`forward` without the input checks (they read values, which a graph export cannot)."""
         pad = ids == NULL  # [B, L]
         pos = sinusoid(torch.arange(ids.shape[1], device=ids.device), self.width)
         x = self.embed(ids) * math.sqrt(self.width) + pos.to(self.embed.weight.dtype)
