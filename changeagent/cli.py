@@ -14,6 +14,7 @@ from pathlib import Path
 
 from changeagent import __version__
 from changeagent.errors import ChangeAgentError
+from changeagent.paths import check_output_file, check_output_folder
 
 # command path -> (module, function stem, one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
@@ -33,6 +34,23 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("index",): ("changeagent.inference.cli", "index", "embed pairs, scene windows or a split into a search index"),
     ("search",): ("changeagent.inference.cli", "search", "find pairs / scene windows matching a change description"),
 }
+
+
+# argparse destinations that name an output folder / an output file in every command that has them;
+# checked before the command runs, so a file where a folder is meant is one `error:` line, not a
+# traceback after the work is done
+OUTPUT_FOLDERS = ("out",)
+OUTPUT_FILES = ("json", "json_out", "geojson", "output")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Output folders must not be files, output files must not be folders (changeagent.paths)."""
+    for dest in OUTPUT_FOLDERS:
+        if getattr(args, dest, None):
+            check_output_folder(getattr(args, dest), f"--{dest}")
+    for dest in OUTPUT_FILES:
+        if getattr(args, dest, None):
+            check_output_file(getattr(args, dest), f"--{dest.replace('_out', '').replace('_', '-')}")
 
 
 def _available(module: str) -> bool:
@@ -96,9 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
+        check_outputs(args)
         return int(run(args) or 0)
     except ChangeAgentError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path the checks above cannot foresee (permissions, a full disk, ...)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

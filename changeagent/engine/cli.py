@@ -31,7 +31,16 @@ def run_train(args: argparse.Namespace) -> int:
     summary = train(cfg)
     if args.json:
         atomic_write_json(Path(args.json), summary)
+    print(best_line(summary, cfg.eval.select))
     return 0
+
+
+def best_line(summary: dict, select: str) -> str:
+    """The one line a run ends with: where its best model is and the score it was chosen on."""
+    if summary.get("best_step", -1) < 0:
+        return f"no best model: no validation ran (run folder {summary['out_dir']})"
+    return (f"best model: {Path(summary['out_dir']) / 'best'} (val {select} {summary['best_score']:.4f} "
+            f"at step {summary['best_step']}; stopped: {summary['stop_reason']})")
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:

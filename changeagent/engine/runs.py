@@ -80,8 +80,9 @@ def run_demo(out: Path, overrides: list[str], progress: bool = True) -> dict[str
 
     t0 = time.monotonic()
     out = Path(out)
+    # the demo is a benchmark that is rerun: it starts afresh in its folder (run.overwrite=false refuses)
     cfg = load_run_config(config_dir() / DEMO_CONFIG, [f"run.out_dir={out}", f"data.synth.dir={out / 'data'}",
-                                                        *overrides])
+                                                        "run.overwrite=true", *overrides])
     summary = train(cfg)
     test_cfg = cfg.copy()
     test_cfg.eval.meteor, test_cfg.eval.max_pairs = True, None

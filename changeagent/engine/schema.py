@@ -40,6 +40,8 @@ class RunCfg:
     deterministic: bool = opt(False, "torch.use_deterministic_algorithms(True, warn_only=True), cuDNN deterministic")
     device: str = opt("auto", "auto (local GPU if any, else CPU), cpu, cuda, cuda:N")
     threads: int | None = opt(None, "torch CPU threads per process (null: torch's default)", ge=1)
+    overwrite: bool = opt(False, "start afresh in a run.out_dir that already holds a run: deletes its last.pt, "
+                          "best/ and metrics (without it such a folder is refused; resume=true continues it)")
 
 
 @dataclass
@@ -247,6 +249,9 @@ def check_run(c: RunConfig) -> None:
     if not c.train.stages and c.train.steps is None and c.train.epochs is None:
         fail("train.steps", "train.steps or train.epochs is needed when train.stages is empty")
     check_gradnorm(c, stages)
+    if c.run.overwrite and c.resume not in (False, None, "", "false"):
+        fail("run.overwrite", f"is true and resume={c.resume!r} is set too: continue the run (resume) or start "
+             "afresh (run.overwrite), not both")
 
 
 def check_gradnorm(c: RunConfig, stages: list[StageCfg]) -> None:

@@ -50,8 +50,11 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto (uint8 /255, else percentile), percentile[:LO,HI], divide:N")
     parser.add_argument("--align", action="store_true",
                         help="warp B onto A's grid (GeoTIFF) / resize B to A's size (plain images)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--device", default="auto", help="auto (a local GPU if any, else the CPU), cpu, cuda, cuda:N")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (None: torch's choice)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="folder mode: redo every pair instead of resuming (needed when the model or a "
+                             "result-changing option differs from the run that wrote OUT/)")
     parser.add_argument("--name", help="scene mode: output name (None: stem of A)")
     parser.add_argument("--no-vis", action="store_true", help="skip the visualisation PNG")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -93,23 +96,24 @@ def run_predict(args: argparse.Namespace) -> int:
         length_penalty=args.length_penalty, min_area=args.min_area, scale=args.scale,
         bands=parse_bands(args.bands),
     )
+    warn_synthetic_only(args.checkpoint)
     progress = not args.no_progress
     result: dict[str, Any]
     if mode == "pair":
         result = predict_pair(predictor, args.a, args.b, args.out, align=args.align, vis=not args.no_vis)
-        _print_record(result)
+        _print_record(result, predictor.min_area)
     elif mode == "folder":
         result = predict_folder(predictor, args.a_dir, args.b_dir, args.out, align=args.align,
-                                vis=not args.no_vis, progress=progress)
+                                vis=not args.no_vis, progress=progress, overwrite=args.overwrite)
         rate = f", {result['pairs_per_s']} pairs/s" if result["pairs_per_s"] else ""
         print(f"{result['pairs']} pairs: {result['predicted']} predicted, {result['skipped']} already done"
-              f"{rate}; summary in {Path(args.out) / 'summary.json'}")
+              f"{rate}; summary in {Path(args.out).absolute() / 'summary.json'}")
     else:
         result = predict_scene(predictor, args.a, args.b, args.out, align=args.align, name=args.name,
                                progress=progress)
         print(f"scene {result['width']}x{result['height']}: {result['windows']} windows "
-              f"({result['windows_skipped']} all nodata), change {100 * result['change_fraction']:.2f} %, "
-              f"{result['megapixels_per_s']} MP/s")
+              f"({result['windows_skipped']} all nodata), {result['megapixels_per_s']} MP/s")
+        print("\n".join(fraction_lines(result)))
         print(f"mask: {result['mask']}\ncaptions: {result['geojson']}")
     result = {"mode": mode, **result}
     if args.json:
@@ -120,12 +124,39 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_record(rec: dict[str, Any]) -> None:
-    print(f"caption: {rec['caption']}")
-    frac = ", ".join(f"{k} {100 * v:.2f} %" for k, v in rec["changed_fraction"].items())
+def fraction_lines(rec: dict[str, Any]) -> list[str]:
+    """The record's fractions, each saying what it is a share of and which head it comes from
+    (docs/inference.md, "Fractions"): the binary change head's changed share, then the `--head`'s
+    classes; a binary head's one class is the change head itself and is not repeated."""
+    lines = [f"change head: {100 * rec['change_fraction']:.2f} % of valid pixels changed"]
+    classes = rec.get("changed_fraction") or {}
+    if list(classes) != ["change"]:
+        into = " (changed pixels by their date-B class)" if "changed_fraction_from" in rec else ""
+        parts = ", ".join(f"{k} {100 * v:.2f} %" for k, v in classes.items())
+        lines.append(f"{rec['head']} head{into}: {parts} of valid pixels")
+    return lines
+
+
+def _print_record(rec: dict[str, Any], min_area: int) -> None:
+    from changeagent.inference.pairs import NO_CAPTION_HEAD
+
+    print(f"caption: {rec['caption'] if rec['caption'] is not None else NO_CAPTION_HEAD}")
+    print("\n".join(fraction_lines(rec)))
     counts = ", ".join(f"{k} {v}" for k, v in rec["object_counts"].items())
-    print(f"changed: {frac}\nobjects: {counts}")
+    print(f"objects (8-connected, >= {min_area} px): {counts}")
     print(f"mask: {rec['mask']}\nrecord: {Path(rec['mask']).parent / (rec['name'] + '.json')}")
+
+
+def warn_synthetic_only(checkpoint: str) -> None:
+    """Say once, on stderr, when the model was trained on synthetic data only (its training record)."""
+    from changeagent.models.hub import training_record
+
+    rec = training_record(checkpoint)
+    if rec and rec.get("synthetic_only"):
+        names = ", ".join(rec.get("datasets") or {})
+        print(f"note: {checkpoint} was trained only on synthetic data ({names}); on real imagery its masks "
+              "and captions mean little. Train on real data (docs/training.md, \"Real data\") or use a "
+              "published model (README, \"Quick start\")", file=sys.stderr)
 
 
 def add_index_arguments(parser: argparse.ArgumentParser) -> None:
@@ -160,7 +191,7 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ann", choices=("none", "hnsw", "ivf"), default="none",
                         help="also build an approximate FAISS index (for millions of rows; exact search otherwise)")
     parser.add_argument("--overwrite", action="store_true", help="start the index afresh instead of resuming")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--device", default="auto", help="auto (a local GPU if any, else the CPU), cpu, cuda, cuda:N")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (None: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", metavar="OUT", help="also write the summary here")
@@ -183,6 +214,7 @@ def run_index(args: argparse.Namespace) -> int:
     pred = Predictor.from_pretrained(args.checkpoint, device=args.device, head=args.head, tile=args.tile,
                                      overlap=args.overlap, batch_size=args.batch_size, max_len=args.max_len,
                                      scale=args.scale, bands=parse_bands(args.bands))
+    warn_synthetic_only(args.checkpoint)
     common: dict[str, Any] = dict(progress=not args.no_progress, overwrite=args.overwrite, ann=args.ann)
     if mode == "pairs":
         result = ix.index_pairs(pred, args.a_dir, args.b_dir, args.out, **common)
@@ -203,7 +235,8 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
                      'changeagent search SCENE1/ SCENE2/ "a road is built" --geojson hits.geojson')
     parser.add_argument("items", nargs="+", metavar="INDEX... QUERY",
                         help="one or more index folders built with the same model, then the query text")
-    parser.add_argument("--top-k", "-k", type=int, default=10, help="results to return")
+    # -n, not -k: `-k` is --checkpoint in every command that takes a model
+    parser.add_argument("--top-k", "-n", type=int, default=10, help="results to return")
     parser.add_argument("--exact", action="store_true", help="exhaustive search even when an approximate index exists")
     parser.add_argument("--json", metavar="OUT", help="write {query, results: [{rank, name, score, caption, ...}]}")
     parser.add_argument("--geojson", metavar="OUT", help="write the results' window footprints (scene indexes)")
@@ -228,7 +261,7 @@ def run_search(args: argparse.Namespace) -> int:
     print(f"query: {query!r} over {len(searcher)} items in {len(paths)} index(es)")
     for hit in result["results"]:
         frac = hit.get("change_fraction")
-        changed = f"  changed {100 * frac:.1f} %" if isinstance(frac, (int, float)) else ""
+        changed = f"  change head: {100 * frac:.1f} % of pixels" if isinstance(frac, (int, float)) else ""
         print(f"{hit['rank']:>3}  {hit['score']:.4f}  {hit['name']}  \"{hit['caption']}\"{changed}")
     _write_json(args.json, result)
     if args.geojson:

@@ -67,6 +67,14 @@ def trained_head(head: str | None, trained: dict[str, dict[str, Any]] | None, mo
     return spec_from_summary(head, trained[head])
 
 
+def has_caption_head(trained: dict[str, dict[str, Any]] | None) -> bool:
+    """False when none of the datasets the model was trained on has captions (a mask-only model:
+    its caption decoder was never trained); an old folder that does not say is taken to have one."""
+    if not trained:
+        return True
+    return any("captions" in (s.get("targets") or get_spec(n).targets) for n, s in trained.items())
+
+
 class Predictor:
     """Runs a ChangeCaptioner on tile pairs of any size (tiled with blended logits when large)."""
 
@@ -89,6 +97,7 @@ class Predictor:
         if self.vocab is None:
             raise ChangeAgentError(f"{source}: no caption vocabulary (vocab.json) in the checkpoint")
         self.spec = trained_head(head, datasets, cfg.get("datasets"), source)
+        self.has_captions = has_caption_head(datasets)
         head = self.spec.id
         self.channels = post.channels(self.spec)
         self.in_channels = int(cfg.get("in_channels", 3))

@@ -3,7 +3,8 @@ a training run folder (its `best/`) or a `last.pt`, and `attach_vocab` is the on
 joins a model.
 
 Model folder: config.json (`model` config, `vocab_size`, `data_norm`, `datasets` trained on with their
-classes and palettes), model.safetensors, vocab.json. Nothing is ever unpickled (safetensors; `last.pt`
+classes and palettes, `training`: the training record, read by `training_record`), model.safetensors,
+vocab.json. Nothing is ever unpickled (safetensors; `last.pt`
 through `torch.load(weights_only=True)`). This module imports the model code, never the reverse.
 """
 
@@ -70,11 +71,13 @@ def _temp_path(directory: Path, name: str) -> Path:
 
 def save_pretrained(model: Any, directory: str | Path, *, vocab: Vocabulary | None = None,
                     norm: Mapping[str, Sequence[float]] | None = None,
-                    datasets: Mapping[str, Any] | Sequence[str] | None = None) -> Path:
+                    datasets: Mapping[str, Any] | Sequence[str] | None = None,
+                    training: Mapping[str, Any] | None = None) -> Path:
     """Write the model folder; every file goes to a temp name first and is renamed at the end.
 
     vocab: defaults to the attached `model.vocab`; norm: {"mean", "std"} of the training data;
-    datasets: the datasets the model was trained on (ids, specs or summaries).
+    datasets: the datasets the model was trained on (ids, specs or summaries); training: the
+    training record (`TRAINING_KEYS`: what it was trained on and the score it was chosen on).
     """
     from safetensors.torch import save_model
 
@@ -89,6 +92,8 @@ def save_pretrained(model: Any, directory: str | Path, *, vocab: Vocabulary | No
         config["data_norm"] = {"mean": [float(v) for v in norm["mean"]], "std": [float(v) for v in norm["std"]]}
     if datasets is not None:
         config["datasets"] = dataset_summaries(datasets)
+    if training is not None:
+        config[TRAINING] = check_training_record(training, directory)
     texts = {CONFIG: json.dumps(config, indent=2)}  # unsorted: `datasets` keeps the training order
     if vocab is not None:
         texts[VOCAB] = vocab.dumps()
@@ -129,6 +134,47 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         raise ChangeAgentError(f"{path} has format_version {config['format_version']}; this changeagent "
                                f"reads up to {FORMAT_VERSION} (upgrade changeagent)")
     return config
+
+
+# config.json's training record, written by the engine with best/ (and kept in last.pt):
+#   datasets        {id: {"synthetic": bool, "root": absolute path | null}} the model was trained on
+#   synthetic_only  true when every one of them is the generated benchmark
+#   steps           optimizer steps when these weights were saved
+#   selected_on     {"split", "select", "score"}: the validation score these weights were chosen on (null: not chosen)
+#   run             the training run folder (absolute)
+TRAINING = "training"
+TRAINING_KEYS = ("datasets", "synthetic_only", "steps", "selected_on", "run")
+
+
+def check_training_record(record: Any, where: Any) -> dict[str, Any]:
+    """A training record as stored: a mapping with the `TRAINING_KEYS` (extra keys are kept)."""
+    if not isinstance(record, Mapping) or not isinstance(record.get("datasets"), Mapping):
+        raise ChangeAgentError(f"{where}: the training record must be a mapping with `datasets` "
+                               f"({', '.join(TRAINING_KEYS)})")
+    out = dict(record)
+    out["synthetic_only"] = bool(out["datasets"]) and all(
+        bool(d.get("synthetic")) for d in out["datasets"].values() if isinstance(d, Mapping))
+    return out
+
+
+def training_record(path: str | Path) -> dict[str, Any] | None:
+    """What a saved model was trained on (see `TRAINING`), from a model folder, a run folder (its
+    best/) or a last.pt; None when it has no record (converted or older folders)."""
+    p = Path(path)
+    if p.is_dir() and not (p / CONFIG).is_file():
+        if (p / "best" / CONFIG).is_file():
+            p = p / "best"
+        elif (p / "last.pt").is_file():
+            p = p / "last.pt"
+    if p.is_file() and p.suffix == ".pt":
+        try:  # memory-mapped: only the small record is read, not the weights
+            state = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:  # noqa: BLE001 - a damaged file: name it
+            raise ChangeAgentError(f"checkpoint {p} is corrupt or truncated ({type(e).__name__})") from None
+        record = state.get(TRAINING) if isinstance(state, dict) else None
+    else:
+        record = read_config(p).get(TRAINING)
+    return None if record is None else check_training_record(record, p)
 
 
 def _check_norm(norm: Any, where: Path) -> dict[str, list[float]] | None:
