@@ -45,7 +45,7 @@ def best_line(summary: dict, select: str) -> str:
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser, config_required=True)
-    parser.add_argument("--checkpoint", required=True, help="a best/ model folder or a last.pt file")
+    parser.add_argument("--checkpoint", "-k", required=True, help="a best/ model folder, a run folder or a last.pt file")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--out", help="folder for metrics.json (and predictions/)")
     parser.add_argument("--save-predictions", action="store_true",

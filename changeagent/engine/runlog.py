@@ -32,6 +32,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+CAPTION_KEYS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider", "s_m", "no_change_accuracy")
 LEVELS = {"word": "caption metrics on words", "id": "caption metrics on vocabulary ids, as the reference code"}
 
 
@@ -45,7 +46,8 @@ def format_table(metrics: dict[str, dict[str, Any]], title: str = "", caption_le
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
-    unit = "percent" + (f"; {LEVELS.get(caption_level, caption_level)}" if caption_level else "")
+    captioned = any(k in CAPTION_KEYS for k, _ in cols)  # a mask-only run has no caption columns to qualify
+    unit = "percent" + (f"; {LEVELS.get(caption_level, caption_level)}" if caption_level and captioned else "")
     head = f"{title} ({unit})\n" if title else f"({unit})\n"
     return head + "\n".join(lines) + retrieval_table(metrics)
 

@@ -21,7 +21,7 @@ from changeagent.data.registry import get_spec, spec_from_summary
 from changeagent.data.spec import DatasetSpec
 from changeagent.errors import ChangeAgentError
 from changeagent.inference import postprocess as post
-from changeagent.inference.raster import Picture, Scaler, read_pair
+from changeagent.inference.raster import Picture, Scaler, read_pair, select_bands
 from changeagent.inference.tiling import Grid, StripBlender, ceil_to, pad_to
 from changeagent.models.factory import resolve_device
 
@@ -227,11 +227,8 @@ class Predictor:
                 if arr.ndim != 3:
                     raise ChangeAgentError(f"{name} must be [H, W] or [H, W, C], got shape {arr.shape}")
                 data = np.ascontiguousarray(arr.transpose(2, 0, 1))
-                if self.bands:
-                    data = data[[i - 1 for i in self.bands]]
-                if data.shape[0] != self.in_channels:
-                    raise ChangeAgentError(f"{name} has {data.shape[0]} bands but the model takes {self.in_channels}")
-                pics.append(Picture(data, None, name))
+                idx = select_bands(data.shape[0], self.bands, self.in_channels, name)  # the files' rule
+                pics.append(Picture(np.ascontiguousarray(data[[i - 1 for i in idx]]), None, name))
             if pics[0].data.shape != pics[1].data.shape:
                 raise ChangeAgentError(f"arrays differ in shape: {a.shape} vs {b.shape}")
             return pics[0], pics[1]

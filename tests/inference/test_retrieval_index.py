@@ -128,7 +128,7 @@ def test_scene_index_geojson_and_ann(rck, tmp_path, run_cli):
     assert all(0 < it["valid_fraction"] <= 1 for it in items)
     ring = np.asarray(items[0]["footprint"])
     assert ring.shape == (5, 2) and np.allclose(ring[0], ring[-1])
-    code, _, err = run_cli("search", idx, "a building", "-k", "10", "--json", tmp_path / "h.json",
+    code, _, err = run_cli("search", idx, "a building", "-n", "10", "--json", tmp_path / "h.json",
                            "--geojson", tmp_path / "h.geojson")
     assert code == 0, err
     gj = json.loads((tmp_path / "h.geojson").read_text())
