@@ -26,6 +26,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("eval",): ("changeagent.engine.cli", "eval", "evaluate a checkpoint: masks and captions together"),
     ("demo",): ("changeagent.engine.cli", "demo", "synthesise data, train jointly, evaluate (make demo)"),
     ("score-captions",): ("changeagent.metrics.cli", "score_captions", "score captions with the COCO protocol"),
+    ("score",): ("changeagent.metrics.cli", "score", "score predicted masks against label images (P/R/F1/IoU, MIoU)"),
     ("model-info",): ("changeagent.models.cli", "model_info", "parameter counts of a model config"),
     ("bench",): ("changeagent.models.cli", "bench", "time training and inference of a model config"),
     ("convert", "change-agent"): ("changeagent.models.mci.cli", "convert_change_agent",

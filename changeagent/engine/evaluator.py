@@ -30,6 +30,7 @@ from changeagent.engine.device import autocast_dtype
 from changeagent.engine.distributed import DistInfo, all_gather_objects, broadcast_object
 from changeagent.engine.retrieval_eval import retrieval_embeddings, retrieval_scores
 from changeagent.metrics import SegmentationMetrics, SemanticChangeMetrics
+from changeagent.metrics.segmentation import binary_scores
 
 
 class ShardSampler(Sampler[int]):
@@ -95,13 +96,6 @@ def predicted_maps(pred: dict[str, Any], spec: DatasetSpec) -> torch.Tensor:
 
 
 TARGET_KEY = {"binary": "change", "classes": "mask", "semantic_pair": "sem"}
-
-
-def binary_scores(scores: dict[str, Any]) -> dict[str, Any]:
-    """The change-detection papers' keys from a 2-class confusion matrix's `segmentation_scores`."""
-    return {"precision": scores["change_precision"], "recall": scores["change_recall"], "f1": scores["change_f1"],
-            "iou": scores["change_iou"], "oa": scores["oa"], "miou": scores["miou"],
-            "iou_no_change": scores["iou_per_class"][0]}
 
 
 def _mask_metrics(spec: DatasetSpec, device: torch.device) -> tuple[Any, Any]:
