@@ -180,7 +180,7 @@ class EvalCfg:
     every_epochs: float | None = opt(None, "validation interval in epochs (neither: at each stage end)", gt=0)
     meteor: bool = opt(True, "METEOR (one Java process per evaluation); false: METEOR and S*m are null")
     caption_level: str = opt("word", "caption metrics on words, or on vocabulary-id strings like the "
-                             "reference code (SPEC §2.2)", choices=("word", "id"))
+                             "reference code (docs/metrics.md)", choices=("word", "id"))
     select: str = opt("miou+s_m", "best-checkpoint score: '+'-separated metric keys, averaged over datasets")
     patience: int | None = opt(None, "validations without improvement before the stage ends early", ge=1)
     method: str = opt("greedy", "caption decoding: greedy | beam", choices=("greedy", "beam"))
@@ -233,11 +233,33 @@ def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> D
     return validate(cfg)
 
 
+# the plain sections, for pointing a key given in the wrong one to where it lives (`train.lr` -> optim.lr)
+SECTIONS: dict[str, type] = {"run": RunCfg, "data": DataCommonCfg, "optim": OptimCfg, "sched": SchedCfg,
+                             "train": TrainCfg, "eval": EvalCfg, "wandb": WandbCfg}
+
+
+def check_misplaced(raw: dict[str, Any]) -> None:
+    """An unknown key that is a key of another section is an error naming that section's key."""
+    for section, cls in SECTIONS.items():
+        value = raw.get(section)
+        if not isinstance(value, dict):
+            continue
+        own = {f.name for f in dataclasses.fields(cls)}
+        for key in value:
+            if key in own:
+                continue
+            homes = [f"{other}.{key}" for other, ocls in SECTIONS.items()
+                     if other != section and key in {f.name for f in dataclasses.fields(ocls)}]
+            if homes:
+                fail(f"{section}.{key}", f"unknown key; {key} lives in another section: use {' or '.join(homes)}")
+
+
 def validate(cfg: DictConfig | dict[str, Any]) -> DictConfig:
     """Check a merged config against the schema; ChangeAgentError `<key>: <what is wrong>` on a problem."""
     raw = to_dict(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
     if not raw.get("model"):
         raw["model"] = load_model_config("fast")
+    check_misplaced(raw)
     typed = convert(RunConfig, raw)
     check_run(typed)
     return OmegaConf.structured(typed)

@@ -100,12 +100,23 @@ class Encoder(nn.Module):
             raise ChangeAgentError(f"encoder in_channels must be a positive integer, got {in_channels!r}")
         local = weights is not None and (Path(weights).suffix in (".pth", ".pt", ".bin", ".safetensors")
                                          or Path(weights).exists())
+        remote: Any = None if local else weights
+        if remote is not None and name.startswith("tu-"):
+            remote = True  # timm encoders: the name's default pretrained tag (ImageNet), smp wants True
         try:
-            self.body = smp.encoders.get_encoder(
-                name, in_channels=in_channels, depth=5, weights=None if local else weights
-            )
+            self.body = smp.encoders.get_encoder(name, in_channels=in_channels, depth=5, weights=remote)
         except (KeyError, ValueError) as e:
             raise ChangeAgentError(f"cannot build encoder {name!r} with weights {weights!r}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - the download (huggingface_hub) failed: offline, proxy, ...
+            if remote is None:
+                raise
+            reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            raise ChangeAgentError(
+                f"model.encoder_weights={weights}: cannot download the pretrained weights of encoder {name!r} "
+                f"({type(e).__name__}: {reason}); on a machine without internet set model.encoder_weights=null "
+                "to train from scratch, or model.encoder_weights=PATH to a local weights file (with "
+                "HF_HUB_OFFLINE=1 a weights cache copied from another machine is used)"
+            ) from None
         if name.startswith("efficientnet-"):
             # smp keeps the classifier's head conv, which its forward never calls: dead weights
             # would only cost memory and make DDP complain about unused parameters
