@@ -27,12 +27,26 @@ from changeagent.errors import ChangeAgentError
 
 
 def config_dir() -> Path:
-    """The repository's `configs/` folder (the package is installed editable from the repo)."""
-    here = Path(__file__).resolve().parent
-    for cand in (here.parent / "configs", Path.cwd() / "configs"):
-        if cand.is_dir():
-            return cand
-    raise ChangeAgentError(f"cannot find the configs/ folder next to {here.parent} or in {Path.cwd()}")
+    """The shipped configs: `changeagent/configs/` inside the package (in the repository, `configs/` is a
+    link to it), so they are found from any working directory and in a non-editable install."""
+    here = Path(__file__).resolve().parent / "configs"
+    if not here.is_dir():
+        raise ChangeAgentError(f"the shipped configs are missing: {here} (a broken install; reinstall changeagent)")
+    return here
+
+
+def find_run_config(path: str | Path) -> Path:
+    """`-c PATH`: a YAML file, or the name of a shipped run config (`levir_mci`, `levir_mci.yaml` or
+    `configs/levir_mci.yaml` from any working directory); a file of that name where you are wins."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.parent in (Path("."), Path("configs")):
+        shipped = config_dir() / (p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml")
+        if shipped.is_file():
+            return shipped
+    known = ", ".join(sorted(q.stem for q in config_dir().glob("*.yaml")))
+    raise ChangeAgentError(f"config {p} does not exist (shipped run configs, usable by name from anywhere: {known})")
 
 
 def load_model_config(name_or_path: str) -> dict[str, Any]:
@@ -121,7 +135,7 @@ def load_config(
     """
     cfg: dict[str, Any] = dict(defaults or {})
     base = OmegaConf.create(cfg)
-    file_cfg = _read_yaml(Path(path)) if path is not None else {}
+    file_cfg = _read_yaml(find_run_config(path)) if path is not None else {}
     parsed = [_parse_override(item) for item in overrides]
     # the model: `model=NAME|{...}` on the command line replaces the file's model; a file's
     # `model: {base: NAME, key: value, ...}` is that model with those keys changed, and the changes

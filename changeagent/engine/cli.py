@@ -10,7 +10,9 @@ OVERRIDES_HELP = ("config overrides as dotted key=value, e.g. model=fast train.s
 
 
 def _common(parser: argparse.ArgumentParser, config_required: bool) -> None:
-    parser.add_argument("-c", "--config", required=config_required, help="run config YAML (configs/*.yaml)")
+    parser.add_argument("-c", "--config", required=config_required,
+                        help="run config: a YAML file, or a shipped config by name from any folder "
+                             "(levir_mci, joint, ...; configs/NAME.yaml works too)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
     parser.add_argument("--json", metavar="OUT", help="also write a machine-readable result to this JSON file")
 
