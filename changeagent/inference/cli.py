@@ -249,7 +249,6 @@ def run_search(args: argparse.Namespace) -> int:
     *paths, query = args.items
     if not query.strip():
         raise ChangeAgentError("empty query: give some words describing the change")
-    from changeagent.inference.outputs import write_json
     from changeagent.inference.search import Searcher, results_geojson
 
     _threads(args.threads)
@@ -265,8 +264,7 @@ def run_search(args: argparse.Namespace) -> int:
         print(f"{hit['rank']:>3}  {hit['score']:.4f}  {hit['name']}  \"{hit['caption']}\"{changed}")
     _write_json(args.json, result)
     if args.geojson:
-        Path(args.geojson).parent.mkdir(parents=True, exist_ok=True)
-        write_json(args.geojson, results_geojson(result, searcher))
+        _write_json(args.geojson, results_geojson(result, searcher))
     return 0
 
 
@@ -281,7 +279,9 @@ def _threads(threads: int | None) -> None:
 
 def _write_json(path: str | None, obj: Any) -> None:
     if path:
-        from changeagent.inference.outputs import write_json
+        import json
+
+        from changeagent.data.io import write_text_atomic  # not inference.outputs: rasterio slows `search`
 
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, obj)
+        write_text_atomic(path, json.dumps(obj, indent=2) + "\n")

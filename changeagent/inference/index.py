@@ -21,7 +21,7 @@ from tqdm import tqdm
 from changeagent.errors import ChangeAgentError
 from changeagent.inference import outputs as out
 from changeagent.inference import postprocess as post
-from changeagent.inference.index_store import TEXT_CONFIG, TEXT_WEIGHTS, VOCAB, IndexStore
+from changeagent.inference.index_store import TEXT_CONFIG, TEXT_ONNX, TEXT_WEIGHTS, VOCAB, IndexStore
 from changeagent.inference.predictor import Predictor
 from changeagent.inference.provenance import model_fingerprint
 from changeagent.inference.tiling import ceil_to, pad_to
@@ -52,10 +52,32 @@ def save_text_encoder(pred: Predictor, folder: Path) -> None:
         tmp.replace(folder / TEXT_WEIGHTS)
     cfg = {"vocab_size": int(text.vocab_size), "retrieval": pred.model.retrieval.cfg.to_dict(),
            "max_len": int(pred.decode["max_len"])}  # type: ignore[call-overload]
+    if not (folder / TEXT_ONNX).is_file():
+        export_text_encoder(text, cfg["max_len"], folder / TEXT_ONNX)
     out.write_json(folder / TEXT_CONFIG, cfg)
     tmp_vocab = folder / f".{VOCAB}.tmp"
     pred.vocab.save(tmp_vocab)
     tmp_vocab.replace(folder / VOCAB)
+
+
+def export_text_encoder(text: Any, max_len: int, path: Path) -> None:
+    """The caption encoder as ONNX for `search` (onnxruntime, no torch at start-up). Queries are padded
+    with <NULL> to `max_len`, which the encoder masks, so the input is one fixed shape [1, max_len]
+    (the TorchScript exporter bakes sequence lengths into the attention's reshapes)."""
+    import warnings
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    was_training = text.training
+    text.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's notes on constant folding and tracing
+            torch.onnx.export(text.cpu(), (torch.ones(1, max_len, dtype=torch.long),), str(tmp),
+                              input_names=["ids"], output_names=["embedding"], dynamo=False, opset_version=17)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        text.train(was_training)
 
 
 def fit_to_tile(pred: Predictor, x: np.ndarray) -> tuple[np.ndarray, tuple[int, int], bool]:

@@ -199,6 +199,45 @@ def _build(model_cfg: dict[str, Any], vocab_size: int) -> ChangeCaptioner:
     return create_model({**model_cfg, "encoder_weights": None, "compile": False}, vocab_size)
 
 
+def _tensor_slot(model: Any, name: str) -> tuple[dict[str, Any], str]:
+    """The `_parameters` or `_buffers` dict of the module holding tensor `name`, and its key there."""
+    parent, _, leaf = name.rpartition(".")
+    module = model.get_submodule(parent)
+    return (module._parameters if leaf in module._parameters else module._buffers), leaf
+
+
+def _load_without_init(model_cfg: dict[str, Any], vocab_size: int, weights: Path,
+                       device: str) -> tuple[ChangeCaptioner | None, list[str], list[str]]:
+    """The model built on the meta device (no memory, no random initialisation: that took 3 s of every
+    start-up for the MCI-sized models) with the file's tensors put in place; (None, ...) when a
+    tensor the file does not hold (a buffer that is not saved) would be left without a value."""
+    from safetensors.torch import load_file
+
+    model = create_model({**model_cfg, "encoder_weights": None, "compile": False}, vocab_size, device="meta")
+    shared: dict[int, list[str]] = {}  # tied weights: one tensor under several names, saved under one
+    for name, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
+        shared.setdefault(id(t), []).append(name)
+    own = model.state_dict(keep_vars=True)
+    # copies: fresh (aligned) storage per tensor, as a model built the usual way has, so outputs are
+    # bit-identical to it (views into the file's one buffer can take other vectorised kernel paths)
+    state = {k: v.to(own[k].dtype if k in own else v.dtype, copy=True)
+             for k, v in load_file(str(weights), device=device).items()}
+    result = model.load_state_dict(state, strict=False, assign=True)
+    tied: set[str] = set()
+    for names in shared.values():
+        loaded = [n for n in names if n in state]
+        if loaded and len(names) > 1:
+            slots = [_tensor_slot(model, n) for n in names]
+            source = slots[names.index(loaded[0])]
+            for slot, key in slots:
+                slot[key] = source[0][source[1]]
+            tied.update(names)
+    missing = [k for k in result.missing_keys if k not in tied]
+    if not missing and any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+        return None, [], []
+    return model, missing, list(result.unexpected_keys)
+
+
 def _load_folder(directory: Path, map_location: str | torch.device) -> Loaded:
     from safetensors.torch import load_model
 
@@ -206,9 +245,14 @@ def _load_folder(directory: Path, map_location: str | torch.device) -> Loaded:
     weights = directory / WEIGHTS
     if not weights.is_file():
         raise ChangeAgentError(f"{directory} is not a complete model folder: {WEIGHTS} is missing")
-    model = _build(config["model"], config["vocab_size"])
     try:
-        missing, unexpected = load_model(model, str(weights), strict=False, device=str(map_location))
+        model, missing, unexpected = _load_without_init(config["model"], config["vocab_size"], weights,
+                                                        str(map_location))
+        if model is None:  # a module with an unsaved buffer: build it the slow way
+            model = _build(config["model"], config["vocab_size"])
+            missing, unexpected = load_model(model, str(weights), strict=False, device=str(map_location))
+    except ChangeAgentError:
+        raise
     except Exception as e:  # noqa: BLE001 - corrupt or foreign file: name it, no deep traceback
         raise ChangeAgentError(f"cannot load weights {weights}: {e}") from None
     if missing or unexpected:

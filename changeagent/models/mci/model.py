@@ -17,7 +17,7 @@ from torch import Tensor
 
 from changeagent.errors import ChangeAgentError
 from changeagent.models.change_captioner import ChangeCaptioner, check_image
-from changeagent.models.encoder import Encoder
+from changeagent.models.encoder import Encoder, build_on
 from changeagent.models.mci.config import MCIConfig, parse_mci_config
 from changeagent.models.mci.heads import MCICaptionDecoder, MCIMaskHead
 from changeagent.models.mci.neck import MCINecks
@@ -78,14 +78,9 @@ class MCIModel(ChangeCaptioner):
 
 def build_mci(cfg: dict[str, Any], vocab_size: int, device: str | torch.device | None = None) -> MCIModel:
     """The faithful MCI from a plain config dict (see `MCIConfig`); `device="meta"` for shapes only."""
-    import contextlib
-
     conf = parse_mci_config(cfg)
-    # smp's mit_* constructor calls .item(), which the meta device cannot do: build it on the CPU
-    encoder = Encoder(conf.encoder, in_channels=conf.in_channels, weights=conf.encoder_weights)
-    if device is not None:
-        encoder.to(device)
-    with torch.device(device) if device is not None else contextlib.nullcontext():
+    with build_on(device):  # "meta": shapes only, nothing initialised (models.hub loads weights into it)
+        encoder = Encoder(conf.encoder, in_channels=conf.in_channels, weights=conf.encoder_weights)
         model = MCIModel(conf, vocab_size, encoder)
     if conf.compile:
         from changeagent.models.factory import compile_model
