@@ -46,7 +46,8 @@ def find_run_config(path: str | Path) -> Path:
         if shipped.is_file():
             return shipped
     known = ", ".join(sorted(q.stem for q in config_dir().glob("*.yaml")))
-    raise ChangeAgentError(f"config {p} does not exist (shipped run configs, usable by name from anywhere: {known})")
+    raise ChangeAgentError(f"cannot read config {p}: no such file (shipped run configs, usable by name from "
+                           f"anywhere: {known})")
 
 
 def load_model_config(name_or_path: str) -> dict[str, Any]:
