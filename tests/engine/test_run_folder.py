@@ -18,6 +18,7 @@ def test_non_empty_run_folder_is_refused_unless_resume_or_overwrite(tmp_path, sy
     last = out.strip().splitlines()[-1]
     assert last.startswith(f"best model: {run / 'best'} (val miou+bleu4 ") and "at step 2" in last
     best_before = (run / "best" / "model.safetensors").stat().st_mtime_ns
+    assert training_record(run / "best")["synthetic_only"] is False  # an unmarked folder counts as real data
 
     assert main(["train", "-c", str(cfg)]) == 2
     err = capsys.readouterr().err
@@ -63,6 +64,15 @@ def test_best_records_what_it_was_trained_on(tmp_path, synth_roots, capsys):
     assert "steps: 2; chosen on val miou+bleu4 = " in out
     info = json.loads((tmp_path / "i.json").read_text())
     assert info["training"]["synthetic_only"] and info["params"]["total"] > 0
+
+    # predict says it once, on stderr
+    a = sorted((synth_roots["levir_mci"] / "images" / "test" / "A").iterdir())[0]
+    b = synth_roots["levir_mci"] / "images" / "test" / "B" / a.name
+    assert main(["predict", "-k", str(best), str(a), str(b), "-o", str(tmp_path / "p"), "--max-len", "3",
+                 "--no-vis", "--device", "cpu"]) == 0
+    cap = capsys.readouterr()
+    assert cap.err.count("was trained only on synthetic data (levir_mci)") == 1
+    assert "synthetic" not in cap.out
 
 
 def test_progress_bar_total_follows_the_time_budget(tmp_path, synth_roots, capsys):
