@@ -21,6 +21,9 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("data", "synth"): ("changeagent.data.synth.cli", "synth", "generate the synthetic benchmark in a real layout"),
     ("data", "check"): ("changeagent.data.cli", "check", "validate a dataset folder"),
     ("data", "vocab"): ("changeagent.data.cli", "vocab", "build a caption vocabulary from caption JSON"),
+    ("data", "qa"): ("changeagent.data.qa.cli", "qa", "derive change questions from label maps (CDVQA schema)"),
+    ("data", "ground"): ("changeagent.data.grounding.cli", "ground",
+                         "export referring expressions + target masks derived from a dataset's class maps"),
     ("config", "show"): ("changeagent.engine.cli", "config_show", "print the resolved, validated run config"),
     ("train",): ("changeagent.engine.cli", "train", "train a model (one process or under torchrun)"),
     ("eval",): ("changeagent.engine.cli", "eval", "evaluate a checkpoint: masks and captions together"),
@@ -34,6 +37,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("predict",): ("changeagent.inference.cli", "predict", "mask + caption for pairs, folders or scenes"),
     ("index",): ("changeagent.inference.cli", "index", "embed pairs, scene windows or a split into a search index"),
     ("search",): ("changeagent.inference.cli", "search", "find pairs / scene windows matching a change description"),
+    ("serve",): ("changeagent.app.cli", "serve", "web app: upload or choose two images, see mask, caption, counts, search"),
+    ("mcp",): ("changeagent.app.cli", "mcp", "Model Context Protocol tool server for LLM agents (stdio or HTTP)"),
 }
 
 

@@ -35,7 +35,7 @@ def test_python_m_entry_point():
 
 
 HEAVY = ("torch", "rasterio", "segmentation_models_pytorch", "timm", "torchmetrics", "pycocoevalcap",
-         "albumentations", "wandb", "scipy", "transformers")
+         "albumentations", "wandb", "scipy", "transformers", "gradio", "mcp")
 PROBE = """
 import sys
 

@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-inference", action="store_true",
                         help="skip the folder/scene inference benchmark (15-30 min on 2 CPU cores)")
     parser.add_argument("--scene-sizes", default="8192", help="scene-mode GeoTIFF sizes, comma-separated")
+    parser.add_argument("--skip-app", action="store_true",
+                        help="skip the MCP server latency benchmark (tools/bench_app.py, a few minutes)")
     args = parser.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
     out = Path(args.out)
@@ -101,10 +103,20 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-c", code, "--out", str(out / "inference"), "--scene-sizes", args.scene_sizes]
         if subprocess.run(cmd).returncode != 0:
             failed.append("inference")
+    if not args.skip_app:
+        # p50/p95 latency of `changeagent mcp` alone and under 20 concurrent requests (tools/bench_app.py)
+        print("== app: MCP server latency, sequential and 20 concurrent", flush=True)
+        bench_app = Path(__file__).with_name("bench_app.py")
+        if subprocess.run([sys.executable, str(bench_app), "--out", str(out / "app"),
+                           "--threads", str(args.threads)]).returncode != 0:
+            failed.append("app")
     table = report(args, out)
     inf = out / "inference" / "inference_bench.json"
     if inf.is_file():
         table += "\n\ninference benchmark (inference_bench.json):\n" + inf.read_text()
+    app = out / "app" / "app_bench.json"
+    if app.is_file():
+        table += "\n\nMCP server latency (app_bench.json):\n" + app.read_text()
     (out / "table.md").write_text(table + "\n")
     print("\n" + table)
     if failed:

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes = dataclasses.replace(sizes, models=tuple(m for m in args.models.split(",") if m))
     if args.compile_models is not None:
         sizes = dataclasses.replace(sizes, compile_models=tuple(m for m in args.compile_models.split(",") if m))
-    if not dry:  # before cuBLAS starts: the resume check's run.deterministic needs it (builders.py)
+    if not dry:  # before cuBLAS starts: the resume check's run.deterministic needs it (engine/seeding.py)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     device = torch.device("cpu") if dry else torch.device(args.device)
     if device.type == "cuda":

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from changeagent.data.io import check_same_size, read_image, read_label
+from changeagent.data.images import check_same_size, read_image, read_label
 from changeagent.data.spec import DatasetCfg
 from changeagent.data.synth.layouts import Pair, relayout, save_png
 from changeagent.data.vocab import SPLITS, Vocabulary

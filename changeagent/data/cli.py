@@ -7,7 +7,9 @@ import json
 import sys
 from typing import Any
 
-from changeagent.data.io import MASK_MODES, write_text_atomic
+from changeagent.data.io import write_text_atomic
+from changeagent.data.labels import MASK_MODES
+from changeagent.data.qa import QA_FORMATS
 from changeagent.data.registry import dataset_ids
 from changeagent.data.vocab import REFERENCE_SPLITS, SPLITS, Vocabulary, iter_split_tokens
 from changeagent.errors import ChangeAgentError
@@ -28,6 +30,8 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
                         help="LEVIR-MCI label reading: auto-detect the encoding, or binary 0/255")
     parser.add_argument("--min-count", type=int, default=5,
                         help="vocabulary rule for the OOV statistics: train words counted more often")
+    parser.add_argument("--skip-images", action="store_true",
+                        help="QA formats (cdvqa, qag360k): check the question/answer JSONs only, not the files")
     parser.add_argument("--json", metavar="OUT", default=None, help="also write the report as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -42,13 +46,21 @@ def run_check(args: argparse.Namespace) -> int:
     from changeagent.data.check import FORMATS, check_dataset, check_layout, format_report
 
     name = args.format.replace("-", "_")
-    if name.replace("_", "-") in FORMATS:  # caption datasets with the detailed caption/label report
+    if args.skip_images and name not in QA_FORMATS:
+        raise ChangeAgentError(f"--skip-images is for the QA formats ({', '.join(QA_FORMATS)}), not {name}")
+    if name in QA_FORMATS:
+        from changeagent.data.qa.check import check_qa, format_qa_report
+
+        report = check_qa(args.root, name, skip_images=args.skip_images, progress=not args.no_progress)
+        print(format_qa_report(report))
+    elif name.replace("_", "-") in FORMATS:  # caption datasets with the detailed caption/label report
         report = check_dataset(args.root, name.replace("_", "-"), captions_file=args.captions_file,
                                mask_mode=args.mask_mode, min_count=args.min_count, progress=not args.no_progress)
     else:
         report = check_layout(args.root, name, {"captions_file": args.captions_file} if args.captions_file else {},
                               progress=not args.no_progress)
-    print(format_report(report))
+    if name not in QA_FORMATS:
+        print(format_report(report))
     _write_json(args.json, report)
     if report["errors"]:
         print(f"error: dataset check found {len(report['errors'])} problem(s) in {args.root}", file=sys.stderr)

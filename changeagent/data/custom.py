@@ -30,7 +30,7 @@ import yaml
 from torch.utils.data import Dataset
 
 from changeagent.data.constants import CANONICAL_NO_CHANGE, NO_CHANGE_SENTENCES
-from changeagent.data.io import check_same_size, read_image, read_label
+from changeagent.data.images import check_same_size, read_image, read_label
 from changeagent.data.levir_mci import binary_change
 from changeagent.data.spec import DatasetSpec
 from changeagent.data.synth.layouts import Pair, karpathy_json, relayout, save_png

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from changeagent.data.constants import LEVIR_MEAN, LEVIR_STD, NO_CHANGE_SENTENCES
-from changeagent.data.io import check_same_size, read_image
+from changeagent.data.images import check_same_size, read_image
 from changeagent.data.levir_mci import CaptionPairDataset, Transform
 from changeagent.data.spec import DatasetSpec
 from changeagent.data.synth.layouts import Pair, karpathy_json, relayout, save_png

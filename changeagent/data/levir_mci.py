@@ -21,14 +21,8 @@ import torch
 from torch.utils.data import Dataset
 
 from changeagent.data.constants import CANONICAL_NO_CHANGE, IGNORE_INDEX, LEVIR_CLASSES, LEVIR_MEAN, LEVIR_STD
-from changeagent.data.io import (
-    MASK_MODES,
-    check_same_size,
-    decode_levir_mask,
-    levir_mask_encoding,
-    read_image,
-    read_label,
-)
+from changeagent.data.images import check_same_size, read_image, read_label
+from changeagent.data.labels import MASK_MODES, decode_levir_mask, levir_mask_encoding
 from changeagent.data.spec import DatasetCfg, DatasetSpec
 from changeagent.data.vocab import SPLITS, PairInfo, Vocabulary, read_karpathy
 from changeagent.errors import ChangeAgentError
@@ -154,7 +148,7 @@ def binary_change(labels: np.ndarray) -> torch.Tensor:
 class LevirMCI(CaptionPairDataset):
     """LEVIR-MCI split as a map-style dataset; samples follow docs/design.md.
 
-    `mask_mode`: "auto" detects each label's encoding (see `changeagent.data.io`); "binary" reads
+    `mask_mode`: "auto" detects each label's encoding (see `changeagent.data.labels`); "binary" reads
     LEVIR-CD style 0/255 labels, 255 = building. `canonical_no_change`: the reference training
     trick (five copies of "the scene is the same as before" for no-change pairs); meant for train.
     """

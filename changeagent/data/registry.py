@@ -21,6 +21,8 @@ REGISTRY: dict[str, str] = {
     "levir_cc": "changeagent.data.levir_cc",
     "second": "changeagent.data.second",
     "custom": "changeagent.data.custom",
+    "cdvqa": "changeagent.data.cdvqa",
+    "qag360k": "changeagent.data.qag360k",
 }
 
 

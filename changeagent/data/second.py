@@ -19,7 +19,8 @@ import torch
 from torch.utils.data import Dataset
 
 from changeagent.data.constants import SECOND_CLASSES
-from changeagent.data.io import check_same_size, decode_second_sem, read_image, read_label
+from changeagent.data.images import check_same_size, read_image, read_label
+from changeagent.data.labels import decode_second_sem
 from changeagent.data.levir_mci import binary_change
 from changeagent.data.second_cc import SECOND_COLOURS, SECOND_MEAN, SECOND_STD
 from changeagent.data.spec import DatasetCfg, DatasetSpec

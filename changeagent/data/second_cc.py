@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from changeagent.data.constants import SECOND_CLASSES
-from changeagent.data.io import check_same_size, decode_second_sem, read_image, read_label
+from changeagent.data.images import check_same_size, read_image, read_label
+from changeagent.data.labels import decode_second_sem
 from changeagent.data.levir_mci import CaptionPairDataset, Transform, binary_change
 from changeagent.data.spec import DatasetSpec
 from changeagent.data.vocab import PairInfo, Vocabulary

@@ -6,7 +6,9 @@ instead of testing dataset names:
 
 - `targets` says which batch keys an item supplies: `change` (binary change map), `mask` (one class
   map, `classes` ids), `sem` (one land-cover map per date, class 0 = unchanged, labelled on changed
-  pixels only), `captions`. A loss uses only the items that have its target.
+  pixels only), `captions`, `questions` (one item per question: `question`, `question_type`, `answer`,
+  `answer_id`; changeagent/data/qa/reader.py), `answer_masks` (`answer_mask`, the answer's region).
+  A loss uses only the items that have its target.
 - `dates` is the number of semantic maps its head predicts: 0 (no semantic head: binary change
   only, or captions only), 1 (`mask`), 2 (`sem`). With `classes` it fixes the head's shape and how
   predictions are decoded (`decoding`).
@@ -24,7 +26,7 @@ from typing import Any
 from changeagent.typed import fail, opt
 
 RGB = tuple[int, int, int]
-TARGETS = ("change", "mask", "sem", "captions")
+TARGETS = ("change", "mask", "sem", "captions", "questions", "answer_masks")
 METRICS = ("binary", "segmentation", "scd")  # binary change (P/R/F1/IoU/OA), class maps (MIoU), SECOND SCD
 CHANGE_PALETTE: tuple[RGB, ...] = ((0, 0, 0), (255, 255, 255))
 
@@ -39,10 +41,16 @@ class DatasetCfg:
     train_split: str = opt("train", "split used for training")
     val_split: str = opt("val", "split used for validation")
     captions_file: str | None = opt(None, "caption JSON relative to root (null: the published name)")
+    mean: list[float] | None = opt(None, "normalisation mean per band, fraction of 255 (null: the dataset's own "
+                                   "statistics, its spec's `mean`; filled in when the config is validated)")
+    std: list[float] | None = opt(None, "normalisation std per band (null: the dataset's own, its spec's `std`)",
+                                  gt=0)
 
     def validate(self, key: str) -> None:
         if self.synthetic and self.root:
             fail(f"{key}.synthetic", f"is true but {key}.root={self.root} is set too; choose one")
+        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
+            fail(f"{key}.std", f"has {len(self.std)} values but {key}.mean has {len(self.mean)}")
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,11 @@ class DatasetSpec:
             tuple(dict.fromkeys([*self.targets, "mask"]))
         return replace(self, classes=classes, palette=palette, dates=0 if binary else 1, targets=targets,
                        metrics=("binary",) if binary else ("segmentation",))
+
+    @property
+    def norm(self) -> dict[str, list[float]]:
+        """{"mean": [...], "std": [...]}: its normalisation statistics (fractions of 255, per band)."""
+        return {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready facts saved with a trained model (inference decodes and colours from these)."""

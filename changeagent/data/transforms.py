@@ -259,22 +259,36 @@ class PairedTransform:
         self._key: tuple | None = None
         self._rng = np.random.default_rng(cfg["seed"])
 
-    def _reseed(self) -> None:
-        """Fresh streams per process and per DataLoader worker, so workers never repeat each other."""
+    @staticmethod
+    def _process_key() -> tuple[int, int | None]:
         import torch.utils.data
 
         info = torch.utils.data.get_worker_info()
-        key = (os.getpid(), None if info is None else info.seed)
+        return os.getpid(), None if info is None else info.seed
+
+    def _streams(self, rng: np.random.Generator) -> None:
+        """Its own draws and those of its albumentations parts, all from `rng`."""
+        self._rng = rng
+        for k, comp in enumerate((self.geometric, self.colour, self.photometric)):
+            if comp is not None:
+                comp.set_random_seed(int(rng.integers(2**31)) + k)
+        self._key = self._process_key()
+
+    def reseed(self, seed: int) -> None:
+        """Make the next sample's augmentation a function of `seed` alone (whatever the process or
+        worker): the engine seeds each item from (run seed, epoch, index) for exact resume."""
+        self._streams(np.random.default_rng(int(seed)))
+
+    def _reseed(self) -> None:
+        """Fresh streams per process and per DataLoader worker, so workers never repeat each other
+        (unless `reseed` set them in this process)."""
+        key = self._process_key()
         if key == self._key:
             return
         entropy = [] if self.cfg["seed"] is None else [int(self.cfg["seed"])]
-        if info is not None:
-            entropy.append(int(info.seed) % 2**63)
-        self._rng = np.random.default_rng(np.random.SeedSequence(entropy or None))
-        for k, comp in enumerate((self.geometric, self.colour, self.photometric)):
-            if comp is not None:
-                comp.set_random_seed(int(self._rng.integers(2**31)) + k)
-        self._key = key
+        if key[1] is not None:
+            entropy.append(int(key[1]) % 2**63)
+        self._streams(np.random.default_rng(np.random.SeedSequence(entropy or None)))
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         self._reseed()

@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from changeagent.data.io import swap_dir_into_place, write_text_atomic
@@ -106,53 +104,9 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     return state
 
 
-# --- RNG state (only tensors and plain values so that weights_only loading works) ---------------
-
-
-def rng_state() -> dict[str, Any]:
-    """This process's python / numpy / torch (and CUDA) generator states."""
-    np_state = np.random.get_state(legacy=False)
-    out: dict[str, Any] = {
-        "python": _tuple_to_lists(random.getstate()),
-        "numpy": {
-            "bit_generator": np_state["bit_generator"],
-            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-            "pos": int(np_state["state"]["pos"]),
-            "has_gauss": int(np_state["has_gauss"]),
-            "gauss": float(np_state["gauss"]),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        out["cuda"] = torch.cuda.get_rng_state()
-    return out
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(_lists_to_tuple(state["python"]))
-    npst = state["numpy"]
-    np.random.set_state({
-        "bit_generator": npst["bit_generator"],
-        "state": {"key": npst["key"].numpy().astype(np.uint32), "pos": npst["pos"]},
-        "has_gauss": npst["has_gauss"],
-        "gauss": npst["gauss"],
-    })
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def _tuple_to_lists(x: Any) -> Any:
-    return [_tuple_to_lists(v) for v in x] if isinstance(x, tuple) else x
-
-
-def _lists_to_tuple(x: Any) -> Any:
-    return tuple(_lists_to_tuple(v) for v in x) if isinstance(x, list) else x
-
-
 # --- the run folder ------------------------------------------------------------------------------
 
-RUN_FILES = ("last.pt", "best", "metrics.jsonl", "metrics.csv")  # what a run writes and run.overwrite deletes
+RUN_FILES = ("last.pt", "best", "metrics.jsonl", "metrics.csv", "config.yaml")  # a run's files: run.overwrite deletes them
 REUSED = ("synth",)  # the engine's generated data (data.synth.dir default): a fresh run reuses it
 
 
@@ -209,10 +163,10 @@ def training_record(cfg: Any, roots: dict[str, Path], step: int, score: float | 
             "steps": int(step), "selected_on": selected, "run": str(Path(out_dir).absolute())}
 
 
-def export_best(model: Any, out_dir: Path, data_norm: dict[str, list[float]], metrics: dict[str, Any],
+def export_best(model: Any, out_dir: Path, norm: dict[str, dict[str, list[float]]], metrics: dict[str, Any],
                 datasets: Any = None, training: dict[str, Any] | None = None) -> Path:
-    """Write `out_dir/best/` with `models.save_pretrained` (weights, vocabulary, `data_norm`, the
-    datasets trained on, the training record) plus metrics.json.
+    """Write `out_dir/best/` with `models.save_pretrained` (weights, vocabulary, `norm`: the statistics
+    per trained dataset, the datasets trained on, the training record) plus metrics.json.
 
     The folder is built next to the old one and swapped in, so readers never see a partial export.
     """
@@ -221,7 +175,7 @@ def export_best(model: Any, out_dir: Path, data_norm: dict[str, list[float]], me
     final = Path(out_dir) / "best"
     tmp = Path(tempfile.mkdtemp(prefix=".best.", dir=out_dir))
     try:
-        save_pretrained(model, tmp, norm=data_norm, datasets=datasets, training=training)
+        save_pretrained(model, tmp, norm=norm, datasets=datasets, training=training)
         atomic_write_json(tmp / "metrics.json", metrics)
         _public(tmp, directory=True)
         for f in tmp.iterdir():

@@ -62,7 +62,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.save_predictions and not args.out:
         raise ChangeAgentError("--save-predictions needs --out")
-    cfg = load_run_config(args.config, args.overrides)
+    cfg = load_run_config(args.config, args.overrides, checkpoint=args.checkpoint, out=args.out)
     results = evaluate_checkpoint(cfg, Path(args.checkpoint), args.split, Path(args.out) if args.out else None,
                                   save_predictions=args.save_predictions)
     if args.json:
@@ -88,17 +88,22 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def add_config_show_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser, config_required=False)
+    parser.add_argument("--checkpoint", help="show the config `eval --checkpoint` runs: with the statistics this "
+                                             "model folder / last.pt records per dataset")
+    parser.add_argument("--out", help="with --checkpoint: eval's --out (where synthetic data goes when the "
+                                      "training run's is not next to the checkpoint)")
 
 
 def run_config_show(args: argparse.Namespace) -> int:
-    """Print the resolved, validated run config as YAML (every key with its value after defaults)."""
+    """Print the resolved, validated run config as YAML: every key with the value that runs (defaults,
+    train.init_from's model/vocabulary/statistics, and with --checkpoint what eval takes from it)."""
     from omegaconf import OmegaConf
 
     from changeagent.config import to_dict
     from changeagent.engine.checkpoint import atomic_write_json
     from changeagent.engine.schema import load_run_config
 
-    cfg = load_run_config(args.config, args.overrides)
+    cfg = load_run_config(args.config, args.overrides, checkpoint=args.checkpoint, out=args.out)
     print(OmegaConf.to_yaml(cfg), end="")
     if args.json:
         atomic_write_json(Path(args.json), to_dict(cfg))

@@ -72,3 +72,7 @@ def autocast_dtype(amp: str, device: torch.device, is_main: bool = True) -> torc
         return None
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(int(threads))

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from changeagent.devices import resolve_device
 from changeagent.errors import ChangeAgentError
 
 
@@ -57,22 +58,10 @@ def launcher_env() -> tuple[int, int, int]:
     return 0, 1, 0
 
 
-def pick_device(pref: str, local_rank: int) -> torch.device:
-    """`auto` takes the local GPU when there is one, else the CPU."""
-    if pref == "auto":
-        pref = "cuda" if torch.cuda.is_available() else "cpu"
-    if pref.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ChangeAgentError(f"run.device={pref} but CUDA is not available on this machine")
-        if pref == "cuda":
-            return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
-    return torch.device(pref)
-
-
 def init_distributed(device_pref: str = "auto", timeout_minutes: float = 30.0) -> DistInfo:
     """Join (or create) the default process group when the launcher asks for more than one process."""
     rank, world, local_rank = launcher_env()
-    device = pick_device(device_pref, local_rank)
+    device = resolve_device(device_pref, local_rank, key="run.device")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world <= 1:

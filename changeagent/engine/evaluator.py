@@ -31,6 +31,7 @@ from changeagent.engine.distributed import DistInfo, all_gather_objects, broadca
 from changeagent.engine.retrieval_eval import retrieval_embeddings, retrieval_scores
 from changeagent.metrics import SegmentationMetrics, SemanticChangeMetrics
 from changeagent.metrics.segmentation import binary_scores
+from changeagent.models.decode_cfg import DECODE
 
 
 class ShardSampler(Sampler[int]):
@@ -49,18 +50,17 @@ class ShardSampler(Sampler[int]):
 
 @dataclass
 class EvalOptions:
-    method: str = "greedy"
-    beam_size: int = 3
-    length_penalty: float = 1.0
-    max_len: int = 41
+    method: str = DECODE.method
+    beam_size: int = DECODE.beam_size
+    length_penalty: float = DECODE.length_penalty
+    max_len: int = DECODE.max_len
     meteor: bool = True
     caption_level: str = "word"  # word | id (vocabulary-id strings, like the reference code)
     amp: str = "none"
     vis_pairs: int = 0  # first N pairs of each dataset kept as visual records (rank 0's shard)
     predictions_dir: Path | None = None  # write mask PNGs and captions.json per dataset
     progress: bool = True
-    mean: list[float] = field(default_factory=list)
-    std: list[float] = field(default_factory=list)
+    norm: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # {id: {"mean", "std"}} its data's
     specs: dict[str, DatasetSpec] = field(default_factory=dict)  # bound specs (custom classes); else registry
 
     def spec(self, dataset: str) -> DatasetSpec:
@@ -68,17 +68,19 @@ class EvalOptions:
 
     @classmethod
     def from_config(cls, cfg: Any, **kw: Any) -> EvalOptions:
-        """Options from a run config's `eval`, `train.amp` and `data.mean/std`; `kw` overrides."""
+        """Options from a run config's `eval`, `train.amp` and `data.<id>.mean/std`; `kw` overrides."""
         ev = cfg.eval
+        norm = {n: {"mean": list(cfg.data[n].mean), "std": list(cfg.data[n].std)} for n in cfg.data.datasets}
         base = dict(method=ev.method, beam_size=ev.beam_size, length_penalty=ev.length_penalty,
                     max_len=ev.max_len, meteor=ev.meteor, caption_level=ev.caption_level, amp=cfg.train.amp,
-                    mean=list(cfg.data.mean), std=list(cfg.data.std))
+                    norm=norm)
         return cls(**{**base, **kw})
 
     def record(self) -> dict[str, Any]:
         """The options that shape the numbers, written next to them (metrics.json `eval`)."""
         return {"method": self.method, "beam_size": self.beam_size, "length_penalty": self.length_penalty,
-                "max_len": self.max_len, "caption_level": self.caption_level, "meteor": self.meteor}
+                "max_len": self.max_len, "caption_level": self.caption_level, "meteor": self.meteor,
+                "norm": self.norm}
 
 
 def predicted_maps(pred: dict[str, Any], spec: DatasetSpec) -> torch.Tensor:
@@ -225,7 +227,8 @@ def _caption_scores(dataset: str, captions: list[tuple[str, str, list[str], int]
 def _visual(batch: dict[str, Any], i: int, pred: torch.Tensor, target: torch.Tensor, hyp: str,
             opts: EvalOptions) -> dict[str, Any]:
     """One wandb record: images uint8 [H, W, 3], masks int [H, W] (SECOND: date B's land cover)."""
-    image = batch["image"][i]
+    image, name = batch["image"][i], batch["dataset"][i]
+    norm = opts.norm.get(name) or opts.spec(name).norm  # the statistics its images were read with
     p, t = pred.cpu().numpy(), target.cpu().numpy()
     if p.ndim == 3:  # SECOND: show the post-change land cover on image B
         p, t = p[1], t[1]
@@ -233,7 +236,7 @@ def _visual(batch: dict[str, Any], i: int, pred: torch.Tensor, target: torch.Ten
     inter = np.logical_and(p > 0, t > 0)[valid].sum()
     union = np.logical_or(p > 0, t > 0)[valid].sum()
     return {
-        "name": batch["name"][i], "a": _denorm(image[0], opts.mean, opts.std), "b": _denorm(image[1], opts.mean, opts.std),
+        "name": batch["name"][i], "a": _denorm(image[0], norm["mean"], norm["std"]), "b": _denorm(image[1], norm["mean"], norm["std"]),
         "pred": p.astype(np.uint8), "gt": t.astype(np.uint8), "hyp": hyp, "refs": list(batch["captions"][i]),
         "iou": float(inter / union) if union else 1.0,
     }

@@ -136,8 +136,6 @@ def build_stage(model: nn.Module, st: dict[str, Any], cfg: dict[str, Any], info:
         ids = [info.device.index] if info.device.type == "cuda" else None
         ddp = DDP(model, device_ids=ids, find_unused_parameters=cfg["train"]["find_unused_parameters"])
         net = ddp
-    if cfg["train"]["compile"]:
-        net.compile()
     # the encoder's last stage: the shared parameters GradNorm balances gradient norms on
     return StageParts(weighting, opt, sched, scaler, net, ddp, [shared])
 

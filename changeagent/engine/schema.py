@@ -9,6 +9,7 @@ reference is generated from these classes (`python tools/gen_config_docs.py`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,10 +19,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from changeagent.config import load_config, load_model_config, to_dict
-from changeagent.data.constants import LEVIR_MEAN, LEVIR_STD
 from changeagent.data.registry import dataset_ids, get_spec
 from changeagent.data.transforms import AugmentCfg
 from changeagent.losses.factory import LossCfg
+from changeagent.models.decode_cfg import DecodeCfg
 from changeagent.models.factory import ModelCfg, model_configs
 from changeagent.models.model_cfg import ModelTypeCfg
 from changeagent.typed import convert, fail, opt, suggest
@@ -73,16 +74,33 @@ class DataCommonCfg:
     vocab_splits: list[str] = opt(help="splits counted for the vocabulary", factory=lambda: ["train"])
     min_count: int = opt(5, "a word enters the vocabulary when counted more than this", ge=0)
     canonical_no_change: bool = opt(True, "reference trick: no-change train pairs get one sentence x5")
-    mean: list[float] = opt(help="normalisation mean per band (fraction of 255)", factory=lambda: list(LEVIR_MEAN))
-    std: list[float] = opt(help="normalisation std per band", factory=lambda: list(LEVIR_STD), gt=0)
     augment: AugmentCfg = opt(help="training augmentation (data/transforms.py)", factory=AugmentCfg)
     samples_per_epoch: int | None = opt(None, "joint sampler epoch length (null: the summed dataset sizes)", ge=1)
+
+    @classmethod
+    def prepare(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        """Each dataset section's `mean`/`std` from its spec unless given, so the validated config
+        (and `config show`) holds the statistics every reader uses."""
+        for key in ("mean", "std"):
+            if key in raw:
+                fail(f"data.{key}", f"normalisation is per dataset: data.<id>.{key} (default: the dataset's own "
+                     f"statistics, its spec's), e.g. data.{(raw.get('datasets') or ['levir_mci'])[0]}.{key}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        for name in dataset_ids():
+            section = raw.get(name, {})
+            if name not in fields or not isinstance(section, dict):
+                continue  # not a dataset section here, or a wrong value the schema names
+            spec = get_spec(name)
+            section = dict(section)
+            for key, value in (("mean", spec.mean), ("std", spec.std)):
+                if section.get(key) is None:
+                    section[key] = list(value)
+            raw[name] = section
+        return raw
 
     def validate(self, key: str) -> None:
         if not self.datasets:
             fail(f"{key}.datasets", f"is empty; use some of {', '.join(dataset_ids())}")
-        if len(self.mean) != len(self.std):
-            fail(f"{key}.std", f"has {len(self.std)} values but {key}.mean has {len(self.mean)}")
 
 
 def make_data_cfg(datasets: Sequence[str]) -> type:
@@ -157,8 +175,6 @@ class TrainCfg:
                    choices=("none", "bf16", "fp16"))
     ema: float | None = opt(None, "EMA decay, e.g. 0.999, with the warm-up min(ema, (1+n)/(10+n)); validation and "
                             "best/ use the EMA weights once it has warmed up", gt=0, lt=1)
-    compile: bool = opt(False, "torch.compile the training model")
-    channels_last: bool = opt(True, "NHWC memory format: ~1.5x faster convolutions on CPU and tensor-core GPUs")
     max_minutes: float | None = opt(None, "wall-clock budget, counting earlier runs of a resumed job: "
                                     "validate, save and stop in time", gt=0)
     budget_schedule: bool = opt(False, "with max_minutes: after the warm-up the cosine progress is max(step share, "
@@ -171,10 +187,18 @@ class TrainCfg:
     init_from: str | None = opt(None, "model folder to fine-tune (a best/ or `convert` output): its weights, "
                                 "model config, vocabulary and normalisation")
 
+    @classmethod
+    def prepare(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        for key in ("compile", "channels_last"):  # one key each, with the model (its recipe decides)
+            if key in raw:
+                fail(f"train.{key}", f"is model.{key} (one key: the model's config decides, e.g. mci's "
+                     f"channels_last is false); set model.{key}={raw[key]}")
+        return raw
+
 
 @dataclass
-class EvalCfg:
-    """`eval`: validation schedule, caption decoding and scoring, selection."""
+class EvalCfg(DecodeCfg):
+    """`eval`: validation schedule, caption decoding (`models.decode_cfg`) and scoring, selection."""
 
     every_steps: int | None = opt(None, "validation interval in steps", ge=1)
     every_epochs: float | None = opt(None, "validation interval in epochs (neither: at each stage end)", gt=0)
@@ -183,10 +207,6 @@ class EvalCfg:
                              "reference code (docs/metrics.md)", choices=("word", "id"))
     select: str = opt("miou+s_m", "best-checkpoint score: '+'-separated metric keys, averaged over datasets")
     patience: int | None = opt(None, "validations without improvement before the stage ends early", ge=1)
-    method: str = opt("greedy", "caption decoding: greedy | beam", choices=("greedy", "beam"))
-    beam_size: int = opt(3, "beam width (method=beam)", ge=1)
-    length_penalty: float = opt(1.0, "beam search: score / length ** length_penalty", ge=0)
-    max_len: int = opt(41, "longest generated caption in tokens", ge=2)
     max_pairs: int | None = opt(None, "evaluate the first N pairs of each dataset (quick checks)", ge=1)
     vis_pairs: int = opt(8, "fixed validation pairs shown in wandb", ge=0)
     time_share: float | None = opt(None, "validate less often when validations exceed this share of wall time",
@@ -227,10 +247,13 @@ class RunConfig:
     resume: Any = opt(False, "false | true (run.out_dir/last.pt) | path to a checkpoint or run folder")
 
 
-def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> DictConfig:
-    """File <- overrides, validated; `model` defaults to configs/model/fast.yaml."""
+def load_run_config(path: str | Path | None, overrides: Sequence[str] = (), *,
+                    checkpoint: str | Path | None = None, out: str | Path | None = None,
+                    norm: dict[str, list[float]] | None = None) -> DictConfig:
+    """File <- overrides, resolved (`engine.resolve`: train.init_from, the evaluated `checkpoint`, an
+    explicit `norm` for every dataset) and validated; `model` defaults to configs/model/fast.yaml."""
     cfg = load_config(path, overrides, default_model="fast")
-    return validate(cfg)
+    return validate(cfg, checkpoint=checkpoint, out=out, norm=norm)
 
 
 # the plain sections, for pointing a key given in the wrong one to where it lives (`train.lr` -> optim.lr)
@@ -254,9 +277,14 @@ def check_misplaced(raw: dict[str, Any]) -> None:
                 fail(f"{section}.{key}", f"unknown key; {key} lives in another section: use {' or '.join(homes)}")
 
 
-def validate(cfg: DictConfig | dict[str, Any]) -> DictConfig:
-    """Check a merged config against the schema; ChangeAgentError `<key>: <what is wrong>` on a problem."""
-    raw = to_dict(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
+def validate(cfg: DictConfig | dict[str, Any], *, checkpoint: str | Path | None = None,
+             out: str | Path | None = None, norm: dict[str, list[float]] | None = None) -> DictConfig:
+    """Resolve the inputs from other folders (`engine.resolve.resolve_inputs`), then check the config
+    against the schema; ChangeAgentError `<key>: <what is wrong>` on a problem."""
+    from changeagent.engine.resolve import resolve_inputs
+
+    raw = to_dict(cfg) if isinstance(cfg, DictConfig) else copy.deepcopy(dict(cfg))
+    resolve_inputs(raw, checkpoint=checkpoint, out=out, norm=norm)
     if not raw.get("model"):
         raw["model"] = load_model_config("fast")
     check_misplaced(raw)

@@ -14,22 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from changeagent.config import to_dict
-from changeagent.engine import builders
+from changeagent.data.io import write_text_atomic
+from changeagent.engine.batches import choose_captions, retrieval_captions, to_device
 from changeagent.engine.checkpoint import (
     check_run_folder,
     clear_run_folder,
     export_best,
     load_checkpoint,
-    rng_state,
     save_checkpoint,
-    set_rng_state,
     training_record,
 )
-from changeagent.engine.device import autocast_dtype, reset_notes, say_once
+from changeagent.engine.device import autocast_dtype, reset_notes, say_once, set_threads
 from changeagent.engine.distributed import (
     DistInfo,
     all_gather_objects,
@@ -40,6 +39,8 @@ from changeagent.engine.distributed import (
     init_distributed,
 )
 from changeagent.engine.evaluator import EvalOptions, evaluate
+from changeagent.engine.loaders import build_train_data, train_loader
+from changeagent.engine.model_init import build_model
 from changeagent.engine.optim import (
     build_ema,
     build_stage,
@@ -47,22 +48,29 @@ from changeagent.engine.optim import (
     ema_warmup_steps,
     set_train_mode,
 )
+from changeagent.engine.resume import (
+    capture,
+    check_resume_config,
+    find_resume,
+    restore_loop,
+    restore_stage,
+    vocab_of,
+)
+from changeagent.engine.roots import check_roots
 from changeagent.engine.runlog import RunLog, flatten, format_table
 from changeagent.engine.schema import stages_of
+from changeagent.engine.seeding import seed_everything
+from changeagent.engine.selection import check_meteor, selection_score
 from changeagent.engine.wandb_logger import WandbLogger
 from changeagent.errors import ChangeAgentError
 from changeagent.losses import compute_losses
 
-# loop state saved in last.pt next to the model/optimizer/... states
-COUNTERS = ("step", "stage", "stage_step", "epoch", "batch_in_epoch", "best_score", "best_step", "bad_evals",
-            "skipped")
-
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run a validated config (see `schema.load_run_config`); returns a summary dict (every rank)."""
-    builders.check_roots(cfg)  # before any process group, folder or model exists
+    check_roots(cfg)  # before any process group, folder or model exists
     check_run_folder(Path(cfg.run.out_dir), cfg.resume, cfg.run.overwrite)
-    builders.check_meteor(cfg)
+    check_meteor(cfg)
     info = init_distributed(cfg.run.device)
     trainer = None
     try:
@@ -88,36 +96,34 @@ class Trainer:
     def __init__(self, cfg: DictConfig, info: DistInfo) -> None:
         self.t0 = time.monotonic()
         reset_notes()
-        init = builders.apply_init_from(cfg)  # train.init_from: the folder's model config, vocab, norm
+        # train.init_from: its model config, vocabulary and statistics are in `cfg` already (engine.resolve)
+        init = Path(cfg.train.init_from) if cfg.train.init_from else None
         self.cfg, self.info, self.c = cfg, info, to_dict(cfg)
         self.out = Path(cfg.run.out_dir)
-        builders.set_threads(cfg.run.threads)
-        builders.seed_everything(cfg.run.seed + info.rank, cfg.run.deterministic)
-        ckpt = builders.find_resume(cfg, self.out)
+        set_threads(cfg.run.threads)
+        seed_everything(cfg.run.seed + info.rank, cfg.run.deterministic)
+        ckpt = find_resume(cfg, self.out)
         self.ckpt = load_checkpoint(ckpt) if ckpt else None
         if self.ckpt is not None:
-            builders.check_resume_config(self.ckpt["config"], self.c, ckpt)
-            # train.max_minutes counts the time the interrupted run(s) already spent
-            self.t0 -= float(self.ckpt.get("elapsed_s", 0.0))
+            check_resume_config(self.ckpt["config"], self.c, ckpt)
         if info.is_main:
             if cfg.run.overwrite:
                 removed = clear_run_folder(self.out)
                 if removed:
                     self._say(f"note: run.overwrite=true: deleted the earlier run's {', '.join(removed)} in {self.out}")
             self.out.mkdir(parents=True, exist_ok=True)
-        self.data = builders.build_train_data(cfg, info, vocab=builders.vocab_of(self.ckpt))
-        self.model = builders.build_model(cfg, self.data.vocab, info.device, self.ckpt, self.data.specs,
+            # the validated config is what runs: recorded as such (`config show` prints the same)
+            write_text_atomic(self.out / "config.yaml", OmegaConf.to_yaml(cfg))
+        self.data = build_train_data(cfg, info, vocab=vocab_of(self.ckpt))
+        self.model = build_model(cfg, self.data.vocab, info.device, self.ckpt, self.data.specs,
                                           init=init if self.ckpt is None else None)
         check_shared_layer(self.model, stages_of(cfg), cfg.loss.weighting.name)
         self.ema = build_ema(self.model, cfg.train.ema)
-        # state saved in last.pt
+        # state saved in last.pt (engine.resume owns what it holds)
         self.step = self.stage = self.stage_step = self.epoch = self.batch_in_epoch = 0
         self.best_score, self.best_step, self.bad_evals, self.skipped = -math.inf, -1, 0, 0
         self.log = RunLog(self.out, info.is_main)
-        wandb_id = None
-        if self.ckpt is not None:
-            self._restore_counters(self.ckpt)
-            wandb_id = self.ckpt.get("wandb_id")
+        wandb_id = restore_loop(self, self.ckpt) if self.ckpt is not None else None
         self.log.truncate_after(self.step)  # a fresh run starts a fresh log; a resumed one drops the future
         self.wandb = WandbLogger(self.c, self.out, info.is_main, run_id=wandb_id)
         self.stop_reason: str | None = None
@@ -194,13 +200,13 @@ class Trainer:
             batch = self._next_batch()
             caps = None
             if "caption_ids" in batch:  # absent when no dataset of the run has captions (mask-only run)
-                caps = builders.choose_captions(batch["caption_ids"], cfg.run.seed, self.step, micro, info.rank)
-            batch = builders.to_device(batch, info.device)
+                caps = choose_captions(batch["caption_ids"], cfg.run.seed, self.step, micro, info.rank)
+            batch = to_device(batch, info.device)
             rcaps = None
             if caps is not None:
                 batch["caption_ids"] = caps.to(info.device)
                 if "retrieval" in tasks and getattr(self.model, "retrieval", None) is not None:
-                    rcaps = builders.retrieval_captions(caps, self.data.vocab, cfg.run.seed, self.step, micro, info.rank)
+                    rcaps = retrieval_captions(caps, self.data.vocab, cfg.run.seed, self.step, micro, info.rank)
             if rcaps is not None:
                 batch["retrieval_ids"] = rcaps.to(info.device)
             last = micro == accum - 1
@@ -269,13 +275,7 @@ class Trainer:
         self.net, self.ddp, self.shared_params = parts.net, parts.ddp, parts.shared_params
         if self.ckpt is not None:  # first stage after a resume
             ck, self.ckpt = self.ckpt, None
-            if ck["optimizer_stage"] == self.stage:  # else saved at a stage end: this stage starts fresh
-                self.opt.load_state_dict(ck["optimizer"])
-                self.sched.load_state_dict(ck["scheduler"])
-                self.scaler.load_state_dict(ck["scaler"])
-                self.weighting.load_state_dict(ck["weighting"])
-            rngs = ck["rng"]
-            set_rng_state(rngs[info.rank] if len(rngs) == info.world_size else rngs[0])
+            restore_stage(self, ck)
             self._say(f"resumed from step {self.step} (stage '{st['name']}', epoch {self.epoch})")
         return total
 
@@ -308,7 +308,7 @@ class Trainer:
     def _next_batch(self) -> dict[str, Any]:
         while True:
             if self._iter is None:
-                self._iter = iter(builders.train_loader(self.data, self.cfg, self.epoch, self.batch_in_epoch))
+                self._iter = iter(train_loader(self.data, self.cfg, self.epoch, self.batch_in_epoch))
             try:
                 batch = next(self._iter)
                 self.batch_in_epoch += 1
@@ -362,7 +362,7 @@ class Trainer:
         model = self.ema.module if (weights == "ema" and self.ema is not None) else self.model
         broadcast_buffers_(model, self.info)  # evaluate (and save) rank 0's BatchNorm statistics
         results, vis = evaluate(model, self.data.val_loaders, self.data.vocab, self.info, opts)
-        score = builders.selection_score(results, ev.select)
+        score = selection_score(results, ev.select)
         self._last_val_step = self.step
         improved = score > self.best_score
         if improved:
@@ -381,7 +381,7 @@ class Trainer:
             self.wandb.log({**flatten({"val": results}), "val/score": score}, self.step)
             self.wandb.log_predictions(vis, self.step)
             if improved:
-                export_best(model, self.out, {"mean": list(self.cfg.data.mean), "std": list(self.cfg.data.std)},
+                export_best(model, self.out, opts.norm,
                             {"step": self.step, "score": score, "select": ev.select, **results,
                              "eval": opts.record()},
                             self.data.specs, training=self._training_record(score))
@@ -410,31 +410,11 @@ class Trainer:
     def _save(self) -> None:
         if self._last_save_step == self.step and self.stage_step != 0:
             return
-        rngs = all_gather_objects(rng_state(), self.info)
+        state = capture(self)  # every rank: the RNG streams are gathered
         self._last_save_step = self.step
-        if not self.info.is_main:
-            return
-        state = {
-            "model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema is not None else None,
-            "ema_ready": self.ema is not None and self.ema.warmed_up,
-            "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-            "scaler": self.scaler.state_dict(), "weighting": self.weighting.state_dict(),
-            "optimizer_stage": self._opt_stage, **{k: getattr(self, k) for k in COUNTERS}, "config": self.c,
-            "vocab": self.data.vocab.word_to_id, "rng": rngs, "world_size": self.info.world_size,
-            "datasets": {n: s.summary() for n, s in self.data.specs.items()},  # classes for models.load
-            "wandb_id": self.wandb.run_id, "elapsed_s": time.monotonic() - self.t0,
-            "training": self._training_record(None),
-        }
-        save_checkpoint(state, self.out / "last.pt")
-
-    def _restore_counters(self, ck: dict[str, Any]) -> None:
-        for key in COUNTERS:
-            setattr(self, key, ck[key])
-        if ck.get("ema") is not None and self.ema is not None:
-            self.ema.load_state_dict(ck["ema"])
-        if ck["world_size"] != self.info.world_size:
-            self._say(f"note: checkpoint written by {ck['world_size']} processes, resuming with "
-                      f"{self.info.world_size}; data order after resume differs from an uninterrupted run")
+        if state is not None:
+            state["training"] = self._training_record(None)  # what `model-info -k last.pt` shows
+            save_checkpoint(state, self.out / "last.pt")
 
     def _log_train(self, rec: dict[str, Any], bar: tqdm) -> None:
         if not self.info.is_main:

@@ -25,12 +25,15 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from changeagent.models.decode_cfg import DECODE
+
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def make_model(out: Path) -> Path:
     """The `fast` config with untrained weights and the real LEVIR-MCI vocabulary when present."""
     from changeagent.config import load_model_config
+    from changeagent.data.registry import get_spec
     from changeagent.data.vocab import Vocabulary
     from changeagent.models import create_model, save_pretrained
 
@@ -38,7 +41,9 @@ def make_model(out: Path) -> Path:
     vocab = Vocabulary.load(ref) if ref.is_file() else Vocabulary.build(
         [["a", "building", "road", "is", "built", "the", "scene", "same", "as", "before"]], min_count=0)
     model = create_model(load_model_config("fast"), len(vocab))
-    save_pretrained(model, out, vocab=vocab)
+    # an untrained stand-in for a model trained on its heads' datasets, recorded as such (predict needs it)
+    save_pretrained(model, out, vocab=vocab, datasets=model.datasets,
+                    norm={n: get_spec(n).norm for n in model.datasets})
     return out
 
 
@@ -124,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--scene-sizes", default="8192",
                     help="comma-separated scene sizes; several show that peak RSS does not grow with size")
-    ap.add_argument("--max-len", type=int, default=41, help="caption length cap passed to predict")
+    ap.add_argument("--max-len", type=int, default=DECODE.max_len, help="caption length cap passed to predict")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--skip-folder", action="store_true")
     ap.add_argument("--skip-scene", action="store_true")

@@ -40,14 +40,19 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
                         help="window size, a multiple of 32 (None: 256)")
     parser.add_argument("--overlap", type=int, default=32, help="window overlap in pixels (blended logits)")
     parser.add_argument("--batch-size", type=int, default=8, help="windows / pairs per model call")
-    parser.add_argument("--method", choices=("greedy", "beam"), default="greedy", help="caption decoding")
-    parser.add_argument("--beam-size", type=int, default=3)
-    parser.add_argument("--max-len", type=int, default=41, help="longest caption in tokens")
-    parser.add_argument("--length-penalty", type=float, default=1.0)
+    from changeagent.models.decode_cfg import DECODE  # no torch: the defaults shown by --help
+
+    parser.add_argument("--method", choices=("greedy", "beam"), default=DECODE.method, help="caption decoding")
+    parser.add_argument("--beam-size", type=int, default=DECODE.beam_size)
+    parser.add_argument("--max-len", type=int, default=DECODE.max_len, help="longest caption in tokens")
+    parser.add_argument("--length-penalty", type=float, default=DECODE.length_penalty)
     parser.add_argument("--min-area", type=int, default=16, help="smallest object counted, in pixels")
     parser.add_argument("--bands", help="1-based bands to use, e.g. 3,2,1 (needed when the band count differs)")
     parser.add_argument("--scale", default="auto",
                         help="auto (uint8 /255, else percentile), percentile[:LO,HI], divide:N")
+    parser.add_argument("--mean", help="normalisation mean per band, comma-separated fractions of 255 (default: "
+                                       "the statistics the model folder records for the --head dataset)")
+    parser.add_argument("--std", help="normalisation std per band, with --mean")
     parser.add_argument("--align", action="store_true",
                         help="warp B onto A's grid (GeoTIFF) / resize B to A's size (plain images)")
     parser.add_argument("--device", default="auto", help="auto (a local GPU if any, else the CPU), cpu, cuda, cuda:N")
@@ -94,7 +99,7 @@ def run_predict(args: argparse.Namespace) -> int:
         args.checkpoint, device=args.device, head=args.head, tile=args.tile, overlap=args.overlap,
         batch_size=args.batch_size, method=args.method, beam_size=args.beam_size, max_len=args.max_len,
         length_penalty=args.length_penalty, min_area=args.min_area, scale=args.scale,
-        bands=parse_bands(args.bands),
+        bands=parse_bands(args.bands), mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"),
     )
     warn_synthetic_only(args.checkpoint)
     progress = not args.no_progress
@@ -183,9 +188,14 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, default=None, help="scene window size, a multiple of 32 (None: 256)")
     parser.add_argument("--overlap", type=int, default=32, help="scene window overlap in pixels")
     parser.add_argument("--batch-size", type=int, default=16, help="pairs / windows per model call")
-    parser.add_argument("--max-len", type=int, default=41, help="longest generated caption in tokens")
+    from changeagent.models.decode_cfg import DECODE
+
+    parser.add_argument("--max-len", type=int, default=DECODE.max_len, help="longest generated caption in tokens")
     parser.add_argument("--bands", help="1-based bands to use, e.g. 3,2,1")
     parser.add_argument("--scale", default="auto", help="auto, percentile[:LO,HI], divide:N (as predict)")
+    parser.add_argument("--mean", help="normalisation mean per band, comma-separated fractions of 255 (default: "
+                                       "the statistics the model folder records for the --head dataset)")
+    parser.add_argument("--std", help="normalisation std per band, with --mean")
     parser.add_argument("--align", action="store_true", help="scene: warp B onto A's grid")
     parser.add_argument("--name", help="scene: name of the scene in item names (None: stem of A)")
     parser.add_argument("--ann", choices=("none", "hnsw", "ivf"), default="none",
@@ -213,7 +223,8 @@ def run_index(args: argparse.Namespace) -> int:
     _threads(args.threads)
     pred = Predictor.from_pretrained(args.checkpoint, device=args.device, head=args.head, tile=args.tile,
                                      overlap=args.overlap, batch_size=args.batch_size, max_len=args.max_len,
-                                     scale=args.scale, bands=parse_bands(args.bands))
+                                     scale=args.scale, bands=parse_bands(args.bands),
+                                     mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"))
     warn_synthetic_only(args.checkpoint)
     common: dict[str, Any] = dict(progress=not args.no_progress, overwrite=args.overwrite, ann=args.ann)
     if mode == "pairs":
@@ -266,6 +277,19 @@ def run_search(args: argparse.Namespace) -> int:
     if args.geojson:
         _write_json(args.geojson, results_geojson(result, searcher))
     return 0
+
+
+def _floats(text: str | None, flag: str) -> list[float] | None:
+    """`0.4,0.39,0.33` -> [0.4, 0.39, 0.33]; None stays None."""
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ChangeAgentError(f"{flag} {text!r}: give comma-separated numbers, e.g. 0.39,0.386,0.33") from None
+    if not values:
+        raise ChangeAgentError(f"{flag} is empty: give one number per band")
+    return values
 
 
 def _threads(threads: int | None) -> None:

@@ -234,14 +234,16 @@ def index_dataset(pred: Predictor, config: str | Path, overrides: list[str], spl
     from torch.utils.data import DataLoader, Subset
 
     from changeagent.data.joint import collate
-    from changeagent.engine import builders
     from changeagent.engine.distributed import DistInfo
+    from changeagent.engine.loaders import make_dataset
+    from changeagent.engine.roots import dataset_roots
     from changeagent.engine.schema import load_run_config
 
-    cfg = load_run_config(config, overrides)
-    cfg.data.mean, cfg.data.std = [float(v) for v in pred.mean], [float(v) for v in pred.std]
-    roots = builders.dataset_roots(cfg, DistInfo())
-    datasets: dict[str, Any] = {n: builders.make_dataset(n, roots[n], split, cfg, pred.vocab, train=False)
+    # every dataset is read with the statistics of the head that decodes it (resolved before validation)
+    cfg = load_run_config(config, overrides, norm={"mean": [float(v) for v in pred.mean],
+                                                   "std": [float(v) for v in pred.std]})
+    roots = dataset_roots(cfg, DistInfo())
+    datasets: dict[str, Any] = {n: make_dataset(n, roots[n], split, cfg, pred.vocab, train=False)
                                 for n in roots}
     source = {"config": str(Path(config).resolve()), "overrides": list(overrides), "split": split,
               "roots": {n: str(Path(r).resolve()) for n, r in roots.items()}}

@@ -16,48 +16,51 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from changeagent.data.constants import DATASETS, LEVIR_MEAN, LEVIR_STD
 from changeagent.data.registry import get_spec, spec_from_summary
 from changeagent.data.spec import DatasetSpec
+from changeagent.devices import resolve_device
 from changeagent.errors import ChangeAgentError
 from changeagent.inference import postprocess as post
 from changeagent.inference.raster import Picture, Scaler, read_pair, select_bands
 from changeagent.inference.tiling import Grid, StripBlender, ceil_to, pad_to
-from changeagent.models.factory import resolve_device
+from changeagent.models.decode_cfg import DECODE
 
 DEFAULT_TILE = 256
 
 
-def _norm_from(cfg: dict[str, Any], in_channels: int, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """mean/std float32 [C] from `data_norm` in the checkpoint config, else the LEVIR reference.
+def head_norm(head: str, norm: dict[str, dict[str, Any]] | None, mean: Sequence[float] | None,
+              std: Sequence[float] | None, in_channels: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """mean/std float32 [C] of the images `head` decodes: `mean`/`std` when given (--mean/--std),
+    else the statistics the model folder records for that dataset; none is an error naming the folder."""
+    if (mean is None) != (std is None):
+        raise ChangeAgentError("give both --mean and --std, or neither (the model folder's statistics)")
+    what = "--mean/--std"
+    if mean is None:
+        recorded = (norm or {}).get(head)
+        if recorded is None:
+            has = f"it records them for {sorted(norm)}" if norm else "it records none (config.json `norm`)"
+            raise ChangeAgentError(f"{where}: no normalisation statistics for the {head} head ({has}); "
+                                   "give the ones its images need with --mean and --std")
+        mean, std, what = recorded["mean"], recorded["std"], f"the statistics recorded for {head}"
+    try:
+        m, s = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    except (TypeError, ValueError):
+        raise ChangeAgentError(f"{where}: {what} must be numbers") from None
+    if m.shape != (in_channels,) or s.shape != (in_channels,) or (s <= 0).any():
+        raise ChangeAgentError(f"{where}: {what} have {m.size} mean / {s.size} std values (std > 0) "
+                               f"but the model takes {in_channels} bands")
+    return m, s
 
-    The LEVIR values are RGB; extra bands of a multispectral model without `data_norm` get the mean
-    of the RGB values (a documented fallback, not a measured statistic).
-    """
-    norm = cfg.get("data_norm")
-    if norm:
-        try:
-            mean, std = np.asarray(norm["mean"], np.float32), np.asarray(norm["std"], np.float32)
-        except (KeyError, TypeError, ValueError):
-            raise ChangeAgentError(f"{where}: data_norm must be {{\"mean\": [...], \"std\": [...]}}") from None
-        if mean.shape != (in_channels,) or std.shape != (in_channels,) or (std <= 0).any():
-            raise ChangeAgentError(
-                f"{where}: data_norm has {mean.size} mean / {std.size} std values (std > 0) "
-                f"but the model takes {in_channels} bands"
-            )
-        return mean, std
-    extra = max(0, in_channels - len(LEVIR_MEAN))
-    ref_mean = list(LEVIR_MEAN[:in_channels]) + [float(np.mean(LEVIR_MEAN))] * extra
-    ref_std = list(LEVIR_STD[:in_channels]) + [float(np.mean(LEVIR_STD))] * extra
-    return np.asarray(ref_mean, np.float32), np.asarray(ref_std, np.float32)
 
-
-def trained_head(head: str | None, trained: dict[str, dict[str, Any]] | None, model_datasets: Any,
-                 source: str) -> DatasetSpec:
+def trained_head(head: str | None, trained: dict[str, dict[str, Any]] | None, source: str) -> DatasetSpec:
     """The spec of the head to predict with: `head`, which must be one the model was trained on;
-    by default the first trained dataset that supervises change masks (else the first one)."""
+    by default the first trained dataset that supervises change masks (else the first one). A
+    folder that records no datasets needs `head` (its heads alone do not say what it learnt)."""
     if not trained:
-        trained = {n: {} for n in (model_datasets or DATASETS)}  # an old folder: its heads
+        if head is None:
+            raise ChangeAgentError(f"{source}: the model folder records no datasets it was trained on "
+                                   "(config.json `datasets`); choose the head with --head")
+        return get_spec(head)
     if head is None:
         with_mask = [n for n in trained if "change" in (trained[n].get("targets") or get_spec(n).targets)]
         head = (with_mask or list(trained))[0]
@@ -80,28 +83,29 @@ class Predictor:
 
     def __init__(self, model: Any, *, device: str = "cpu", head: str | None = None,
                  tile: int | None = None, overlap: int = 32, batch_size: int = 8,
-                 method: str = "greedy", beam_size: int = 3, max_len: int = 41,
-                 length_penalty: float = 1.0, min_area: int = 16, scale: str = "auto",
-                 bands: Sequence[int] | None = None, data_norm: dict[str, Any] | None = None,
+                 method: str = DECODE.method, beam_size: int = DECODE.beam_size, max_len: int = DECODE.max_len,
+                 length_penalty: float = DECODE.length_penalty, min_area: int = 16, scale: str = "auto",
+                 bands: Sequence[int] | None = None, norm: dict[str, dict[str, Any]] | None = None,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  vocab: Any = None, source: str = "model",
                  datasets: dict[str, dict[str, Any]] | None = None) -> None:
+        """norm: {dataset id: {"mean", "std"}} the model was trained with (`models.load`); `mean`/`std`
+        (the CLI's --mean/--std) replace the decoding head's; datasets: what it was trained on."""
         if method not in ("greedy", "beam"):
             raise ChangeAgentError(f"decoding method {method!r} is not greedy or beam")
         # the model keeps its resolved dict as `config` (older drafts of the contract said `cfg`)
         cfg = dict(getattr(model, "config", None) or getattr(model, "cfg", None) or {})
-        if data_norm is not None:
-            cfg["data_norm"] = data_norm
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.vocab: Any = vocab if vocab is not None else getattr(model, "vocab", None)
         if self.vocab is None:
             raise ChangeAgentError(f"{source}: no caption vocabulary (vocab.json) in the checkpoint")
-        self.spec = trained_head(head, datasets, cfg.get("datasets"), source)
+        self.spec = trained_head(head, datasets, source)
         self.has_captions = has_caption_head(datasets)
         head = self.spec.id
         self.channels = post.channels(self.spec)
         self.in_channels = int(cfg.get("in_channels", 3))
-        self.mean, self.std = _norm_from(cfg, self.in_channels, source)
+        self.mean, self.std = head_norm(head, norm, mean, std, self.in_channels, source)
         self.head, self.source = head, source
         self.tile = int(tile or cfg.get("image_size") or DEFAULT_TILE)
         Grid(self.tile, self.tile, self.tile, overlap)  # validates tile/overlap early
@@ -129,7 +133,7 @@ class Predictor:
             raise
         except Exception as e:  # a foreign or damaged checkpoint: name it, no traceback
             raise ChangeAgentError(f"checkpoint {p} is incompatible with this model code: {e}") from None
-        kwargs.setdefault("data_norm", norm)
+        kwargs.setdefault("norm", norm)
         kwargs.setdefault("datasets", datasets)
         return cls(model, device=device, source=str(p), **kwargs)
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from changeagent.errors import ChangeAgentError
 from changeagent.inference.index_store import ANN, TEXT_CONFIG, TEXT_ONNX, TEXT_WEIGHTS, VOCAB, IndexStore
+from changeagent.models.decode_cfg import DECODE
 
 CHUNK_ROWS = 1 << 18  # rows per exhaustive-search chunk: 256 MiB at D = 256
 ANN_KINDS = ("hnsw", "ivf")
@@ -51,7 +52,7 @@ class QueryEncoder:
         try:
             cfg = json.loads((folder / TEXT_CONFIG).read_text())
             self.vocab = Vocabulary.load(folder / VOCAB)
-            self.max_len = int(cfg.get("max_len", 41))
+            self.max_len = int(cfg.get("max_len", DECODE.max_len))
             self.dim = int(cfg["retrieval"]["dim"])
             self._session, self.encoder = None, None
             if (folder / TEXT_ONNX).is_file():

@@ -57,7 +57,7 @@ def read_class_map(path: Path) -> np.ndarray:
 
 def label_decoder(fmt: str, classes: Path | None) -> tuple[Callable[[Path], np.ndarray], tuple[str, ...]]:
     """(label file -> int64 class ids [H, W], class names) for a dataset format."""
-    from changeagent.data.io import read_label
+    from changeagent.data.images import read_label
     from changeagent.data.registry import get_spec
 
     spec = get_spec(fmt)
@@ -71,7 +71,7 @@ def label_decoder(fmt: str, classes: Path | None) -> tuple[Callable[[Path], np.n
     if classes is not None:
         raise ChangeAgentError("--classes is only used with --format custom")
     if fmt == "levir_mci":
-        from changeagent.data.io import decode_levir_mask
+        from changeagent.data.labels import decode_levir_mask
 
         return (lambda p: decode_levir_mask(read_label(p), p)), spec.classes
     if spec.decoding != "binary":

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from changeagent.data.constants import END, NULL, START
+from changeagent.devices import resolve_device
 from changeagent.errors import ChangeAgentError
-from changeagent.models.factory import create_model, resolve_device
+from changeagent.models.factory import create_model
 
 
 def _peak_rss_mb() -> float:

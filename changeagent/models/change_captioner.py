@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from changeagent.errors import ChangeAgentError
 from changeagent.models.caption_decoder import CaptionDecoder
+from changeagent.models.decode_cfg import DECODE
 from changeagent.models.decoding import beam_search, greedy_decode
 from changeagent.models.encoder import STRIDE, Encoder
 from changeagent.models.mask_decoder import MaskDecoder
@@ -149,9 +150,9 @@ class ChangeCaptioner(nn.Module):
         return self.retrieval.text(caption_ids)
 
     @torch.no_grad()
-    def predict(self, image: Tensor, dataset: Sequence[str] | None = None, method: str = "greedy",
-                beam_size: int = 3, max_len: int = 41, length_penalty: float = 1.0,
-                min_len: int = 0) -> dict[str, Any]:
+    def predict(self, image: Tensor, dataset: Sequence[str] | None = None, method: str = DECODE.method,
+                beam_size: int = DECODE.beam_size, max_len: int = DECODE.max_len,
+                length_penalty: float = DECODE.length_penalty, min_len: int = 0) -> dict[str, Any]:
         """Masks and captions from one encoder pass, in eval mode (the previous mode is restored).
 
         Returns {"change", "masks"} as in `forward` and "tokens": int64 [B, T] without `<START>`,

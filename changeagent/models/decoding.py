@@ -14,6 +14,7 @@ from torch import Tensor
 
 from changeagent.data.constants import END, NULL, START
 from changeagent.errors import ChangeAgentError
+from changeagent.models.decode_cfg import DECODE
 
 
 class StepDecoder(Protocol):
@@ -60,7 +61,7 @@ def _trim(tokens: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def greedy_decode(decoder: StepDecoder, memory: Tensor, max_len: int = 41, min_len: int = 0) -> Tensor:
+def greedy_decode(decoder: StepDecoder, memory: Tensor, max_len: int = DECODE.max_len, min_len: int = 0) -> Tensor:
     """memory [B, M, dim] -> tokens int64 [B, T]; stops once every item has produced `<END>`."""
     _check(max_len, min_len)
     b = memory.shape[0]
@@ -80,8 +81,9 @@ def greedy_decode(decoder: StepDecoder, memory: Tensor, max_len: int = 41, min_l
 
 
 @torch.no_grad()
-def beam_search(decoder: StepDecoder, memory: Tensor, beam_size: int = 3, max_len: int = 41,
-                length_penalty: float = 1.0, min_len: int = 0) -> Tensor:
+def beam_search(decoder: StepDecoder, memory: Tensor, beam_size: int = DECODE.beam_size,
+                max_len: int = DECODE.max_len, length_penalty: float = DECODE.length_penalty,
+                min_len: int = 0) -> Tensor:
     """memory [B, M, dim] -> best hypothesis per item, tokens int64 [B, T].
 
     A hypothesis of n generated tokens (`<END>` counted) scores sum(log p) / n ** length_penalty

@@ -45,8 +45,9 @@ class ModelCfg(ModelTypeCfg):
                                       factory=dict)
     retrieval: RetrievalConfig = opt(help="text-to-pair retrieval head (models/retrieval.py; enabled: false = none)",
                                      factory=RetrievalConfig)
-    compile: bool = opt(False, "torch.compile the encoder, necks and decoders' forward")
-    channels_last: bool = opt(True, "NHWC activations: 20-30 % faster convolutions on CPU and GPU")
+    compile: bool = opt(False, "torch.compile the encoder, necks, decoders and retrieval head in place (training, "
+                        "eval and predict; state-dict names unchanged)")
+    channels_last: bool = opt(True, "NHWC weights and activations: 20-30 % faster convolutions on CPU and GPU")
 
     def validate(self, key: str) -> None:
         # the caption neck is `neck` with these keys replaced: it must be a valid neck config itself
@@ -168,15 +169,3 @@ def compile_model(model: ChangeCaptioner, **kwargs: Any) -> ChangeCaptioner:
         model.retrieval.compile(**kwargs)
     return model
 
-
-def resolve_device(name: str) -> torch.device:
-    """`cpu`, `cuda`, `cuda:N` or `auto` -> torch.device; a clear error for a bad or absent device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ChangeAgentError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:N, auto)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ChangeAgentError(f"--device {name}: CUDA is not available on this machine")
-    return dev

@@ -2,9 +2,10 @@
 a training run folder (its `best/`) or a `last.pt`, and `attach_vocab` is the one place a vocabulary
 joins a model.
 
-Model folder: config.json (`model` config, `vocab_size`, `data_norm`, `datasets` trained on with their
-classes and palettes, `training`: the training record, read by `training_record`), model.safetensors,
-vocab.json. Nothing is ever unpickled (safetensors; `last.pt`
+Model folder: config.json (`model` config, `vocab_size`, `norm`: the normalisation statistics per
+trained dataset, `datasets` trained on with their classes and palettes, `training`: the training
+record, read by `training_record`), model.safetensors, vocab.json. Nothing is ever unpickled
+(safetensors; `last.pt`
 through `torch.load(weights_only=True)`). This module imports the model code, never the reverse.
 """
 
@@ -27,13 +28,15 @@ from changeagent.models.change_captioner import ChangeCaptioner
 from changeagent.models.factory import compile_model, create_model
 
 CONFIG, WEIGHTS, VOCAB = "config.json", "model.safetensors", "vocab.json"
-FORMAT_VERSION = 2  # 2: data_norm and datasets written by save_pretrained itself
+FORMAT_VERSION = 3  # 2: data_norm and datasets written by save_pretrained itself; 3: `norm` per dataset
+NORM = "norm"  # config.json: {dataset id: {"mean": [...], "std": [...]}}, one entry per trained dataset
+Norms = dict[str, dict[str, list[float]]]
 
 
 class Loaded(NamedTuple):
     model: ChangeCaptioner
     vocab: Vocabulary | None
-    norm: dict[str, list[float]] | None  # {"mean": [...], "std": [...]} the model was trained with
+    norm: Norms | None  # {dataset id: {"mean", "std"}} each trained dataset was read with; None: not recorded
     datasets: dict[str, dict[str, Any]]  # dataset id -> DatasetSpec.summary() of what it was trained on
 
 
@@ -70,14 +73,15 @@ def _temp_path(directory: Path, name: str) -> Path:
 
 
 def save_pretrained(model: Any, directory: str | Path, *, vocab: Vocabulary | None = None,
-                    norm: Mapping[str, Sequence[float]] | None = None,
+                    norm: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
                     datasets: Mapping[str, Any] | Sequence[str] | None = None,
                     training: Mapping[str, Any] | None = None) -> Path:
     """Write the model folder; every file goes to a temp name first and is renamed at the end.
 
-    vocab: defaults to the attached `model.vocab`; norm: {"mean", "std"} of the training data;
-    datasets: the datasets the model was trained on (ids, specs or summaries); training: the
-    training record (`TRAINING_KEYS`: what it was trained on and the score it was chosen on).
+    vocab: defaults to the attached `model.vocab`; norm: {dataset id: {"mean", "std"}} each training
+    dataset was normalised with; datasets: the datasets the model was trained on (ids, specs or
+    summaries); training: the training record (`TRAINING_KEYS`: what it was trained on and the
+    score it was chosen on).
     """
     from safetensors.torch import save_model
 
@@ -88,10 +92,10 @@ def save_pretrained(model: Any, directory: str | Path, *, vocab: Vocabulary | No
             f"cannot save to {directory}: vocabulary has {len(vocab)} words, model has {model.vocab_size}"
         )
     config: dict[str, Any] = {"format_version": FORMAT_VERSION, "model": model.config, "vocab_size": model.vocab_size}
-    if norm is not None:
-        config["data_norm"] = {"mean": [float(v) for v in norm["mean"]], "std": [float(v) for v in norm["std"]]}
     if datasets is not None:
         config["datasets"] = dataset_summaries(datasets)
+    if norm is not None:
+        config[NORM] = check_norms(norm, f"cannot save to {directory}: norm", config.get("datasets") or None)
     if training is not None:
         config[TRAINING] = check_training_record(training, directory)
     texts = {CONFIG: json.dumps(config, indent=2)}  # unsorted: `datasets` keeps the training order
@@ -167,29 +171,54 @@ def training_record(path: str | Path) -> dict[str, Any] | None:
         elif (p / "last.pt").is_file():
             p = p / "last.pt"
     if p.is_file() and p.suffix == ".pt":
-        try:  # memory-mapped: only the small record is read, not the weights
-            state = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as e:  # noqa: BLE001 - a damaged file: name it
-            raise ChangeAgentError(f"checkpoint {p} is corrupt or truncated ({type(e).__name__})") from None
-        record = state.get(TRAINING) if isinstance(state, dict) else None
+        record = _read_last(p, mmap=True).get(TRAINING)  # memory-mapped: the weights are not read
     else:
         record = read_config(p).get(TRAINING)
     return None if record is None else check_training_record(record, p)
 
 
-def _check_norm(norm: Any, where: Path) -> dict[str, list[float]] | None:
-    if norm is None:
-        return None
+def _one_norm(norm: Any, where: str) -> dict[str, list[float]]:
     try:
-        return {"mean": [float(v) for v in norm["mean"]], "std": [float(v) for v in norm["std"]]}
+        mean, std = [float(v) for v in norm["mean"]], [float(v) for v in norm["std"]]
     except (KeyError, TypeError, ValueError):
-        raise ChangeAgentError(f"{where}: data_norm must be {{\"mean\": [...], \"std\": [...]}}") from None
+        raise ChangeAgentError(f"{where} must be {{\"mean\": [...], \"std\": [...]}}") from None
+    if not mean or len(mean) != len(std) or min(std) <= 0:
+        raise ChangeAgentError(f"{where}: mean {mean} and std {std} must have the same length and std > 0")
+    return {"mean": mean, "std": std}
 
 
-def _trained_on(recorded: Any, model_cfg: dict[str, Any], where: Path) -> dict[str, dict[str, Any]]:
-    """The datasets a saved model was trained on; folders of format 1 list ids (or nothing: its heads)."""
+def check_norms(norms: Any, where: str, datasets: Mapping[str, Any] | None = None) -> Norms:
+    """{dataset id: {"mean", "std"}} checked (ids of `datasets` when given, statistics of equal length)."""
+    if not isinstance(norms, Mapping) or not norms:
+        raise ChangeAgentError(f"{where} must map dataset ids to {{\"mean\": [...], \"std\": [...]}}")
+    out = {}
+    for name, norm in norms.items():
+        if datasets is not None and name not in datasets:
+            raise ChangeAgentError(f"{where}: {name!r} is not one of the datasets trained on {list(datasets)}")
+        out[str(name)] = _one_norm(norm, f"{where}.{name}")
+    return out
+
+
+def _recorded_norms(config: dict[str, Any], trained: Mapping[str, Any], where: Path) -> Norms | None:
+    """The statistics per trained dataset a model folder records; None when it records none.
+
+    Folders of format <= 2 hold one `data_norm` for the whole run, which every dataset of that run
+    was read with (the engine then had a single data.mean/std), so it stands for each of them."""
+    if config.get(NORM) is not None:
+        return check_norms(config[NORM], f"{where}: {NORM}")
+    single = config.get("data_norm") or config["model"].get("data_norm")
+    if single is None:
+        return None
+    norm = _one_norm(single, f"{where}: data_norm")
+    return {name: dict(norm) for name in trained} or None
+
+
+def _trained_on(recorded: Any, where: Path) -> dict[str, dict[str, Any]]:
+    """The datasets a saved model was trained on (folders of format 1 list ids); {} when it records
+    none: its heads alone do not say what it was trained on (a model built without a run has heads
+    for levir_mci and second_cc), so inference asks for --head instead of guessing."""
     try:
-        return dataset_summaries(recorded if recorded is not None else model_cfg.get("datasets"))
+        return dataset_summaries(recorded)
     except ChangeAgentError as e:
         raise ChangeAgentError(f"{where}: {e}") from None
 
@@ -270,19 +299,24 @@ def _load_folder(directory: Path, map_location: str | torch.device) -> Loaded:
         if len(vocab) != model.vocab_size:
             raise ChangeAgentError(f"{directory / VOCAB} has {len(vocab)} words, config.json says {model.vocab_size}")
     attach_vocab(model, vocab)
-    norm = _check_norm(config.get("data_norm") or config["model"].get("data_norm"), directory / CONFIG)
-    return Loaded(model, vocab, norm, _trained_on(config.get("datasets"), model.config, directory / CONFIG))
+    trained = _trained_on(config.get("datasets"), directory / CONFIG)
+    return Loaded(model, vocab, _recorded_norms(config, trained, directory / CONFIG), trained)
 
 
-def _load_last(path: Path, map_location: str | torch.device) -> Loaded:
-    """The model of a training checkpoint: its EMA weights once warmed up (what validation used)."""
+def _read_last(path: Path, mmap: bool = False) -> dict[str, Any]:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # torch raises several types for truncated/garbage zip files
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ChangeAgentError(f"checkpoint {path} is corrupt or truncated ({reason})") from None
     if not isinstance(state, dict) or any(k not in state for k in ("model", "config", "vocab")):
         raise ChangeAgentError(f"checkpoint {path} is not a changeagent training checkpoint")
+    return state
+
+
+def _load_last(path: Path, map_location: str | torch.device) -> Loaded:
+    """The model of a training checkpoint: its EMA weights once warmed up (what validation used)."""
+    state = _read_last(path)
     vocab = Vocabulary(dict(state["vocab"]))
     cfg = state["config"]
     model = _build(cfg["model"], len(vocab))
@@ -298,26 +332,52 @@ def _load_last(path: Path, map_location: str | torch.device) -> Loaded:
                                f"{str(e).splitlines()[0]}") from None
     model.to(map_location)
     attach_vocab(model, vocab)
+    trained = _trained_on(state.get("datasets") or cfg.get("data", {}).get("datasets"), path)
+    return Loaded(model, vocab, _last_norms(cfg, trained, path), trained)
+
+
+def _last_norms(cfg: dict[str, Any], trained: Mapping[str, Any], where: Path) -> Norms | None:
+    """The statistics a training checkpoint's run read each dataset with (its saved run config:
+    `data.<id>.mean/std`, or the single `data.mean/std` of configs before per-dataset statistics)."""
     data = cfg.get("data", {})
-    norm = _check_norm({"mean": data["mean"], "std": data["std"]} if "mean" in data else None, path)
-    recorded = state.get("datasets") or data.get("datasets")
-    return Loaded(model, vocab, norm, _trained_on(recorded, model.config, path))
+    if "mean" in data:
+        return {name: _one_norm(data, f"{where}: data") for name in trained} or None
+    norms = {name: data[name] for name in trained if (data.get(name) or {}).get("mean") is not None}
+    return check_norms(norms, f"{where}: data") if norms else None
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> Loaded:
-    """(model, vocab, norm, datasets) from a model folder (`best/`), a run folder or a `last.pt`."""
+def read_norms(path: str | Path) -> tuple[Norms | None, Path]:
+    """(the recorded statistics per trained dataset, the file they come from) of what `load(path)`
+    would load, without building the model: a model folder, a run folder or a last.pt."""
+    p = resolve_path(path)
+    if p.is_file():
+        state = _read_last(p, mmap=True)  # tensors stay on disk: only the config is read
+        cfg = state["config"]
+        return _last_norms(cfg, _trained_on(state.get("datasets") or cfg.get("data", {}).get("datasets"), p), p), p
+    config = read_config(p)
+    return _recorded_norms(config, _trained_on(config.get("datasets"), p / CONFIG), p / CONFIG), p / CONFIG
+
+
+def resolve_path(path: str | Path) -> Path:
+    """The model folder or last.pt that `path` names: itself, or a run folder's best/ (else last.pt)."""
     p = Path(path)
     if p.is_dir() and not (p / CONFIG).is_file():
         if (p / "best" / CONFIG).is_file():
             p = p / "best"  # a training run folder: its exported best model
         elif (p / "last.pt").is_file():
             p = p / "last.pt"
-    if p.is_file():
-        if p.suffix != ".pt":
-            raise ChangeAgentError(f"checkpoint {p} is neither a model folder nor a last.pt")
-        return _load_last(p, map_location)
+    if p.is_file() and p.suffix != ".pt":
+        raise ChangeAgentError(f"checkpoint {p} is neither a model folder nor a last.pt")
     if not p.exists():
         raise ChangeAgentError(f"checkpoint {p} does not exist")
+    return p
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> Loaded:
+    """(model, vocab, norm, datasets) from a model folder (`best/`), a run folder or a `last.pt`."""
+    p = resolve_path(path)
+    if p.is_file():
+        return _load_last(p, map_location)
     return _load_folder(p, map_location)
 
 

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from changeagent.data.constants import NO_CHANGE_SENTENCES
-from changeagent.data.io import SECOND_PALETTE
+from changeagent.data.labels import SECOND_PALETTE
 
 CHANGE_CAPTIONS = (
     "A road is built at the top .",

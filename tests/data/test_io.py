@@ -7,17 +7,9 @@ import pytest
 from PIL import Image
 from shared_data import DATA
 
-from changeagent.data.io import (
-    SECOND_PALETTE,
-    check_same_size,
-    decode_levir_mask,
-    decode_second_sem,
-    image_size,
-    levir_mask_encoding,
-    read_image,
-    read_label,
-    write_text_atomic,
-)
+from changeagent.data.images import check_same_size, image_size, read_image, read_label
+from changeagent.data.io import write_text_atomic
+from changeagent.data.labels import SECOND_PALETTE, decode_levir_mask, decode_second_sem, levir_mask_encoding
 from changeagent.errors import ChangeAgentError
 
 REAL_LABEL = DATA / "real_tiles/LEVIR-CD/label/test_2_0000_0000.png"

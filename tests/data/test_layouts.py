@@ -22,15 +22,16 @@ from changeagent.data.synth import MARKER
 from changeagent.errors import ChangeAgentError
 
 ISSUE_IDS = ["levir_mci", "second_cc", "levir_cd", "whu_cd", "dsifn_cd", "levir_cc", "second", "custom"]
+QA_IDS = ["cdvqa", "qag360k"]  # question datasets (tests/data/test_qa_readers.py)
 REAL = DATA / "real_tiles"
 
 
 def test_registry_holds_every_dataset_and_its_config_section():
     from changeagent.engine.schema import DataCfg
 
-    assert dataset_ids() == ISSUE_IDS
+    assert dataset_ids() == ISSUE_IDS + QA_IDS
     names = {f.name for f in fields(DataCfg)}
-    for name in ISSUE_IDS:
+    for name in ISSUE_IDS + QA_IDS:
         spec = get_spec(name)
         assert spec.id == name and name in names
         assert spec.reader.dataset_id == name

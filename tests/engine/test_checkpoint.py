@@ -10,7 +10,8 @@ import torch
 from engine_helpers import write_config
 
 from changeagent.cli import main
-from changeagent.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from changeagent.engine.checkpoint import load_checkpoint, save_checkpoint
+from changeagent.engine.resume import rng_state, set_rng_state
 from changeagent.errors import ChangeAgentError
 
 

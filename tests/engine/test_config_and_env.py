@@ -8,10 +8,11 @@ import re
 import pytest
 
 from changeagent.config import config_dir, load_model_config
-from changeagent.engine.builders import choose_captions, selection_score
+from changeagent.engine.batches import choose_captions
 from changeagent.engine.distributed import launcher_env
 from changeagent.engine.optim import lr_factor
 from changeagent.engine.schema import load_run_config, stages_of
+from changeagent.engine.selection import selection_score
 from changeagent.errors import ChangeAgentError
 
 

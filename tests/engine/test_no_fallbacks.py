@@ -16,8 +16,9 @@ def test_missing_root_is_an_error_naming_the_key(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: data.levir_mci.root: not set")
     assert "data.levir_mci.synthetic=true" in err and not out.exists()
+    # eval reads the checkpoint's statistics into the config first: a missing one is named
     code = main(["eval", "-c", str(config_dir() / "second_cc.yaml"), "--checkpoint", str(tmp_path / "none")])
-    assert code == 2 and capsys.readouterr().err.startswith("error: data.second_cc.root: not set")
+    assert code == 2 and capsys.readouterr().err.startswith(f"error: checkpoint {tmp_path / 'none'} does not exist")
     code = main(["train", "-c", str(config_dir() / "levir_mci.yaml"), f"data.levir_mci.root={tmp_path / 'nope'}"])
     assert code == 2 and "error: data.levir_mci.root: " in capsys.readouterr().err
 
@@ -56,10 +57,10 @@ def test_resume_keeps_the_elapsed_time_budget(tmp_path, synth_roots):
 def test_missing_java_is_reported_at_start(tmp_path, synth_roots, capsys, monkeypatch):
     import shutil
 
-    from changeagent.engine import builders
+    from changeagent.engine import selection
 
     real_which = shutil.which
-    monkeypatch.setattr(builders.shutil, "which", lambda name: None if name == "java" else real_which(name))
+    monkeypatch.setattr(selection.shutil, "which", lambda name: None if name == "java" else real_which(name))
     cfg = write_config(tmp_path / "c.yaml", synth_roots, train={"steps": 1})
     out = tmp_path / "run"
     code = main(["train", "-c", str(cfg), "eval.meteor=true", "eval.select=miou+s_m", f"run.out_dir={out}"])

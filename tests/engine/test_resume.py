@@ -9,6 +9,7 @@ import torch
 from engine_helpers import read_jsonl, write_config
 
 from changeagent.cli import main
+from changeagent.engine.resume import STATE
 
 STAGES = [
     {"name": "joint", "steps": 3},
@@ -36,6 +37,7 @@ def test_resume_is_exact(tmp_path, synth_roots, stop_at):
     a = torch.load(full / "last.pt", weights_only=True)
     b = torch.load(split / "last.pt", weights_only=True)
     assert a["step"] == b["step"] == 6
+    assert list(a) == list(b) == ["format", *STATE]  # engine.resume owns every key, nothing else writes one
     for part in ("model", "ema"):
         for name in a[part]:
             assert torch.equal(a[part][name], b[part][name]), (part, name)

@@ -59,7 +59,7 @@ def test_retrieval_captions_undo_the_canonical_no_change_trick():
 
     from changeagent.data.constants import CANONICAL_NO_CHANGE, NO_CHANGE_SENTENCES
     from changeagent.data.vocab import Vocabulary, tokenize
-    from changeagent.engine.builders import retrieval_captions
+    from changeagent.engine.batches import retrieval_captions
 
     vocab = Vocabulary.build([tokenize(s) for s in (*NO_CHANGE_SENTENCES, "a road is built")], min_count=0)
     canon = vocab.encode(CANONICAL_NO_CHANGE, max_len=12)

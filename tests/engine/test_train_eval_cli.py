@@ -37,7 +37,7 @@ def test_levir_contract_time_budget_then_eval(tmp_path, synth_roots, capsys):
     assert (out / "last.pt").is_file() and (out / "metrics.csv").is_file()
     best = out / "best"
     cfg = json.loads((best / "config.json").read_text())
-    assert cfg["data_norm"]["mean"] == [0.39073, 0.38623, 0.32989]
+    assert cfg["norm"] == {"levir_mci": {"mean": [0.39073, 0.38623, 0.32989], "std": [0.15329, 0.14628, 0.13648]}}
     assert json.loads((best / "metrics.json").read_text())["levir_mci"]["n_pairs"] == 5
     model = load_model(best)
     assert model.vocab is not None and len(model.vocab) == model.vocab_size
@@ -55,7 +55,8 @@ def test_levir_contract_time_budget_then_eval(tmp_path, synth_roots, capsys):
     metrics = json.loads((ev / "metrics.json").read_text())
     assert set(metrics) == {"levir_mci", "eval"}
     assert metrics["eval"] == {"method": "beam", "beam_size": 2, "length_penalty": 0.7, "max_len": 41,
-                               "caption_level": "id", "meteor": True}
+                               "caption_level": "id", "meteor": True, "norm": cfg["norm"]}
+    assert "method: beam" in (ev / "config.yaml").read_text()  # the validated config that ran
     m = metrics["levir_mci"]
     assert CAPTION_KEYS | {"miou", "iou_per_class"} <= set(m)
     assert len(m["iou_per_class"]) == 3 and 0.0 <= m["miou"] <= 1.0 and 0.0 <= m["bleu4"] <= 1.0

@@ -11,6 +11,7 @@ from affine import Affine
 from rasterio.windows import Window
 from shared_data import DATA
 
+from changeagent.data.registry import get_spec
 from changeagent.data.vocab import Vocabulary
 from changeagent.models import create_model, save_pretrained
 
@@ -28,9 +29,11 @@ WORDS = ["a", "building", "buildings", "road", "new", "is", "built", "the", "sce
 FAST = {"max_len": 6}  # random weights: keep caption decoding short
 
 
-def save_tiny(path: Path, seed: int = 0, data_norm: dict | None = None, trained: list[str] | dict | None = None,
+def save_tiny(path: Path, seed: int = 0, norm: dict | str | None = "spec", trained: list[str] | dict | None = None,
               **cfg: object) -> Path:
-    """A tiny random model folder; `trained`: the datasets recorded as trained on (default: its heads)."""
+    """A tiny random model folder; `trained`: the datasets recorded as trained on (default: its heads);
+    `norm`: the statistics recorded per dataset ("spec": each trained dataset's own, as a run records;
+    None: none recorded)."""
     torch.manual_seed(seed)
     vocab = Vocabulary.build([WORDS], min_count=0)
     model = create_model({**TINY, **cfg}, len(vocab))
@@ -40,7 +43,9 @@ def save_tiny(path: Path, seed: int = 0, data_norm: dict | None = None, trained:
         for conv in [dec.change_head, *dec.heads.values()]:
             conv.weight.normal_(0.0, 2.0)
             conv.bias.zero_()
-    save_pretrained(model, path, vocab=vocab, norm=data_norm, datasets=datasets)
+    if norm == "spec":
+        norm = {n: get_spec(n).norm for n in datasets} or None
+    save_pretrained(model, path, vocab=vocab, norm=norm, datasets=datasets)
     return path
 
 

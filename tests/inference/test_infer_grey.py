@@ -7,7 +7,7 @@ import numpy as np
 import rasterio
 from infer_helpers import TILES
 
-from changeagent.data.io import read_image
+from changeagent.data.images import read_image
 from changeagent.inference.predictor import Predictor
 
 FAST = ("--max-len", "4", "--no-progress", "--no-vis")

@@ -10,6 +10,7 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from changeagent.data.constants import LEVIR_MEAN
+from changeagent.data.registry import get_spec
 from changeagent.errors import ChangeAgentError
 from changeagent.inference import Predictor
 from changeagent.inference.raster import Scaler
@@ -90,10 +91,12 @@ def test_second_cc_head_gives_change_and_from_to_maps(ckpt):
     assert set(pred.changed_fraction) == {"water", "ground", "low_vegetation", "tree", "building", "playground"}
 
 
-def test_normalisation_from_checkpoint_or_levir(tmp_path, ckpt):
-    assert np.allclose(Predictor.from_pretrained(ckpt).mean, LEVIR_MEAN)
+def test_normalisation_is_that_recorded_for_the_decoding_head(tmp_path, ckpt):
+    assert np.allclose(Predictor.from_pretrained(ckpt).mean, LEVIR_MEAN)  # levir_mci: its own statistics
+    # the SECOND-CC head: SECOND-CC's statistics (ImageNet's: it publishes none), not LEVIR's
+    assert np.allclose(Predictor.from_pretrained(ckpt, head="second_cc").std, get_spec("second_cc").std)
     norm = {"mean": [0.1, 0.2, 0.3, 0.4], "std": [0.5, 0.5, 0.5, 0.5]}
-    ms = save_tiny(tmp_path / "ms", in_channels=4, data_norm=norm)
+    ms = save_tiny(tmp_path / "ms", in_channels=4, norm={"levir_mci": norm})
     p = Predictor.from_pretrained(ms, bands=[1, 2, 3, 4], **FAST)
     assert np.allclose(p.mean, norm["mean"]) and p.in_channels == 4
     # real Sentinel-2 uint16, 4 bands: percentile stretch to [0, 1]
@@ -101,9 +104,19 @@ def test_normalisation_from_checkpoint_or_levir(tmp_path, ckpt):
     pred = p.predict(s2, s2)
     assert pred.mask.shape == (64, 96)
     bad = tmp_path / "bad"
-    save_tiny(bad, data_norm={"mean": [0.5], "std": [0.2]})
-    with pytest.raises(ChangeAgentError, match="data_norm"):
+    save_tiny(bad, norm={"levir_mci": {"mean": [0.5], "std": [0.2]}})
+    with pytest.raises(ChangeAgentError, match="1 mean / 1 std values .* 3 bands"):
         Predictor.from_pretrained(bad)
+    # no statistics for the head it decodes: an error naming the folder, unless --mean/--std are given
+    with pytest.raises(ChangeAgentError, match=f"{ms}: no normalisation statistics for the second_cc head"):
+        Predictor.from_pretrained(ms, head="second_cc", bands=[1, 2, 3, 4])
+    none = save_tiny(tmp_path / "none", norm=None)
+    with pytest.raises(ChangeAgentError, match=f"{none}: no normalisation statistics .* records none"):
+        Predictor.from_pretrained(none)
+    given = Predictor.from_pretrained(none, mean=[0.3] * 3, std=[0.2] * 3)
+    assert np.allclose(given.mean, 0.3) and np.allclose(given.std, 0.2)
+    with pytest.raises(ChangeAgentError, match="both --mean and --std"):
+        Predictor.from_pretrained(none, mean=[0.3] * 3)
 
 
 def test_scaler_rules():
@@ -161,6 +174,15 @@ def test_default_head_is_the_trained_one(tmp_path):
     assert set(p.predict(*_tile("test_2_0000_0000")).maps) == {"mask", "change", "from", "to"}
     with pytest.raises(ChangeAgentError, match="not trained on levir_mci"):
         Predictor.from_pretrained(both_heads, head="levir_mci")
+
+
+def test_a_folder_without_its_trained_datasets_needs_head(tmp_path):
+    """Issue 17 §2.8: no `datasets` record is an error, not LEVIR's head; an explicit --head is taken."""
+    norec = save_tiny(tmp_path / "norec", trained={}, norm={"second_cc": {"mean": [0.4] * 3, "std": [0.2] * 3}})
+    with pytest.raises(ChangeAgentError, match=f"{norec}: the model folder records no datasets .* --head"):
+        Predictor.from_pretrained(norec, **FAST)
+    p = Predictor.from_pretrained(norec, head="second_cc", **FAST)
+    assert p.head == "second_cc" and np.allclose(p.mean, 0.4)
 
 
 def test_binary_change_head_from_a_levir_cd_model(tmp_path):

@@ -43,7 +43,7 @@ def test_converted_reference_checkpoint_reproduces_the_reference_outputs(tmp_pat
     assert summary["vocab_size"] == 468 and summary["ignored"] > 0  # unused reference modules dropped
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["type"] == "mci"
-    assert config["data_norm"] == {"mean": [0.39073, 0.38623, 0.32989], "std": [0.15329, 0.14628, 0.13648]}
+    assert config["norm"] == {"levir_mci": {"mean": [0.39073, 0.38623, 0.32989], "std": [0.15329, 0.14628, 0.13648]}}
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "vocab.json"]
 
     result = compare_to_fixture(out, REFERENCE, device="cpu")

@@ -12,6 +12,7 @@ from changeagent.data.constants import SPECIALS
 from changeagent.data.vocab import Vocabulary
 from changeagent.errors import ChangeAgentError
 from changeagent.models import ChangeCaptioner, create_model, load, load_model, save_pretrained
+from changeagent.models.hub import read_norms
 
 
 @pytest.fixture
@@ -84,8 +85,9 @@ def test_vocab_size_mismatch_is_refused(model, tmp_path):
 
 
 def test_load_returns_vocab_norm_and_trained_datasets(model, tmp_path):
-    norm = {"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]}
+    norm = {"second_cc": {"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]}}
     save_pretrained(model, tmp_path / "m", norm=norm, datasets=["second_cc"])
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["norm"] == norm  # the record format
     loaded, vocab, got_norm, datasets = load(tmp_path / "m")
     assert vocab == model.vocab and loaded.vocab is vocab
     assert got_norm == norm
@@ -93,17 +95,49 @@ def test_load_returns_vocab_norm_and_trained_datasets(model, tmp_path):
     # a run folder resolves to its best/
     save_pretrained(model, tmp_path / "run" / "best", norm=norm, datasets=["second_cc"])
     assert load(tmp_path / "run").datasets == datasets
+    assert read_norms(tmp_path / "run") == (norm, tmp_path / "run" / "best" / "config.json")
+
+
+def test_norm_record_is_per_trained_dataset(model, tmp_path):
+    with pytest.raises(ChangeAgentError, match="'levir_mci' is not one of the datasets trained on"):
+        save_pretrained(model, tmp_path / "m", norm={"levir_mci": {"mean": [0.5] * 3, "std": [0.2] * 3}},
+                        datasets=["second_cc"])
+    with pytest.raises(ChangeAgentError, match="same length"):
+        save_pretrained(model, tmp_path / "m", norm={"second_cc": {"mean": [0.5] * 3, "std": [0.2]}},
+                        datasets=["second_cc"])
+    assert not (tmp_path / "m" / "config.json").exists()
+
+
+def test_folders_of_format_2_give_their_one_data_norm_to_every_trained_dataset(model, tmp_path):
+    save_pretrained(model, tmp_path / "m", datasets=["levir_mci", "second_cc"])
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    one = {"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]}
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**config, "format_version": 2, "data_norm": one}))
+    assert load(tmp_path / "m").norm == {"levir_mci": one, "second_cc": one}
+
+
+def test_a_folder_without_records_has_no_datasets_and_no_norm(model, tmp_path):
+    # its heads (levir_mci + second_cc of a bare create_model) say nothing about what it was trained on
+    save_pretrained(model, tmp_path / "m")
+    loaded = load(tmp_path / "m")
+    assert loaded.datasets == {} and loaded.norm is None
 
 
 def test_load_reads_a_training_checkpoint(model, tmp_path):
-    cfg = {"model": model.config, "data": {"mean": [0.5] * 3, "std": [0.25] * 3, "datasets": ["levir_mci"]}}
-    state = {"model": model.state_dict(), "config": cfg, "vocab": dict(model.vocab.word_to_id)}
+    data = {"datasets": ["levir_mci"], "levir_mci": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    state = {"model": model.state_dict(), "config": {"model": model.config, "data": data},
+             "vocab": dict(model.vocab.word_to_id)}
     torch.save(state, tmp_path / "last.pt")
     loaded, vocab, norm, datasets = load(tmp_path / "last.pt")
-    assert vocab == model.vocab and norm == {"mean": [0.5] * 3, "std": [0.25] * 3}
+    assert vocab == model.vocab and norm == {"levir_mci": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    assert read_norms(tmp_path / "last.pt") == (norm, tmp_path / "last.pt")
     assert list(datasets) == ["levir_mci"]
     for (n1, t1), (n2, t2) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert n1 == n2 and torch.equal(t1, t2), n1
+    # a checkpoint of the single data.mean/std configs: every trained dataset was read with it
+    state["config"]["data"] = {"mean": [0.5] * 3, "std": [0.25] * 3, "datasets": ["levir_mci"]}
+    torch.save(state, tmp_path / "old.pt")
+    assert load(tmp_path / "old.pt").norm == norm
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     with pytest.raises(ChangeAgentError, match="corrupt"):
         load(tmp_path / "bad.pt")

@@ -67,7 +67,8 @@ def ddp_worker(port: int, cfg_path: str, backend: str) -> None:
 
     import torch.distributed as dist
 
-    from changeagent.engine.distributed import DistInfo, pick_device
+    from changeagent.devices import resolve_device
+    from changeagent.engine.distributed import DistInfo
     from changeagent.engine.schema import load_run_config
     from changeagent.engine.trainer import Trainer
 
@@ -77,7 +78,7 @@ def ddp_worker(port: int, cfg_path: str, backend: str) -> None:
             return True
 
     cfg = load_run_config(cfg_path)
-    device = pick_device(cfg.run.device, 0)
+    device = resolve_device(cfg.run.device, 0, key="run.device")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend, init_method="env://", rank=0, world_size=1,

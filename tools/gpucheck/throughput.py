@@ -39,12 +39,13 @@ def is_oom(e: BaseException) -> bool:
 
 
 def build(ctx: Context, name: str) -> torch.nn.Module:
-    """The model as the engine trains it: configs/model/NAME.yaml, on the device, channels_last weights."""
+    """The model as the engine trains it: configs/model/NAME.yaml, on the device, NHWC weights when its
+    `channels_last` says so (engine.model_init.build_model)."""
     from changeagent.models import create_model
 
     torch.manual_seed(0)
     model = create_model(ctx.model_config(name), VOCAB).to(ctx.device)
-    return model.to(memory_format=torch.channels_last)
+    return model.to(memory_format=torch.channels_last) if model.config.get("channels_last") else model
 
 
 def device_batch(ctx: Context, b: int) -> dict[str, Any]:
@@ -195,6 +196,7 @@ def max_batch_check(ctx: Context, c: Check, name: str, precision: str) -> None:
 
 def scene_check(ctx: Context, c: Check) -> None:
     """`changeagent predict --scene`'s code (Predictor + predict_scene) on a generated S x S GeoTIFF pair."""
+    from changeagent.data.registry import get_spec
     from changeagent.data.vocab import Vocabulary
     from changeagent.inference.bench import make_scene
     from changeagent.inference.predictor import Predictor
@@ -207,7 +209,9 @@ def scene_check(ctx: Context, c: Check) -> None:
     torch.manual_seed(0)
     model = create_model(ctx.model_config("fast"), len(vocab))
     ckpt = ctx.work / "scene_model"
-    save_pretrained(model, ckpt, vocab=vocab)
+    # an untrained stand-in for a model trained on its heads' datasets, recorded as such (predict needs it)
+    save_pretrained(model, ckpt, vocab=vocab, datasets=model.datasets,
+                    norm={n: get_spec(n).norm for n in model.datasets})
     a, b = ctx.work / "scene_a.tif", ctx.work / "scene_b.tif"
     t0 = time.perf_counter()
     make_scene(a, b, s.scene)

@@ -2,7 +2,7 @@
 
 - every model x precision (fp32, bf16 autocast, fp16 + GradScaler) for a fixed number of steps on
   generated 256-px LEVIR-MCI-layout data: losses finite and falling, pairs/s, peak memory;
-- `train.compile=true` against the eager run;
+- `model.compile=true` against the eager run;
 - DDP and resume after a kill (`gpucheck.multiproc`).
 """
 
@@ -44,7 +44,8 @@ def run(ctx: Context, report: Report) -> None:
 # -- run configs --------------------------------------------------------------------------------------
 
 
-def run_config(ctx: Context, model: str, precision: str, out: Path, **train: Any) -> dict[str, Any]:
+def run_config(ctx: Context, model: str, precision: str, out: Path, compile: bool = False,
+               **train: Any) -> dict[str, Any]:
     """A plain run-config dict (validated by `engine.schema.validate`) on the generated data."""
     s = ctx.sizes
     return {
@@ -57,7 +58,7 @@ def run_config(ctx: Context, model: str, precision: str, out: Path, **train: Any
             "batch_size": s.batch, "eval_batch_size": s.batch, "min_count": 0,
             "num_workers": 2 if ctx.cuda else 0,  # workers + pinned memory: the GPU input path
         },
-        "model": ctx.model_config(model),
+        "model": {**ctx.model_config(model), **({"compile": True} if compile else {})},
         "optim": {"lr": s.model_lr.get(model, s.lr)},
         "sched": {"name": "constant"},
         "train": {"steps": s.steps, "amp": AMP[precision], "log_every": 1, "save_every": 10**6, **train},
@@ -126,8 +127,8 @@ def data_check(ctx: Context, c: Check) -> None:
     """Generate the LEVIR-MCI-layout data once, as the engine does for `synthetic: true` (every run reuses it)."""
     import time
 
-    from changeagent.engine.builders import dataset_roots
     from changeagent.engine.distributed import DistInfo
+    from changeagent.engine.roots import dataset_roots
     from changeagent.engine.schema import validate
 
     cfg = validate(run_config(ctx, "fast", "fp32", ctx.work / "train" / "data"))
@@ -170,7 +171,7 @@ def train_check(ctx: Context, c: Check, model: str, precision: str, compile: boo
     if ctx.cuda:
         c.figures["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(ctx.device) / 2**30, 3)
     if compile:
-        c.note = "train.compile=true" + (" (dry run: Dynamo with the eager backend)" if not ctx.cuda else "")
+        c.note = "model.compile=true" + (" (dry run: Dynamo with the eager backend)" if not ctx.cuda else "")
         if eager and eager.get("loss_first") is not None:
             # step 1 sees the same weights and batch: compiled and eager losses agree to rounding
             c.figures["loss_first_vs_eager_rel"] = abs(c.figures["loss_first"] - eager["loss_first"]) / \

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from changeagent.data.io import read_image, read_label, swap_dir_into_place
+from changeagent.data.images import read_image, read_label
+from changeagent.data.io import swap_dir_into_place
 from changeagent.data.synth.writer import generate_with_summary
 from changeagent.data.vocab import read_karpathy
 from changeagent.errors import ChangeAgentError
@@ -35,7 +36,7 @@ def relayout(source: str, out: str | Path, write: Callable[[Path, list[Pair]], N
     Pairs carry `label` (LEVIR class ids [H, W]) or `sem` (SECOND class ids [2, H, W]). The output
     folder appears atomically; an existing non-empty `out` needs `overwrite`.
     """
-    from changeagent.data.io import decode_levir_mask, decode_second_sem
+    from changeagent.data.labels import decode_levir_mask, decode_second_sem
 
     out = Path(out).expanduser().absolute()
     if out.exists() and any(out.iterdir()) and not overwrite:

@@ -126,8 +126,8 @@ def convert_state(model: torch.nn.Module, ref: dict[str, dict[str, Tensor]], pat
 def convert_change_agent(checkpoint: Path, vocab_path: Path, out: Path) -> dict[str, Any]:
     """Read a Change-Agent checkpoint + its vocab.json, write a model folder at `out` (atomically).
 
-    The folder is the normal `save_pretrained` one, with the reference normalisation as `data_norm`
-    and LEVIR-MCI as the dataset trained on. Returns a summary (parameters, mapped / ignored reference tensors).
+    The folder is the normal `save_pretrained` one, with LEVIR-MCI as the dataset trained on and the
+    reference normalisation as its statistics (`norm.levir_mci`). Returns a summary (parameters, mapped / ignored reference tensors).
     """
     import shutil
     import tempfile
@@ -160,7 +160,7 @@ def convert_change_agent(checkpoint: Path, vocab_path: Path, out: Path) -> dict[
     except OSError as e:
         raise ChangeAgentError(f"cannot create the output folder next to {out}: {e.strerror}") from None
     try:
-        save_pretrained(model, tmp, vocab=vocab, norm=DATA_NORM, datasets=["levir_mci"])
+        save_pretrained(model, tmp, vocab=vocab, norm={"levir_mci": DATA_NORM}, datasets=["levir_mci"])
         swap_dir_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

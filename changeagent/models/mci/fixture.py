@@ -88,9 +88,10 @@ def compare_to_fixture(model_dir: Path, fixture_dir: Path, device: str = "cpu") 
     spec = json.loads((fixture_dir / "reference.json").read_text())
     inputs, expected = np.load(fixture_dir / "inputs.npz"), np.load(fixture_dir / "expected.npz")
     loaded = load(model_dir, map_location=device)
-    model, norm = loaded.model.eval(), loaded.norm
+    model, norm = loaded.model.eval(), (loaded.norm or {}).get("levir_mci")
     if not norm:
-        raise ChangeAgentError(f"{model_dir}/config.json has no data_norm: convert writes the reference's")
+        raise ChangeAgentError(f"{model_dir}/config.json records no levir_mci statistics (`norm`): convert "
+                               "writes the reference's")
     image = _normalise(inputs["images_uint8"], norm).to(device)
     captions = torch.from_numpy(inputs["captions"]).long().to(device)
     lengths = inputs["caption_lengths"].tolist()

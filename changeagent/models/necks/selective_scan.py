@@ -15,11 +15,13 @@ whatever the input dtype and the result is cast back to ``u.dtype``.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm import tqdm
 
 from changeagent.errors import ChangeAgentError
 
@@ -65,7 +67,19 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if chosen not in _logged:  # once per process and path: the scan runs many times per step
         _logged.add(chosen)
         logger.debug("Mamba selective scan: using the %s path on %s", chosen, device.type)
+        if backend == "auto" and device.type == "cuda" and chosen == "torch":
+            # a GPU run of the reference-speed path needs the kernel: several times slower without it
+            why = f"mamba-ssm failed to import ({KERNEL_ERROR})" if KERNEL_ERROR else \
+                "mamba-ssm is not installed (pip install changeagent[cuda])"
+            note(f"note: model.neck.backend=auto on CUDA uses the PyTorch selective scan: {why}; "
+                 "set model.neck.backend=torch to silence this, or install mamba-ssm for the kernel")
     return chosen
+
+
+def note(msg: str) -> None:
+    """A visible `note:` line (as the engine's device notes), from the first process only."""
+    if os.environ.get("RANK", "0") in ("", "0"):
+        tqdm.write(msg)
 
 
 def selective_scan_torch(

@@ -1,0 +1,83 @@
+"""Image and label file reading with clear errors.
+
+Every reader raises `ChangeAgentError` naming the file: missing, not an image, truncated, or of a
+mode we cannot read."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from changeagent.errors import ChangeAgentError
+
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error)
+
+
+def _open(path: str | Path, what: str) -> Image.Image:
+    """Open and fully decode `path` (PIL is lazy: truncation only shows on load)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ChangeAgentError(f"{what} {path} does not exist")
+    try:
+        im = Image.open(path)
+        im.load()
+    except _DECODE_ERRORS as e:
+        raise ChangeAgentError(f"{what} {path} cannot be read (truncated or not an image): {e}") from None
+    return im
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an optical image as uint8 [H, W, 3].
+
+    RGB is taken as is, RGBA drops alpha, palette images are expanded and grey images (with or
+    without alpha) are repeated to three channels, the rule `predict` follows too
+    (`inference.raster.select_bands`); 16-bit, float, CMYK and other modes are rejected.
+    """
+    with _open(path, "image") as im:
+        if im.mode in ("RGB", "RGBA", "P", "L", "LA"):
+            rgb = im.convert("RGB")
+        else:
+            raise ChangeAgentError(
+                f"image {path} has PIL mode {im.mode!r}; expected 8-bit RGB, RGBA, palette or grey"
+            )
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def read_label(path: str | Path) -> np.ndarray:
+    """Read a label image as uint8: [H, W] for grey/1-bit files, [H, W, 3] for colour files.
+
+    RGBA drops alpha and palette images are expanded to RGB, so decoders see the drawn colours.
+    """
+    with _open(path, "label") as im:
+        if im.mode in ("L", "1", "LA"):
+            out = im.convert("L")
+        elif im.mode in ("RGB", "RGBA", "P", "PA"):
+            out = im.convert("RGB")
+        else:
+            raise ChangeAgentError(f"label {path} has PIL mode {im.mode!r}; expected 8-bit grey, RGB or palette")
+    return np.asarray(out, dtype=np.uint8)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(H, W) from the file header, without decoding pixels."""
+    path = Path(path)
+    if not path.is_file():
+        raise ChangeAgentError(f"file {path} does not exist")
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except _DECODE_ERRORS as e:
+        raise ChangeAgentError(f"file {path} is not a readable image: {e}") from None
+    return h, w
+
+
+def check_same_size(arrays: Mapping[str, np.ndarray], paths: Mapping[str, Path | str]) -> None:
+    """Raise when the [H, W] of the named arrays differ, naming every file and its size."""
+    sizes = {k: tuple(a.shape[:2]) for k, a in arrays.items()}
+    if len(set(sizes.values())) > 1:
+        detail = ", ".join(f"{paths[k]} is {sizes[k][1]}x{sizes[k][0]}" for k in sizes)
+        raise ChangeAgentError(f"pair files differ in size: {detail}")

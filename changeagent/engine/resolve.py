@@ -1,0 +1,133 @@
+"""What runs comes from the files plus what other folders say: resolved here, before validation.
+
+`schema.validate` calls `resolve_inputs` on the merged raw config, so the validated config is the one
+that runs and `config show` (given the same `--checkpoint`, or a config with `train.init_from`)
+prints it. Nothing changes the config after validation. Inputs resolved:
+
+- `train.init_from` (a model folder or a run folder's best/): its model section replaces `model`, its
+  vocab.json becomes `data.vocab`, and the statistics it records per trained dataset become
+  `data.<id>.mean/std`, so fine-tuning reads the data exactly as the model was trained;
+- the checkpoint `eval` evaluates (`checkpoint=`): the statistics it records per dataset, and the
+  training run's synthetic data folder when it sits next to the checkpoint;
+- an explicit normalisation for every dataset (`norm=`, `index -c CONFIG`: that of the decoding head).
+
+A recorded statistic that differs from the config's is used and said in one `note:` line.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from changeagent.errors import ChangeAgentError
+
+Norm = dict[str, list[float]]
+
+
+def resolve_inputs(raw: dict[str, Any], *, checkpoint: str | Path | None = None, out: str | Path | None = None,
+                   norm: Norm | None = None) -> None:
+    """Complete the merged raw config `raw` in place (see the module docstring)."""
+    _init_from(raw)
+    if checkpoint is not None:
+        _checkpoint(raw, Path(checkpoint), out)
+    if norm is not None:
+        _apply(raw, {name: norm for name in _datasets(raw)}, "the decoding head's statistics", "index")
+
+
+def _section(raw: dict[str, Any], *keys: str) -> dict[str, Any]:
+    node = raw
+    for key in keys:
+        if not isinstance(node.get(key), dict):
+            node[key] = {} if node.get(key) is None else node[key]
+        node = node[key]
+        if not isinstance(node, dict):
+            raise ChangeAgentError(f"{'.'.join(keys)}: must be a mapping, got {node!r}")
+    return node
+
+
+def _datasets(raw: dict[str, Any]) -> list[str]:
+    from changeagent.engine.schema import DataCommonCfg
+
+    data = _section(raw, "data")
+    given = data.get("datasets")
+    return list(given) if isinstance(given, list) else list(DataCommonCfg().datasets)
+
+
+def _init_from(raw: dict[str, Any]) -> None:
+    from changeagent.models.hub import VOCAB, read_config, read_norms
+
+    train = _section(raw, "train")
+    if not train.get("init_from"):
+        return
+    path = Path(str(train["init_from"]))
+    if not (path / "config.json").is_file() and (path / "best" / "config.json").is_file():
+        path = path / "best"  # a training run folder: its exported best model
+    config = read_config(path)
+    if not (path / VOCAB).is_file():
+        raise ChangeAgentError(f"train.init_from={path}: no {VOCAB}; the model's vocabulary is needed to fine-tune")
+    raw["model"] = {**config["model"], "encoder_weights": None}  # the weights come from the folder
+    _section(raw, "data")["vocab"] = str(path / VOCAB)
+    train["init_from"] = str(path)
+    norms, source = read_norms(path)
+    if norms is None:
+        raise ChangeAgentError(f"train.init_from={path}: {source} records no normalisation statistics (`norm`); "
+                               "fine-tuning needs the statistics the model was trained with")
+    _apply(raw, norms, f"the statistics {source} records", "train.init_from")
+
+
+def _checkpoint(raw: dict[str, Any], checkpoint: Path, out: str | Path | None) -> None:
+    from changeagent.models.hub import read_norms, resolve_path
+
+    norms, source = read_norms(checkpoint)
+    if norms is None:
+        data = _section(raw, "data")
+        unset = [n for n in _datasets(raw) if not ((data.get(n) or {}).get("mean") and (data.get(n) or {}).get("std"))]
+        if unset:
+            raise ChangeAgentError(f"{source} records no normalisation statistics (`norm`); give the statistics the "
+                                   f"model was trained with as data.<id>.mean/std for {unset}")
+    else:
+        _apply(raw, norms, f"the statistics {source} records", "eval")
+    synth = _section(raw, "data", "synth")
+    data = _section(raw, "data")
+    if not synth.get("dir") and any((data.get(n) or {}).get("synthetic") for n in _datasets(raw)):
+        # the training run's synthetic data, when it sits next to best/ (or last.pt)
+        guess = resolve_path(checkpoint).parent / "synth"  # best/ or last.pt -> <run>/synth
+        if guess.is_dir():
+            synth["dir"] = str(guess)
+        elif out is not None:
+            synth["dir"] = str(Path(out) / "synth")
+
+
+def _same(a: list[float], b: list[float]) -> bool:
+    return len(a) == len(b) and all(abs(float(x) - float(y)) <= 1e-9 for x, y in zip(a, b))
+
+
+def _apply(raw: dict[str, Any], norms: dict[str, Norm], what: str, by: str) -> None:
+    """data.<id>.mean/std of every dataset in use that `norms` has; a `note:` when the config said otherwise."""
+    from changeagent.data.registry import dataset_ids, get_spec
+
+    for name in _datasets(raw):
+        if name not in norms or name not in dataset_ids():
+            continue  # not trained on it: the command says so itself (eval, init_from: no head for it)
+        sec = _section(raw, "data", name)
+        spec = get_spec(name)
+        mean = sec.get("mean") if sec.get("mean") is not None else list(spec.mean)
+        std = sec.get("std") if sec.get("std") is not None else list(spec.std)
+        new = norms[name]
+        if not (_same(list(mean), new["mean"]) and _same(list(std), new["std"])):
+            note(f"note: data.{name}.mean/std: {by} uses {what} (mean {_fmt(new['mean'])}, std {_fmt(new['std'])}), "
+                 f"not the config's (mean {_fmt(mean)}, std {_fmt(std)})")
+        sec["mean"], sec["std"] = list(new["mean"]), list(new["std"])
+
+
+def _fmt(values: Any) -> str:
+    return "[" + ", ".join(f"{float(v):.5g}" for v in values) + "]"
+
+
+def note(msg: str) -> None:
+    """One line on stderr (stdout may be a config or JSON), from the launcher's rank 0 only."""
+    from changeagent.engine.distributed import launcher_env
+
+    if launcher_env()[0] == 0:
+        print(msg, file=sys.stderr, flush=True)
