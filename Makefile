@@ -30,6 +30,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) tools/bench.py --out runs/bench
+	$(PY) tools/bench_startup.py --json runs/bench/startup.json
 
 # every check that needs a GPU (docs/training.md, "GPU"); without CUDA: the CPU dry run. Needs '.[cuda]' for mamba-ssm.
 gpu-check: $(STAMP)

@@ -39,18 +39,21 @@ torch.manual_seed(0)
 vocab = Vocabulary.build([["a", "building", "road", "new", "is", "built", "the", "scene"]], min_count=0)
 for name in sys.argv[1:]:
     model = create_model({**load_model_config(name), "datasets": ["levir_mci"]}, len(vocab))
-    save_pretrained(model, Path(sys.argv[0]).parent / name, vocab=vocab, datasets=["levir_mci"])
+    norm = {"levir_mci": {"mean": [0.39073, 0.38623, 0.32989], "std": [0.15329, 0.14628, 0.13648]}}
+    save_pretrained(model, Path(sys.argv[0]).parent / name, vocab=vocab, datasets=["levir_mci"], norm=norm)
 """
 READY = """
 import time
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
+import changeagent
+assert changeagent.__file__.startswith({tree!r}), changeagent.__file__  # the measured tree
 from changeagent.inference.predictor import Predictor
-import changeagent.inference.pairs
-t1 = time.perf_counter()
+import changeagent.inference.pairs, changeagent.models.hub  # everything predict imports (torch, smp, timm)
+t1, c1 = time.perf_counter(), time.process_time()
 Predictor.from_pretrained({ck!r}, device="cpu")
-print(t1 - t0, time.perf_counter() - t1)
+t2, c2 = time.perf_counter(), time.process_time()
+print(t1 - t0, t2 - t1, c1 - c0, c2 - c1)
 """
-
 
 def _env(tree: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
@@ -60,7 +63,7 @@ def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     """(wall s, CPU s of the child, stdout) of one fresh process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=env["BENCH_CWD"])
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:
@@ -77,7 +80,8 @@ def _median(cmd: list[str], env: dict[str, str], repeat: int) -> dict[str, float
 
 def import_breakdown(cmd: list[str], env: dict[str, str], top: int = 10) -> dict[str, float]:
     """Seconds of `-X importtime` self time per top-level package (the biggest `top`, and the total)."""
-    r = subprocess.run([sys.executable, "-X", "importtime", *cmd], env=env, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-X", "importtime", *cmd], env=env, capture_output=True, text=True,
+                       cwd=env["BENCH_CWD"])
     per: dict[str, int] = {}
     for line in r.stderr.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+\d+ \| +(\S+)", line)
@@ -100,11 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     env = _env(tree)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_startup."))
     work.mkdir(parents=True, exist_ok=True)
+    # `python -m` / `-c` put the working directory first on sys.path: run in `work`, so the tree on
+    # PYTHONPATH is the one imported (not a checkout the command was started from)
+    env["BENCH_CWD"] = str(work)
     py = sys.executable
     try:
         models = [m for m in args.models.split(",") if m]
         (work / "make.py").write_text(MAKE)
-        subprocess.run([py, str(work / "make.py"), *models], env=env, check=True)
+        subprocess.run([py, str(work / "make.py"), *models], env=env, check=True, cwd=work)
         import numpy as np
         from PIL import Image
 
@@ -126,17 +133,19 @@ def main(argv: list[str] | None = None) -> int:
                                    "imports_s": import_breakdown(search[1:], env)}}
         for name in models:
             ck = str(work / name)
-            ready = [_timed([py, "-c", READY.format(ck=ck)], env) for _ in range(args.repeat)]
-            imports = [float(r[2].split()[0]) for r in ready]
-            load = [float(r[2].split()[1]) for r in ready]
+            ready = [_timed([py, "-c", READY.format(ck=ck, tree=str(tree))], env) for _ in range(args.repeat)]
+            parts = [[float(v) for v in r[2].split()] for r in ready]  # wall, wall, cpu, cpu
             predict = [*ca, "predict", "-k", ck, str(pairs["A"]), str(pairs["B"]), "-o", str(work / f"out_{name}"),
                        "--no-vis", "--max-len", "8", "--device", "cpu"]
             result[f"predict_{name}"] = {
                 "ready_wall_s": round(statistics.median(r[0] for r in ready), 3),
                 "ready_cpu_s": round(statistics.median(r[1] for r in ready), 3),
-                "imports_s": round(statistics.median(imports), 3), "model_load_s": round(statistics.median(load), 3),
+                "imports_s": round(statistics.median(p[0] for p in parts), 3),
+                "model_load_s": round(statistics.median(p[1] for p in parts), 3),
+                "imports_cpu_s": round(statistics.median(p[2] for p in parts), 3),
+                "model_load_cpu_s": round(statistics.median(p[3] for p in parts), 3),
                 "whole_command": _median(predict, env, args.repeat),
-                "imports_breakdown_s": import_breakdown(["-c", READY.format(ck=ck)], env),
+                "imports_breakdown_s": import_breakdown(["-c", READY.format(ck=ck, tree=str(tree))], env),
             }
     finally:
         if args.work is None:

@@ -39,7 +39,7 @@ def run_synth(args: argparse.Namespace) -> int:
     summary = spec.synth(args.out, args.n_train, args.n_val, args.n_test, size=args.size, seed=args.seed,
                          mask_variant=args.mask_variant, overwrite=args.overwrite, progress=not args.no_progress,
                          layout=args.layout)
-    # the engine's own form of the parameters (builders.ensure_synthetic), so `data.synth.dir` can reuse
+    # the engine's own form of the parameters (engine.roots.ensure_synthetic), so `data.synth.dir` can reuse
     # the folder, and the mark that it is synthetic (a model trained on it records so)
     mark_synthetic(summary["out"], {"format": spec.id, "n_train": args.n_train, "n_val": args.n_val,
                                     "n_test": args.n_test, "size": args.size, "seed": args.seed,
