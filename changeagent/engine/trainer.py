@@ -384,13 +384,14 @@ class Trainer:
                 export_best(model, self.out, opts.norm,
                             {"step": self.step, "score": score, "select": ev.select, **results,
                              "eval": opts.record()},
-                            self.data.specs, training=self._training_record(score))
+                            self.data.specs, training=self.training_record(score))
                 self.wandb.log_summary({"best/score": score, "best/step": self.step})
         self._val_seconds = time.monotonic() - t
         self._val_total += self._val_seconds
         return results
 
-    def _training_record(self, score: float | None) -> dict[str, Any]:
+    def training_record(self, score: float | None) -> dict[str, Any]:
+        """What best/ and last.pt record the model was trained on (engine.checkpoint.training_record)."""
         return training_record(self.cfg, self.data.roots, self.step, score, self.cfg.eval.select, self.out)
 
     def _eval_weights(self) -> str:
@@ -413,7 +414,6 @@ class Trainer:
         state = capture(self)  # every rank: the RNG streams are gathered
         self._last_save_step = self.step
         if state is not None:
-            state["training"] = self._training_record(None)  # what `model-info -k last.pt` shows
             save_checkpoint(state, self.out / "last.pt")
 
     def _log_train(self, rec: dict[str, Any], bar: tqdm) -> None:
