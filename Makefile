@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test test-all lint bench real-tiles gpu-check clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=23.2"
-	$(PY) -m pip install --quiet -e '.[dev,app,export]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,app,export]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -30,6 +30,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) tools/bench.py --out runs/bench
+	$(PY) tools/bench_startup.py --json runs/bench/startup.json
 
 # the real-tile protocol (docs/training.md): fast vs the smp U-Net baseline, 10 minutes each from scratch
 # on real source images, F1/IoU/P/R on held-out ones; MINUTES=2 for a quick look

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from changeagent import __version__
 from changeagent.errors import ChangeAgentError
+from changeagent.paths import check_output_file, check_output_folder
 
 # command path -> (module, function stem, one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
@@ -28,6 +29,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("eval",): ("changeagent.engine.cli", "eval", "evaluate a checkpoint: masks and captions together"),
     ("demo",): ("changeagent.engine.cli", "demo", "synthesise data, train jointly, evaluate (make demo)"),
     ("score-captions",): ("changeagent.metrics.cli", "score_captions", "score captions with the COCO protocol"),
+    ("score",): ("changeagent.metrics.cli", "score", "score predicted masks against label images (P/R/F1/IoU, MIoU)"),
     ("model-info",): ("changeagent.models.cli", "model_info", "parameter counts of a model config"),
     ("bench",): ("changeagent.models.cli", "bench", "time training and inference of a model config"),
     ("export",): ("changeagent.models.cli", "export", "export a model folder for deployment (ONNX graphs + manifest)"),
@@ -39,6 +41,23 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("serve",): ("changeagent.app.cli", "serve", "web app: upload or choose two images, see mask, caption, counts, search"),
     ("mcp",): ("changeagent.app.cli", "mcp", "Model Context Protocol tool server for LLM agents (stdio or HTTP)"),
 }
+
+
+# argparse destinations that name an output folder / an output file in every command that has them;
+# checked before the command runs, so a file where a folder is meant is one `error:` line, not a
+# traceback after the work is done
+OUTPUT_FOLDERS = ("out",)
+OUTPUT_FILES = ("json", "json_out", "geojson", "output")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Output folders must not be files, output files must not be folders (changeagent.paths)."""
+    for dest in OUTPUT_FOLDERS:
+        if getattr(args, dest, None):
+            check_output_folder(getattr(args, dest), f"--{dest}")
+    for dest in OUTPUT_FILES:
+        if getattr(args, dest, None):
+            check_output_file(getattr(args, dest), f"--{dest.replace('_out', '').replace('_', '-')}")
 
 
 def _available(module: str) -> bool:
@@ -102,9 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
+        check_outputs(args)
         return int(run(args) or 0)
     except ChangeAgentError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path the checks above cannot foresee (permissions, a full disk, ...)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

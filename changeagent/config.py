@@ -1,8 +1,9 @@
 """Run configuration: one YAML file plus dotted `key=value` overrides, no inheritance magic.
 
 `model: NAME` (in a file) or `model=NAME` (on the command line) loads `configs/model/NAME.yaml`;
-`model.encoder=resnet34` then edits that dict. Values on the command line are parsed as YAML
-(`train.lr=3e-4` is a float, `data.levir_mci.root=null` is None).
+`model.encoder=resnet34` then edits that dict. A file's `model: {base: NAME, encoder_weights: imagenet}`
+is that model with those keys changed; the changes stay when `model=OTHER` picks another base. Values on the command line are parsed as YAML
+(`optim.lr=3e-4` is a float, `data.levir_mci.root=null` is None).
 
 A model file may carry a `recipe:` block: the run settings measured for that model (learning rate,
 batch size, accumulation, warm-up, ...). It is merged *under* the run file: defaults <- recipe of the
@@ -26,12 +27,27 @@ from changeagent.errors import ChangeAgentError
 
 
 def config_dir() -> Path:
-    """The repository's `configs/` folder (the package is installed editable from the repo)."""
-    here = Path(__file__).resolve().parent
-    for cand in (here.parent / "configs", Path.cwd() / "configs"):
-        if cand.is_dir():
-            return cand
-    raise ChangeAgentError(f"cannot find the configs/ folder next to {here.parent} or in {Path.cwd()}")
+    """The shipped configs: `changeagent/configs/` inside the package (in the repository, `configs/` is a
+    link to it), so they are found from any working directory and in a non-editable install."""
+    here = Path(__file__).resolve().parent / "configs"
+    if not here.is_dir():
+        raise ChangeAgentError(f"the shipped configs are missing: {here} (a broken install; reinstall changeagent)")
+    return here
+
+
+def find_run_config(path: str | Path) -> Path:
+    """`-c PATH`: a YAML file, or the name of a shipped run config (`levir_mci`, `levir_mci.yaml` or
+    `configs/levir_mci.yaml` from any working directory); a file of that name where you are wins."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.parent in (Path("."), Path("configs")):
+        shipped = config_dir() / (p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml")
+        if shipped.is_file():
+            return shipped
+    known = ", ".join(sorted(q.stem for q in config_dir().glob("*.yaml")))
+    raise ChangeAgentError(f"cannot read config {p}: no such file (shipped run configs, usable by name from "
+                           f"anywhere: {known})")
 
 
 def load_model_config(name_or_path: str) -> dict[str, Any]:
@@ -92,6 +108,13 @@ def _parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
+def _model_entry(value: Any) -> tuple[Any, dict[str, Any]]:
+    """(model name, path or mapping; edits) of a `model` entry; `{base: NAME, ...}` -> (NAME, the rest)."""
+    if isinstance(value, dict) and "base" in value:
+        return value["base"], {k: v for k, v in value.items() if k != "base"}
+    return value, {}
+
+
 # sections whose `name` selects a type with its own keys (see changeagent.typed: `variants`)
 TYPED_SECTIONS = ("model.neck", "loss.weighting")
 
@@ -113,16 +136,25 @@ def load_config(
     """
     cfg: dict[str, Any] = dict(defaults or {})
     base = OmegaConf.create(cfg)
-    file_cfg = _read_yaml(Path(path)) if path is not None else {}
+    file_cfg = _read_yaml(find_run_config(path)) if path is not None else {}
     parsed = [_parse_override(item) for item in overrides]
-    # the model: `model=NAME|{...}` on the command line replaces the file's whole model entry
+    # the model: `model=NAME|{...}` on the command line replaces the file's model; a file's
+    # `model: {base: NAME, key: value, ...}` is that model with those keys changed, and the changes
+    # stay when the command line picks another base (they are about the run: `encoder_weights: imagenet`
+    # for real data)
+    file_model, edits = _model_entry(file_cfg.get("model", default_model))
     chosen = [v for k, v in parsed if k == "model"]
-    spec = chosen[-1] if chosen else file_cfg.get("model", default_model)
+    spec = file_model
+    if chosen:
+        spec, more = _model_entry(chosen[-1])
+        edits = {**edits, **more}
     recipe: dict[str, Any] = {}
     if isinstance(spec, str):
         file_cfg["model"], recipe = split_recipe(read_model_file(spec))
     elif isinstance(spec, dict):
         file_cfg["model"], recipe = split_recipe(spec)
+    if edits:
+        file_cfg["model"] = to_dict(OmegaConf.merge(OmegaConf.create(file_cfg["model"]), OmegaConf.create(edits)))
     for layer in (recipe, file_cfg):  # the model's recipe sits under the run file
         merged = OmegaConf.merge(base, OmegaConf.create(layer))
         assert isinstance(merged, DictConfig)  # a mapping merged into a mapping stays a mapping

@@ -30,6 +30,9 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     ("optim.betas=[0.9]", "error: optim.betas: needs exactly 2 values, got 1: [0.9]"),
     ("data.augment.color_jitter=0.2", "error: data.augment.color_jitter: expected a mapping of brightness"),
     ("trian.steps=3", "error: trian: unknown key (did you mean 'train'?)"),
+    ("train.lr=3e-4", "error: train.lr: unknown key; lr lives in another section: use optim.lr"),
+    ("train.batch_size=4", "error: train.batch_size: unknown key; batch_size lives in another section: use "
+                           "data.batch_size"),
     ("run.seeed=1", "error: run.seeed: unknown key (did you mean 'seed'?)"),
     ("data.batchsize=4", "error: data.batchsize: unknown key (did you mean 'batch_size'?)"),
     ("data.levir_mci.rot=/x", "error: data.levir_mci.rot: unknown key (did you mean 'root'?)"),

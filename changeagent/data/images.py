@@ -33,11 +33,12 @@ def _open(path: str | Path, what: str) -> Image.Image:
 def read_image(path: str | Path) -> np.ndarray:
     """Read an optical image as uint8 [H, W, 3].
 
-    RGB is taken as is, RGBA drops alpha, palette images are expanded and grey images are repeated to
-    three channels; 16-bit, float, CMYK and other modes are rejected.
+    RGB is taken as is, RGBA drops alpha, palette images are expanded and grey images (with or
+    without alpha) are repeated to three channels, the rule `predict` follows too
+    (`inference.raster.select_bands`); 16-bit, float, CMYK and other modes are rejected.
     """
     with _open(path, "image") as im:
-        if im.mode in ("RGB", "RGBA", "P", "L"):
+        if im.mode in ("RGB", "RGBA", "P", "L", "LA"):
             rgb = im.convert("RGB")
         else:
             raise ChangeAgentError(

@@ -10,7 +10,9 @@ OVERRIDES_HELP = ("config overrides as dotted key=value, e.g. model=fast train.s
 
 
 def _common(parser: argparse.ArgumentParser, config_required: bool) -> None:
-    parser.add_argument("-c", "--config", required=config_required, help="run config YAML (configs/*.yaml)")
+    parser.add_argument("-c", "--config", required=config_required,
+                        help="run config: a YAML file, or a shipped config by name from any folder "
+                             "(levir_mci, joint, ...; configs/NAME.yaml works too)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
     parser.add_argument("--json", metavar="OUT", help="also write a machine-readable result to this JSON file")
 
@@ -31,12 +33,21 @@ def run_train(args: argparse.Namespace) -> int:
     summary = train(cfg)
     if args.json:
         atomic_write_json(Path(args.json), summary)
+    print(best_line(summary, cfg.eval.select))
     return 0
+
+
+def best_line(summary: dict, select: str) -> str:
+    """The one line a run ends with: where its best model is and the score it was chosen on."""
+    if summary.get("best_step", -1) < 0:
+        return f"no best model: no validation ran (run folder {summary['out_dir']})"
+    return (f"best model: {Path(summary['out_dir']) / 'best'} (val {select} {summary['best_score']:.4f} "
+            f"at step {summary['best_step']}; stopped: {summary['stop_reason']})")
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser, config_required=True)
-    parser.add_argument("--checkpoint", required=True, help="a best/ model folder or a last.pt file")
+    parser.add_argument("--checkpoint", "-k", required=True, help="a best/ model folder, a run folder or a last.pt file")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--out", help="folder for metrics.json (and predictions/)")
     parser.add_argument("--save-predictions", action="store_true",

@@ -2,7 +2,7 @@
 
 `capture(trainer)` builds the state dict (`STATE`: model, EMA, optimizer, scheduler, scaler, loss
 weighting, the loop counters, every rank's RNG streams, config, vocabulary, datasets, wandb id, time
-spent); `restore_loop` (counters, EMA, time, wandb id) and `restore_stage` (optimizer, scheduler,
+spent, the training record `model-info -k last.pt` shows); `restore_loop` (counters, EMA, time, wandb id) and `restore_stage` (optimizer, scheduler,
 scaler, weighting, RNG: at the first stage after the resume) put it back; `find_resume` says which
 file, `check_resume_config` refuses one trained with another model or data. Writing and reading the
 file is `engine.checkpoint` (`save_checkpoint`, `load_checkpoint`); the augmentation of each item
@@ -28,7 +28,8 @@ COUNTERS = ("step", "stage", "stage_step", "epoch", "batch_in_epoch", "best_scor
             "skipped")
 # every key of last.pt besides `format` (engine.checkpoint adds it); `checkpoint.REQUIRED` is a subset
 STATE = ("model", "ema", "ema_ready", "optimizer", "scheduler", "scaler", "weighting", "optimizer_stage",
-         *COUNTERS, "config", "vocab", "rng", "world_size", "datasets", "wandb_id", "elapsed_s")
+         *COUNTERS, "config", "vocab", "rng", "world_size", "datasets", "wandb_id", "elapsed_s",
+         "training")  # training: what the model was trained on (models.hub TRAINING), for model-info
 
 
 def capture(tr: Any) -> dict[str, Any] | None:
@@ -46,6 +47,7 @@ def capture(tr: Any) -> dict[str, Any] | None:
         "vocab": tr.data.vocab.word_to_id, "rng": rngs, "world_size": tr.info.world_size,
         "datasets": {n: s.summary() for n, s in tr.data.specs.items()},  # classes for models.load
         "wandb_id": tr.wandb.run_id, "elapsed_s": time.monotonic() - tr.t0,
+        "training": tr.training_record(None),
     }
     assert tuple(state) == STATE
     return state

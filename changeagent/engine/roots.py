@@ -59,7 +59,9 @@ def dataset_roots(cfg: DictConfig, info: DistInfo) -> dict[str, Path]:
 
 def ensure_synthetic(root: Path, params: dict[str, Any]) -> None:
     """Generate the synthetic benchmark into `root` unless it is there with the same parameters."""
-    stamp = root / ".synth.json"
+    from changeagent.data.synth import MARKER, mark_synthetic
+
+    stamp = root / MARKER
     if stamp.is_file() and json.loads(stamp.read_text()) == params:
         return
     p = dict(params)
@@ -67,7 +69,7 @@ def ensure_synthetic(root: Path, params: dict[str, Any]) -> None:
     assert spec.synth is not None
     print(f"generating synthetic {spec.title} data in {root} ...", flush=True)
     spec.synth(root, p.pop("n_train"), p.pop("n_val"), p.pop("n_test"), overwrite=True, progress=True, **p)
-    stamp.write_text(json.dumps(params))
+    mark_synthetic(root, params)
 
 
 def dataset_specs(cfg: DictConfig, roots: dict[str, Path]) -> dict[str, DatasetSpec]:

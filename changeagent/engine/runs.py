@@ -88,7 +88,8 @@ def run_demo(out: Path, overrides: list[str], progress: bool = True) -> dict[str
 
     t0 = time.monotonic()
     out = Path(out)
-    given = [f"run.out_dir={out}", f"data.synth.dir={out / 'data'}", *overrides]
+    # the demo is a benchmark that is rerun: it starts afresh in its folder (run.overwrite=false refuses)
+    given = [f"run.out_dir={out}", f"data.synth.dir={out / 'data'}", "run.overwrite=true", *overrides]
     cfg = load_run_config(config_dir() / DEMO_CONFIG, given)
     summary = train(cfg)
     # the test evaluation: the same config with METEOR and every test pair, resolved for best/

@@ -51,6 +51,8 @@ class RunCfg:
     deterministic: bool = opt(False, "torch.use_deterministic_algorithms(True, warn_only=True), cuDNN deterministic")
     device: str = opt("auto", "auto (local GPU if any, else CPU), cpu, cuda, cuda:N")
     threads: int | None = opt(None, "torch CPU threads per process (null: torch's default)", ge=1)
+    overwrite: bool = opt(False, "start afresh in a run.out_dir that already holds a run: deletes its last.pt, "
+                          "best/ and metrics (without it such a folder is refused; resume=true continues it)")
 
 
 @dataclass
@@ -215,7 +217,7 @@ class EvalCfg(DecodeCfg):
     every_epochs: float | None = opt(None, "validation interval in epochs (neither: at each stage end)", gt=0)
     meteor: bool = opt(True, "METEOR (one Java process per evaluation); false: METEOR and S*m are null")
     caption_level: str = opt("word", "caption metrics on words, or on vocabulary-id strings like the "
-                             "reference code (SPEC §2.2)", choices=("word", "id"))
+                             "reference code (docs/metrics.md)", choices=("word", "id"))
     select: str = opt("miou+s_m", "best-checkpoint score: '+'-separated metric keys, averaged over datasets")
     patience: int | None = opt(None, "validations without improvement before the stage ends early", ge=1)
     max_pairs: int | None = opt(None, "evaluate the first N pairs of each dataset (quick checks)", ge=1)
@@ -282,6 +284,27 @@ def load_run_config(path: str | Path | None, overrides: Sequence[str] = (), *,
     return validate(cfg, checkpoint=checkpoint, out=out, norm=norm)
 
 
+# the plain sections, for pointing a key given in the wrong one to where it lives (`train.lr` -> optim.lr)
+SECTIONS: dict[str, type] = {"run": RunCfg, "data": DataCommonCfg, "optim": OptimCfg, "sched": SchedCfg,
+                             "train": TrainCfg, "eval": EvalCfg, "wandb": WandbCfg}
+
+
+def check_misplaced(raw: dict[str, Any]) -> None:
+    """An unknown key that is a key of another section is an error naming that section's key."""
+    for section, cls in SECTIONS.items():
+        value = raw.get(section)
+        if not isinstance(value, dict):
+            continue
+        own = {f.name for f in dataclasses.fields(cls)}
+        for key in value:
+            if key in own:
+                continue
+            homes = [f"{other}.{key}" for other, ocls in SECTIONS.items()
+                     if other != section and key in {f.name for f in dataclasses.fields(ocls)}]
+            if homes:
+                fail(f"{section}.{key}", f"unknown key; {key} lives in another section: use {' or '.join(homes)}")
+
+
 def validate(cfg: DictConfig | dict[str, Any], *, checkpoint: str | Path | None = None,
              out: str | Path | None = None, norm: dict[str, list[float]] | None = None) -> DictConfig:
     """Resolve the inputs from other folders (`engine.resolve.resolve_inputs`), then check the config
@@ -292,6 +315,7 @@ def validate(cfg: DictConfig | dict[str, Any], *, checkpoint: str | Path | None 
     resolve_inputs(raw, checkpoint=checkpoint, out=out, norm=norm)
     if not raw.get("model"):
         raw["model"] = load_model_config("fast")
+    check_misplaced(raw)
     typed: Any = convert(run_config_class(), raw)
     check_run(typed)
     return OmegaConf.structured(typed)
@@ -309,6 +333,9 @@ def check_run(c: Any) -> None:
                 fail(f"train.stages[{i}].tasks[{j}]", f"stage {st.name!r} trains {task!r}, but the model has no "
                      f"{task} head (model.tasks: {', '.join(tasks)})")
     check_gradnorm(c, stages, tasks)
+    if c.run.overwrite and c.resume not in (False, None, "", "false"):
+        fail("run.overwrite", f"is true and resume={c.resume!r} is set too: continue the run (resume) or start "
+             "afresh (run.overwrite), not both")
 
 
 def check_gradnorm(c: Any, stages: list[StageCfg], model_tasks: list[str]) -> None:

@@ -21,9 +21,12 @@ from changeagent.config import to_dict
 from changeagent.data.io import write_text_atomic
 from changeagent.engine.batches import to_device
 from changeagent.engine.checkpoint import (
+    check_run_folder,
+    clear_run_folder,
     export_best,
     load_checkpoint,
     save_checkpoint,
+    training_record,
 )
 from changeagent.engine.device import autocast_dtype, reset_notes, say_once, set_threads
 from changeagent.engine.distributed import (
@@ -69,6 +72,7 @@ from changeagent.tasks.spec import StepKey, TaskContext
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run a validated config (see `schema.load_run_config`); returns a summary dict (every rank)."""
     check_roots(cfg)  # before any process group, folder or model exists
+    check_run_folder(Path(cfg.run.out_dir), cfg.resume, cfg.run.overwrite)
     check_meteor(cfg)
     info = init_distributed(cfg.run.device)
     trainer = None
@@ -79,6 +83,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if trainer is not None:
             trainer.wandb.finish()
         cleanup(info)
+
+
+def steps_in_budget(done: int, total: int, seconds_per_step: float, left_s: float) -> int:
+    """A stage's expected length under `train.max_minutes`: the steps done plus those the time left
+    allows at the measured rate (validations included), never more than the stage's own length."""
+    if seconds_per_step <= 0:
+        return total
+    return max(done, min(total, done + int(max(left_s, 0.0) / seconds_per_step)))
 
 
 class Trainer:
@@ -98,6 +110,10 @@ class Trainer:
         if self.ckpt is not None:
             check_resume_config(self.ckpt["config"], self.c, ckpt)
         if info.is_main:
+            if cfg.run.overwrite:
+                removed = clear_run_folder(self.out)
+                if removed:
+                    self._say(f"note: run.overwrite=true: deleted the earlier run's {', '.join(removed)} in {self.out}")
             self.out.mkdir(parents=True, exist_ok=True)
             # the validated config is what runs: recorded as such (`config show` prints the same)
             write_text_atomic(self.out / "config.yaml", OmegaConf.to_yaml(cfg))
@@ -133,6 +149,7 @@ class Trainer:
                        dynamic_ncols=True)
             acc: dict[str, float] = {}
             t_log, n_log = time.monotonic(), 0
+            t_stage, first_step = time.monotonic(), self.stage_step
             while self.stage_step < total and self.stop_reason is None:
                 epoch_before = self._epoch_progress()
                 values = self._train_step(st)
@@ -149,6 +166,11 @@ class Trainer:
                     rec["pairs_per_s"] = n_log * self.pairs_per_step / max(dt, 1e-9)
                     self._log_train(rec, bar)
                     acc, t_log, n_log = {}, time.monotonic(), 0
+                    if self.cfg.train.max_minutes is not None:  # the bar ends where the budget will
+                        per_step = (time.monotonic() - t_stage) / max(self.stage_step - first_step, 1)
+                        left = self.cfg.train.max_minutes * 60 - (time.monotonic() - self.t0) - self._val_seconds * 1.2
+                        bar.total = steps_in_budget(self.stage_step, total, per_step, left)
+                        bar.refresh()
                 self._check_stop()
                 t_pause = time.monotonic()
                 if (self._eval_due(epoch_before) and self._eval_in_share()) or self.stop_reason is not None:
@@ -167,7 +189,7 @@ class Trainer:
                 self._save()
         if self.info.is_main and self.cfg.wandb.log_artifact and (self.out / "best").is_dir():
             self.wandb.log_artifact(self.out / "best", {"score": self.best_score, "step": self.best_step})
-        return {"out_dir": str(self.out), "step": self.step, "best_score": self.best_score,
+        return {"out_dir": str(self.out.absolute()), "step": self.step, "best_score": self.best_score,
                 "best_step": self.best_step, "stop_reason": self.stop_reason or "done", "metrics": last_metrics,
                 "skipped_batches": self.skipped, "minutes": (time.monotonic() - self.t0) / 60}
 
@@ -358,11 +380,15 @@ class Trainer:
                 export_best(model, self.out, opts.norm,
                             {"step": self.step, "score": score, "select": ev.select, **results,
                              "eval": opts.record()},
-                            self.data.specs)
+                            self.data.specs, training=self.training_record(score))
                 self.wandb.log_summary({"best/score": score, "best/step": self.step})
         self._val_seconds = time.monotonic() - t
         self._val_total += self._val_seconds
         return results
+
+    def training_record(self, score: float | None) -> dict[str, Any]:
+        """What best/ and last.pt record the model was trained on (engine.checkpoint.training_record)."""
+        return training_record(self.cfg, self.data.roots, self.step, score, self.cfg.eval.select, self.out)
 
     def _eval_weights(self) -> str:
         """"ema" once the EMA has warmed up (`optim.EMA.warmed_up`), else "model": until then the

@@ -60,8 +60,11 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--std", help="normalisation std per band, with --mean")
     parser.add_argument("--align", action="store_true",
                         help="warp B onto A's grid (GeoTIFF) / resize B to A's size (plain images)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--device", default="auto", help="auto (a local GPU if any, else the CPU), cpu, cuda, cuda:N")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (None: torch's choice)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="folder mode: redo every pair instead of resuming (needed when the model or a "
+                             "result-changing option differs from the run that wrote OUT/)")
     parser.add_argument("--name", help="scene mode: output name (None: stem of A)")
     parser.add_argument("--no-vis", action="store_true", help="skip the visualisation PNG")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -111,24 +114,25 @@ def run_predict(args: argparse.Namespace) -> int:
     else:
         if args.checkpoint is None or args.onnx is not None:
             raise ChangeAgentError("give --checkpoint (the PyTorch runtime), or --runtime onnx --onnx DIR")
+        warn_synthetic_only(args.checkpoint)
         predictor = Predictor.from_pretrained(args.checkpoint, device=args.device, **options)
     progress = not args.no_progress
     result: dict[str, Any]
     if mode == "pair":
         result = predict_pair(predictor, args.a, args.b, args.out, align=args.align, vis=not args.no_vis)
-        _print_record(result)
+        _print_record(result, predictor.min_area)
     elif mode == "folder":
         result = predict_folder(predictor, args.a_dir, args.b_dir, args.out, align=args.align,
-                                vis=not args.no_vis, progress=progress)
+                                vis=not args.no_vis, progress=progress, overwrite=args.overwrite)
         rate = f", {result['pairs_per_s']} pairs/s" if result["pairs_per_s"] else ""
         print(f"{result['pairs']} pairs: {result['predicted']} predicted, {result['skipped']} already done"
-              f"{rate}; summary in {Path(args.out) / 'summary.json'}")
+              f"{rate}; summary in {Path(args.out).absolute() / 'summary.json'}")
     else:
         result = predict_scene(predictor, args.a, args.b, args.out, align=args.align, name=args.name,
                                progress=progress)
         print(f"scene {result['width']}x{result['height']}: {result['windows']} windows "
-              f"({result['windows_skipped']} all nodata), change {100 * result['change_fraction']:.2f} %, "
-              f"{result['megapixels_per_s']} MP/s")
+              f"({result['windows_skipped']} all nodata), {result['megapixels_per_s']} MP/s")
+        print("\n".join(fraction_lines(result)))
         print(f"mask: {result['mask']}\ncaptions: {result['geojson']}")
     result = {"mode": mode, **result}
     if args.json:
@@ -139,13 +143,39 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_record(rec: dict[str, Any]) -> None:
-    if "caption" in rec:
-        print(f"caption: {rec['caption']}")
-    frac = ", ".join(f"{k} {100 * v:.2f} %" for k, v in rec["changed_fraction"].items())
+def fraction_lines(rec: dict[str, Any]) -> list[str]:
+    """The record's fractions, each saying what it is a share of and which head it comes from
+    (docs/inference.md, "Fractions"): the binary change head's changed share, then the `--head`'s
+    classes; a binary head's one class is the change head itself and is not repeated."""
+    lines = [f"change head: {100 * rec['change_fraction']:.2f} % of valid pixels changed"]
+    classes = rec.get("changed_fraction") or {}
+    if list(classes) != ["change"]:
+        into = " (changed pixels by their date-B class)" if "changed_fraction_from" in rec else ""
+        parts = ", ".join(f"{k} {100 * v:.2f} %" for k, v in classes.items())
+        lines.append(f"{rec['head']} head{into}: {parts} of valid pixels")
+    return lines
+
+
+def _print_record(rec: dict[str, Any], min_area: int) -> None:
+    from changeagent.inference.pairs import NO_CAPTION_HEAD
+
+    print(f"caption: {rec['caption'] if rec.get('caption') is not None else NO_CAPTION_HEAD}")
+    print("\n".join(fraction_lines(rec)))
     counts = ", ".join(f"{k} {v}" for k, v in rec["object_counts"].items())
-    print(f"changed: {frac}\nobjects: {counts}")
+    print(f"objects (8-connected, >= {min_area} px): {counts}")
     print(f"mask: {rec['mask']}\nrecord: {Path(rec['mask']).parent / (rec['name'] + '.json')}")
+
+
+def warn_synthetic_only(checkpoint: str) -> None:
+    """Say once, on stderr, when the model was trained on synthetic data only (its training record)."""
+    from changeagent.models.hub import training_record
+
+    rec = training_record(checkpoint)
+    if rec and rec.get("synthetic_only"):
+        names = ", ".join(rec.get("datasets") or {})
+        print(f"note: {checkpoint} was trained only on synthetic data ({names}); on real imagery its masks "
+              "and captions mean little. Train on real data (docs/training.md, \"Real data\") or use a "
+              "published model (README, \"Quick start\")", file=sys.stderr)
 
 
 def add_index_arguments(parser: argparse.ArgumentParser) -> None:
@@ -185,7 +215,7 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ann", choices=("none", "hnsw", "ivf"), default="none",
                         help="also build an approximate FAISS index (for millions of rows; exact search otherwise)")
     parser.add_argument("--overwrite", action="store_true", help="start the index afresh instead of resuming")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--device", default="auto", help="auto (a local GPU if any, else the CPU), cpu, cuda, cuda:N")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (None: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", metavar="OUT", help="also write the summary here")
@@ -209,6 +239,7 @@ def run_index(args: argparse.Namespace) -> int:
                                      overlap=args.overlap, batch_size=args.batch_size, max_len=args.max_len,
                                      scale=args.scale, bands=parse_bands(args.bands),
                                      mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"))
+    warn_synthetic_only(args.checkpoint)
     common: dict[str, Any] = dict(progress=not args.no_progress, overwrite=args.overwrite, ann=args.ann)
     if mode == "pairs":
         result = ix.index_pairs(pred, args.a_dir, args.b_dir, args.out, **common)
@@ -229,7 +260,8 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
                      'changeagent search SCENE1/ SCENE2/ "a road is built" --geojson hits.geojson')
     parser.add_argument("items", nargs="+", metavar="INDEX... QUERY",
                         help="one or more index folders built with the same model, then the query text")
-    parser.add_argument("--top-k", "-k", type=int, default=10, help="results to return")
+    # -n, not -k: `-k` is --checkpoint in every command that takes a model
+    parser.add_argument("--top-k", "-n", type=int, default=10, help="results to return")
     parser.add_argument("--exact", action="store_true", help="exhaustive search even when an approximate index exists")
     parser.add_argument("--json", metavar="OUT", help="write {query, results: [{rank, name, score, caption, ...}]}")
     parser.add_argument("--geojson", metavar="OUT", help="write the results' window footprints (scene indexes)")
@@ -242,7 +274,6 @@ def run_search(args: argparse.Namespace) -> int:
     *paths, query = args.items
     if not query.strip():
         raise ChangeAgentError("empty query: give some words describing the change")
-    from changeagent.inference.outputs import write_json
     from changeagent.inference.search import Searcher, results_geojson
 
     _threads(args.threads)
@@ -254,12 +285,11 @@ def run_search(args: argparse.Namespace) -> int:
     print(f"query: {query!r} over {len(searcher)} items in {len(paths)} index(es)")
     for hit in result["results"]:
         frac = hit.get("change_fraction")
-        changed = f"  changed {100 * frac:.1f} %" if isinstance(frac, (int, float)) else ""
+        changed = f"  change head: {100 * frac:.1f} % of pixels" if isinstance(frac, (int, float)) else ""
         print(f"{hit['rank']:>3}  {hit['score']:.4f}  {hit['name']}  \"{hit['caption']}\"{changed}")
     _write_json(args.json, result)
     if args.geojson:
-        Path(args.geojson).parent.mkdir(parents=True, exist_ok=True)
-        write_json(args.geojson, results_geojson(result, searcher))
+        _write_json(args.geojson, results_geojson(result, searcher))
     return 0
 
 
@@ -287,7 +317,9 @@ def _threads(threads: int | None) -> None:
 
 def _write_json(path: str | None, obj: Any) -> None:
     if path:
-        from changeagent.inference.outputs import write_json
+        import json
+
+        from changeagent.data.io import write_text_atomic  # not inference.outputs: rasterio slows `search`
 
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, obj)
+        write_text_atomic(path, json.dumps(obj, indent=2) + "\n")

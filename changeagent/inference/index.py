@@ -21,8 +21,9 @@ from tqdm import tqdm
 from changeagent.errors import ChangeAgentError
 from changeagent.inference import outputs as out
 from changeagent.inference import postprocess as post
-from changeagent.inference.index_store import TEXT_CONFIG, TEXT_WEIGHTS, VOCAB, IndexStore, file_sha256
+from changeagent.inference.index_store import TEXT_CONFIG, TEXT_ONNX, TEXT_WEIGHTS, VOCAB, IndexStore
 from changeagent.inference.predictor import Predictor
+from changeagent.inference.provenance import model_fingerprint
 from changeagent.inference.tiling import ceil_to, pad_to
 
 # (item record, normalised float32 [2, C, h, w] with h, w multiples of 32, content size (h, w), valid [h, w] | None)
@@ -32,22 +33,12 @@ Job = tuple[dict[str, Any], np.ndarray, tuple[int, int], "np.ndarray | None"]
 def model_header(pred: Predictor, kind: str, source: dict[str, Any], crs: str | None = None) -> dict[str, Any]:
     """Index header fields that tie it to one model: its folder, the sha256 of its weights and D."""
     ck = Path(pred.source)
-    weights = _weights_file(ck)
     retrieval = getattr(pred.model, "retrieval", None)
     if retrieval is None:
         raise ChangeAgentError(f"checkpoint {ck}: the model has no retrieval head (model.retrieval.enabled was "
                                "false when it was trained); train one with it to build a search index")
     return {"kind": kind, "dim": int(retrieval.cfg.dim), "head": pred.head, "crs": crs, "source": source,
-            "model": {"checkpoint": str(ck.resolve()), "sha256": file_sha256(weights)}}
-
-
-def _weights_file(ck: Path) -> Path:
-    """The file holding a checkpoint's weights (what the index's model fingerprint hashes), found
-    the way `models.load` finds the model: a model folder, a run folder (best/ or last.pt), a last.pt."""
-    for cand in (ck, ck / "model.safetensors", ck / "best" / "model.safetensors", ck / "last.pt"):
-        if cand.is_file():
-            return cand
-    raise ChangeAgentError(f"checkpoint {ck}: no model.safetensors or last.pt found")
+            "model": model_fingerprint(ck)}
 
 
 def save_text_encoder(pred: Predictor, folder: Path) -> None:
@@ -61,10 +52,32 @@ def save_text_encoder(pred: Predictor, folder: Path) -> None:
         tmp.replace(folder / TEXT_WEIGHTS)
     cfg = {"vocab_size": int(text.vocab_size), "retrieval": pred.model.retrieval.cfg.to_dict(),
            "max_len": int(pred.decode["max_len"])}  # type: ignore[call-overload]
+    if not (folder / TEXT_ONNX).is_file():
+        export_text_encoder(text, cfg["max_len"], folder / TEXT_ONNX)
     out.write_json(folder / TEXT_CONFIG, cfg)
     tmp_vocab = folder / f".{VOCAB}.tmp"
     pred.vocab.save(tmp_vocab)
     tmp_vocab.replace(folder / VOCAB)
+
+
+def export_text_encoder(text: Any, max_len: int, path: Path) -> None:
+    """The caption encoder as ONNX for `search` (onnxruntime, no torch at start-up). Queries are padded
+    with <NULL> to `max_len`, which the encoder masks, so the input is one fixed shape [1, max_len]
+    (the TorchScript exporter bakes sequence lengths into the attention's reshapes)."""
+    import warnings
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    was_training = text.training
+    text.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's notes on constant folding and tracing
+            torch.onnx.export(text.cpu(), (torch.ones(1, max_len, dtype=torch.long),), str(tmp),
+                              input_names=["ids"], output_names=["embedding"], dynamo=False, opset_version=17)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        text.train(was_training)
 
 
 def fit_to_tile(pred: Predictor, x: np.ndarray) -> tuple[np.ndarray, tuple[int, int], bool]:

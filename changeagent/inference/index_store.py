@@ -7,6 +7,8 @@
     INDEX/items.jsonl              one JSON object per row (name, caption, changed fractions, footprint ...)
     INDEX/text_encoder.safetensors the model's caption encoder, so `search` embeds queries without
     INDEX/text_encoder.json        loading the image model (+ its config and vocab.json)
+    INDEX/text_encoder.onnx        the same encoder as ONNX (input [1, max_len]): `search` embeds the
+                                   query with onnxruntime and never imports torch (indexes without it: torch)
     INDEX/vocab.json
     INDEX/ann.faiss                optional FAISS HNSW / IVF index over the rows
 
@@ -32,6 +34,7 @@ FORMAT = "changeagent-retrieval-index"
 VERSION = 1
 HEADER, EMB, ITEMS = "index.json", "embeddings.f32", "items.jsonl"
 TEXT_WEIGHTS, TEXT_CONFIG, VOCAB, ANN = "text_encoder.safetensors", "text_encoder.json", "vocab.json", "ann.faiss"
+TEXT_ONNX = "text_encoder.onnx"  # the same encoder for onnxruntime: `search` starts without torch (optional)
 
 
 def file_sha256(path: Path, block: int = 1 << 22) -> str:

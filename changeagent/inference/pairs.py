@@ -2,7 +2,9 @@
 
 Per pair `<stem>` (stem of A) in OUT: `<stem>_mask.png` (`.tif` for GeoTIFF input, with its CRS and
 transform), `<stem>_from/_to` for the second_cc head, `<stem>_vis.png`, and `<stem>.json` written
-last — its presence marks the pair done, so folder mode resumes by skipping pairs that have it.
+last — its presence marks the pair done, so folder mode resumes by skipping pairs that have it, once
+`OUT/.predict.json` (provenance.py) shows that the earlier records come from the same model and options.
+Every path in a record is absolute.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from tqdm import tqdm
 from changeagent.errors import ChangeAgentError
 from changeagent.inference import outputs as out
 from changeagent.inference import postprocess as post
+from changeagent.inference import provenance
 from changeagent.inference.predictor import Predictor
 from changeagent.inference.raster import PLAIN_SUFFIXES, RASTER_SUFFIXES, Picture, read_pair
+
+NO_CAPTION_HEAD = "(no caption head: the model was trained without captions)"
 
 
 def pair_paths(out_dir: Path, stem: str, head: str, geo: bool) -> dict[str, Path]:
@@ -48,7 +53,7 @@ def write_pair(predictor: Predictor, pred: post.Prediction, pa: Picture, pb: Pic
         key = post.map_key(pred.head)
         panels = [*shown, out.overlay(shown[1], pred.maps[key], pals[key])] if key in pred.maps else shown
         out.write_image(paths["visualisation"], out.visualisation(panels, pred.text))
-    rec = {"name": stem, "a": pa.path, "b": pb.path, **pred.record()}
+    rec = {"name": stem, "a": _absolute(pa.path), "b": _absolute(pb.path), **pred.record()}
     rec.update({k: str(p) for k, p in paths.items() if k != "record" and (k in pred.maps or vis)})
     if geo:
         rec["crs"] = pa.crs.to_string()
@@ -60,7 +65,7 @@ def write_pair(predictor: Predictor, pred: post.Prediction, pa: Picture, pb: Pic
 def predict_pair(predictor: Predictor, a: str, b: str, out_dir: str | Path, *, align: bool = False,
                  vis: bool = True) -> dict[str, Any]:
     """Pair mode: one pair of any size (tiled when larger than the model's tile)."""
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).absolute()
     t0 = time.perf_counter()
     pa, pb = read_pair(a, b, predictor.bands, predictor.in_channels, align)
     pred = predictor.predict_pictures([(pa, pb)], t_read=time.perf_counter() - t0)[0]
@@ -109,12 +114,20 @@ def _read_chunks(chunks: list[list[tuple[str, Path, Path]]], predictor: Predicto
 
 
 def predict_folder(predictor: Predictor, a_dir: str | Path, b_dir: str | Path, out_dir: str | Path, *,
-                   align: bool = False, vis: bool = True, progress: bool = True) -> dict[str, Any]:
-    """Folder mode: every pair by name, batched, resumable; writes `summary.json` and `summary.csv`."""
+                   align: bool = False, vis: bool = True, progress: bool = True,
+                   overwrite: bool = False) -> dict[str, Any]:
+    """Folder mode: every pair by name, batched; writes `summary.json` and `summary.csv`.
+
+    Resumable: pairs with a record are skipped when the records were made by the same model weights and
+    result-changing options (else an error naming the differences); `overwrite` redoes every pair.
+    """
     pairs = list_pairs(a_dir, b_dir)
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
     out.clean_stale_temps(out_dir)
+    settings = {"model": provenance.model_fingerprint(predictor.source, predictor.model),
+                "options": provenance.prediction_options(predictor, align)}
+    check_resume(out_dir, [p[0] for p in pairs], settings, overwrite)
     todo = [p for p in pairs if not (out_dir / f"{p[0]}.json").is_file()]
     bs = predictor.batch_size
     chunks = [todo[i : i + bs] for i in range(0, len(todo), bs)]
@@ -135,7 +148,7 @@ def predict_folder(predictor: Predictor, a_dir: str | Path, b_dir: str | Path, o
                      "changed_fraction": rec.get("changed_fraction"), "object_counts": rec.get("object_counts")})
     summary = {
         "pairs": len(pairs), "predicted": len(todo), "skipped": len(pairs) - len(todo),
-        "head": predictor.head, "elapsed_s": round(elapsed, 3),
+        "head": predictor.head, **settings, "elapsed_s": round(elapsed, 3),
         "pairs_per_s": round(len(todo) / elapsed, 3) if todo and elapsed > 0 else None,
         "records": rows,
     }
@@ -144,11 +157,43 @@ def predict_folder(predictor: Predictor, a_dir: str | Path, b_dir: str | Path, o
     return summary
 
 
+def check_resume(out_dir: Path, stems: list[str], settings: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to resume over records made with other settings (or unknown ones); then record `settings`.
+
+    With `overwrite` the records of these pairs are deleted first, so an interrupted redo never
+    leaves an old result that a later resume would take for done.
+    """
+    stamp = out_dir / provenance.SETTINGS
+    done = [s for s in stems if (out_dir / f"{s}.json").is_file()]
+    if overwrite:
+        for s in done:
+            (out_dir / f"{s}.json").unlink()
+        done = []
+    if done:
+        redo = "rerun with --overwrite to redo them, or write to another -o folder"
+        if not stamp.is_file():
+            raise ChangeAgentError(f"{out_dir} already holds {len(done)} record(s) (e.g. {done[0]}.json) whose "
+                                   f"model and options were not recorded; {redo}")
+        diffs = provenance.differences(_load_record(stamp), settings)
+        if diffs:
+            raise ChangeAgentError(f"{out_dir} already holds {len(done)} result(s) made with other settings: "
+                                   f"{'; '.join(diffs)}. To resume, run with the same model and options; "
+                                   f"otherwise {redo}")
+    out.write_json(stamp, settings)
+
+
+def _absolute(path: str) -> str:
+    """A file's absolute path (in-memory inputs such as "array A" stay as named)."""
+    p = Path(path)
+    return str(p.absolute()) if p.exists() else path
+
+
 def _load_record(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise ChangeAgentError(f"cannot read the earlier record {path}: {e}; delete it to redo the pair") from None
+        raise ChangeAgentError(f"cannot read the earlier record {path}: {e}; delete it (or use --overwrite) "
+                               "to redo it") from None
 
 
 def _flat(row: dict[str, Any]) -> dict[str, Any]:

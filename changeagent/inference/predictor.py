@@ -27,7 +27,7 @@ from changeagent.data.spec import DatasetSpec
 from changeagent.devices import resolve_device
 from changeagent.errors import ChangeAgentError
 from changeagent.inference import postprocess as post
-from changeagent.inference.raster import Picture, Scaler, read_pair
+from changeagent.inference.raster import Picture, Scaler, read_pair, select_bands
 from changeagent.inference.tiling import Grid, StripBlender, ceil_to, pad_to
 from changeagent.models.decode_cfg import DECODE
 from changeagent.tasks.registry import get_tasks
@@ -78,6 +78,14 @@ def trained_head(head: str | None, trained: dict[str, dict[str, Any]] | None, so
     return spec_from_summary(head, trained[head])
 
 
+def has_caption_head(trained: dict[str, dict[str, Any]] | None) -> bool:
+    """False when none of the datasets the model was trained on has captions (a mask-only model:
+    its caption decoder was never trained); an old folder that does not say is taken to have one."""
+    if not trained:
+        return True
+    return any("captions" in (s.get("targets") or get_spec(n).targets) for n, s in trained.items())
+
+
 class Predictor:
     """Runs a ChangeCaptioner on tile pairs of any size (tiled with blended logits when large)."""
 
@@ -102,6 +110,7 @@ class Predictor:
         if self.vocab is None:
             raise ChangeAgentError(f"{source}: no caption vocabulary (vocab.json) in the checkpoint")
         self.spec = trained_head(head, datasets, source)
+        self.has_captions = has_caption_head(datasets)
         head = self.spec.id
         self.tasks = get_tasks(list(getattr(model, "tasks", [])))
         dense = [t for t in self.tasks if t.dense_channels(self.spec)]
@@ -257,11 +266,8 @@ class Predictor:
                 if arr.ndim != 3:
                     raise ChangeAgentError(f"{name} must be [H, W] or [H, W, C], got shape {arr.shape}")
                 data = np.ascontiguousarray(arr.transpose(2, 0, 1))
-                if self.bands:
-                    data = data[[i - 1 for i in self.bands]]
-                if data.shape[0] != self.in_channels:
-                    raise ChangeAgentError(f"{name} has {data.shape[0]} bands but the model takes {self.in_channels}")
-                pics.append(Picture(data, None, name))
+                idx = select_bands(data.shape[0], self.bands, self.in_channels, name)  # the files' rule
+                pics.append(Picture(np.ascontiguousarray(data[[i - 1 for i in idx]]), None, name))
             if pics[0].data.shape != pics[1].data.shape:
                 raise ChangeAgentError(f"arrays differ in shape: {a.shape} vs {b.shape}")
             return pics[0], pics[1]

@@ -62,21 +62,37 @@ def parse_bands(text: str | None) -> list[int] | None:
     return bands
 
 
+def bands_hint(count: int, in_channels: int) -> str:
+    """A `--bands` value that works for a file of `count` bands and a model of `in_channels`."""
+    if count >= in_channels:  # e.g. 3,2,1: RGB from a B02,B03,B04,B08 stack
+        return ",".join(str(i) for i in range(in_channels, 0, -1))
+    return ",".join(str(min(i, count)) for i in range(1, in_channels + 1))  # e.g. 1,2,2
+
+
 def select_bands(count: int, bands: Sequence[int] | None, in_channels: int, path: str) -> list[int]:
-    """1-based band numbers to read from a file with `count` bands for a model of `in_channels`."""
+    """1-based band numbers to read from a file with `count` bands for a model of `in_channels`.
+
+    One band (a grey file, or `--bands N`) is repeated to every band of the model: the rule the dataset
+    readers follow for grey images (`changeagent.data.io.read_image`), so a grey pair is seen as in training.
+    """
     if bands is None:
+        if count == 1:
+            return [1] * in_channels
         if count != in_channels:
-            hint = ",".join(str(i) for i in range(min(count, in_channels), 0, -1))
             raise ChangeAgentError(
                 f"{path} has {count} band(s) but the model takes {in_channels}; "
-                f"choose bands with --bands (e.g. --bands {hint})"
+                f"choose bands with --bands (e.g. --bands {bands_hint(count, in_channels)})"
             )
         return list(range(1, count + 1))
+    if len(bands) == 1:
+        bands = list(bands) * in_channels
     if len(bands) != in_channels:
-        raise ChangeAgentError(f"--bands selects {len(bands)} band(s) but the model takes {in_channels}")
+        raise ChangeAgentError(f"--bands selects {len(bands)} band(s) but the model takes {in_channels}; give "
+                               f"{in_channels} band numbers (e.g. --bands {bands_hint(count, in_channels)}) or one")
     bad = [b for b in bands if b > count]
     if bad:
-        raise ChangeAgentError(f"{path} has {count} band(s); --bands asks for band {bad[0]}")
+        raise ChangeAgentError(f"{path} has {count} band(s); --bands asks for band {bad[0]} "
+                               f"(e.g. --bands {bands_hint(count, in_channels)})")
     return list(bands)
 
 

@@ -47,7 +47,7 @@ def predict_scene(pred: Predictor, a_path: str, b_path: str, out_dir: str | Path
     `band_width` caps the columns of one pass (default: what fits in `BAND_BYTES`).
     """
     t_start = time.perf_counter()
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).absolute()  # every path in the record is absolute
     out_dir.mkdir(parents=True, exist_ok=True)
     out.clean_stale_temps(out_dir)
     name = name or Path(a_path).stem
@@ -87,7 +87,7 @@ def predict_scene(pred: Predictor, a_path: str, b_path: str, out_dir: str | Path
                     os.unlink(dst.name)
             raise
         record = {
-            "a": str(a_path), "b": str(b_path), "head": post.spec_of(pred.head).id,
+            "a": str(Path(a_path).absolute()), "b": str(Path(b_path).absolute()), "head": post.spec_of(pred.head).id,
             **{k: str(p) for k, p in paths.items() if k != "record"},
             "crs": a.crs.to_string() if a.crs else None, "transform": list(a.transform)[:6],
             "width": grid.width, "height": grid.height, "tile": grid.tile, "overlap": grid.overlap,

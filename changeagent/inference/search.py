@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from changeagent.errors import ChangeAgentError
-from changeagent.inference.index_store import ANN, TEXT_CONFIG, TEXT_WEIGHTS, VOCAB, IndexStore
+from changeagent.inference.index_store import ANN, TEXT_CONFIG, TEXT_ONNX, TEXT_WEIGHTS, VOCAB, IndexStore
 from changeagent.models.decode_cfg import DECODE
 
 CHUNK_ROWS = 1 << 18  # rows per exhaustive-search chunk: 256 MiB at D = 256
@@ -40,27 +40,34 @@ def _faiss() -> Any:
 
 
 class QueryEncoder:
-    """The index's stored caption encoder: text -> L2-normalised float32 [D]."""
+    """The index's stored caption encoder: text -> L2-normalised float32 [D].
+
+    With the index's `text_encoder.onnx` it runs on onnxruntime and torch is never imported (start-up
+    in well under a second instead of torch's import); an index without it uses the safetensors copy.
+    """
 
     def __init__(self, folder: Path) -> None:
-        import torch
-        from safetensors.torch import load_file
-
         from changeagent.data.vocab import Vocabulary
-        from changeagent.models.retrieval import TextEncoder, retrieval_config
 
         try:
             cfg = json.loads((folder / TEXT_CONFIG).read_text())
             self.vocab = Vocabulary.load(folder / VOCAB)
-            self.encoder = TextEncoder(int(cfg["vocab_size"]), retrieval_config(cfg["retrieval"], f"{TEXT_CONFIG}: retrieval"))
-            self.encoder.load_state_dict(load_file(str(folder / TEXT_WEIGHTS)))
+            self.max_len = int(cfg.get("max_len", DECODE.max_len))
+            self.dim = int(cfg["retrieval"]["dim"])
+            self._session, self.encoder = None, None
+            if (folder / TEXT_ONNX).is_file():
+                import onnxruntime
+
+                opts = onnxruntime.SessionOptions()
+                opts.log_severity_level = 3  # errors only
+                self._session = onnxruntime.InferenceSession(str(folder / TEXT_ONNX), opts,
+                                                             providers=["CPUExecutionProvider"])
+            else:
+                self.encoder = _torch_text_encoder(folder, cfg)
         except ChangeAgentError:
             raise
         except Exception as e:  # a damaged or foreign file: name it, no traceback
             raise ChangeAgentError(f"index {folder}: cannot load its text encoder: {e}") from None
-        self.max_len = int(cfg.get("max_len", DECODE.max_len))
-        self.encoder.eval()
-        self._torch = torch
 
     def tokens(self, text: str) -> tuple[list[str], list[str]]:
         """(tokens, words unknown to the vocabulary) of a query, tokenised like captions."""
@@ -70,10 +77,27 @@ class QueryEncoder:
         return toks, [t for t in toks if t not in self.vocab.word_to_id]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if self._session is not None:  # one query at a time: the ONNX graph takes [1, max_len]
+            rows = [np.asarray([self.vocab.encode(t, self.max_len)], np.int64) for t in texts]
+            out = [self._session.run(None, {"ids": r})[0] for r in rows]
+            return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
+        import torch
+
         from changeagent.models.retrieval import encode_texts
 
-        with self._torch.inference_mode():
+        with torch.inference_mode():
             return self.encoder(encode_texts(self.vocab, list(texts), self.max_len)).float().numpy()
+
+
+def _torch_text_encoder(folder: Path, cfg: dict[str, Any]) -> Any:
+    """The caption encoder from `text_encoder.safetensors` (indexes written before the ONNX copy)."""
+    from safetensors.torch import load_file
+
+    from changeagent.models.retrieval import TextEncoder, retrieval_config
+
+    encoder = TextEncoder(int(cfg["vocab_size"]), retrieval_config(cfg["retrieval"], f"{TEXT_CONFIG}: retrieval"))
+    encoder.load_state_dict(load_file(str(folder / TEXT_WEIGHTS)))
+    return encoder.eval()
 
 
 def build_ann(store: IndexStore, kind: str, m: int = 32, nlist: int | None = None,
@@ -129,8 +153,8 @@ class Searcher:
                     "their embeddings are not comparable")
         self.stores, self.exact = list(stores), exact
         self.encoder = QueryEncoder(first.path)
-        if self.encoder.encoder.proj.out_features != first.dim:
-            raise ChangeAgentError(f"index {first.path}: text encoder dim {self.encoder.encoder.proj.out_features} "
+        if self.encoder.dim != first.dim:
+            raise ChangeAgentError(f"index {first.path}: text encoder dim {self.encoder.dim} "
                                    f"!= embedding dim {first.dim}")
         self._ann: dict[int, Any] = {}
         self._items: dict[int, list[dict[str, Any]]] = {}

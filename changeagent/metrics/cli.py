@@ -1,4 +1,5 @@
-"""`changeagent score-captions`: COCO caption metrics of a hypothesis file against a reference file."""
+"""`changeagent score-captions` (COCO caption metrics of a hypothesis file against a reference file) and
+`changeagent score` (predicted masks against label images)."""
 
 from __future__ import annotations
 
@@ -137,4 +138,47 @@ def run_score_captions(args: argparse.Namespace) -> int:
                        subsets={s: report[s] for s in ("change", "no_change")})
         _write_json(args.json_out, out)
         print(f"wrote {args.json_out}")
+    return 0
+
+
+def add_score_arguments(parser: argparse.ArgumentParser) -> None:
+    from changeagent.data.registry import dataset_ids  # cheap: ids only
+
+    parser.add_argument("--pred", required=True, type=Path, metavar="PRED/",
+                        help="a `changeagent predict` output folder, or a folder of <stem>_mask.png|tif / "
+                             "<stem>.png|tif class-id masks")
+    parser.add_argument("--labels", required=True, type=Path, metavar="LABELS/",
+                        help="one label image per pair, <stem>.png|tif, in the dataset's published encoding")
+    parser.add_argument("--format", choices=dataset_ids(), default=None,
+                        help="how to read the labels (a dataset id): binary change 0/255 or 0/1 (levir_cd, "
+                             "whu_cd, dsifn_cd), levir_mci's 3 classes, or custom with --classes. "
+                             "Default: the head named by the predict records, else binary change")
+    parser.add_argument("--classes", type=Path, metavar="DIR",
+                        help="--format custom: the folder holding its classes.yaml")
+    parser.add_argument("--json", type=Path, metavar="OUT", help="write the scores (fractions) as JSON here")
+
+
+def run_score(args: argparse.Namespace) -> int:
+    from changeagent.metrics.score import score_folder
+
+    result = score_folder(args.pred, args.labels, args.format, args.classes)
+    pooled = result["pooled"]
+    print(f"{result['files']} file(s), {result['pixels']:,} scored pixels, labels read as {result['format']}")
+    if len(result["classes"]) == 2:
+        keys = (("precision", "P"), ("recall", "R"), ("f1", "F1"), ("iou", "IoU"), ("oa", "OA"))
+    else:
+        keys = (("miou", "MIoU"), *((f"iou_{c}", f"IoU {c}") for c in result["classes"]), ("change_f1", "change F1"),
+                ("oa", "OA"))
+    width = max(len(r["name"]) for r in result["per_file"])
+    print(f"  {'file':<{width}}" + "".join(f"{h:>12}" for _, h in keys))
+    for row in [*result["per_file"], {"name": "pooled", **pooled}]:
+        print(f"  {row['name']:<{width}}" + "".join(f"{_pct(row.get(k)):>12}" for k, _ in keys))
+    print("(percent; pooled = one confusion matrix over every file's pixels; missing = undefined, "
+          "e.g. no change in a file and none predicted)")
+    if result["predictions_without_label"]:
+        print(f"note: {len(result['predictions_without_label'])} prediction(s) without a label were not scored",
+              file=sys.stderr)
+    if args.json is not None:
+        _write_json(args.json, result)
+        print(f"wrote {args.json}")
     return 0

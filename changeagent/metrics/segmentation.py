@@ -95,6 +95,14 @@ def segmentation_scores(confmat: torch.Tensor, class_names: Sequence[str] | None
     return out
 
 
+def binary_scores(scores: dict) -> dict:
+    """The change-detection papers' keys from a 2-class confusion matrix's `segmentation_scores`:
+    precision, recall, f1, iou (of the change class), oa, miou, iou_no_change."""
+    return {"precision": scores["change_precision"], "recall": scores["change_recall"], "f1": scores["change_f1"],
+            "iou": scores["change_iou"], "oa": scores["oa"], "miou": scores["miou"],
+            "iou_no_change": scores["iou_per_class"][0]}
+
+
 class SegmentationMetrics(Metric):
     """LEVIR-MCI MIoU and binary change scores, exact under DDP.
 

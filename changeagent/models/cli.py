@@ -41,28 +41,81 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def add_model_info_arguments(parser: argparse.ArgumentParser) -> None:
     _add_common(parser)
+    parser.add_argument("--checkpoint", "-k", metavar="MODEL",
+                        help="a saved model (a run's best/, a run folder or a last.pt) instead of model=NAME: "
+                             "its size and what it was trained on")
+
+
+def _saved_model(path: str) -> tuple[dict[str, Any], int, dict[str, Any], dict[str, Any] | None]:
+    """(model config, vocabulary size, datasets, training record) of a saved model, weights unread."""
+    from pathlib import Path
+
+    from changeagent.models import hub
+
+    p = Path(path)
+    if not p.exists():
+        raise ChangeAgentError(f"--checkpoint {p} does not exist")
+    if p.is_dir() and not (p / hub.CONFIG).is_file() and (p / "best" / hub.CONFIG).is_file():
+        p = p / "best"
+    if p.is_dir() and (p / hub.CONFIG).is_file():
+        config = hub.read_config(p)
+        return config["model"], config["vocab_size"], dict(config.get("datasets") or {}), hub.training_record(p)
+    loaded = hub.load(p)  # a last.pt (or a run folder with only last.pt)
+    return loaded.model.config, loaded.model.vocab_size, loaded.datasets, hub.training_record(p)
+
+
+def _training_lines(datasets: dict[str, Any], record: dict[str, Any] | None) -> list[str]:
+    if record is None:
+        names = ", ".join(datasets) or "not recorded"
+        return [f"trained on: {names} (no training record: a converted or older model folder)"]
+    parts = [f"{n} ({'synthetic' if d.get('synthetic') else 'real'}"
+             + (f", {d['root']}" if d.get("root") else "") + ")" for n, d in record["datasets"].items()]
+    lines = [f"trained on: {'; '.join(parts)}"]
+    if record.get("synthetic_only"):
+        lines.append("  only synthetic data: its masks and captions on real imagery mean little")
+    sel = record.get("selected_on")
+    chosen = (f"; chosen on {sel['split']} {sel['select']} = {sel['score']:.4f}" if sel else "")
+    lines.append(f"steps: {record.get('steps')}{chosen}")
+    if record.get("run"):
+        lines.append(f"run: {record['run']}")
+    return lines
 
 
 def run_model_info(args: argparse.Namespace) -> int:
     from changeagent.models.factory import create_model
 
-    cfg = _model_config(args.overrides)
-    model = create_model(cfg, args.vocab_size, device="meta")  # shapes only: nothing allocated
+    record: dict[str, Any] | None = None
+    datasets: dict[str, Any] = {}
+    if args.checkpoint:
+        if args.overrides:
+            raise ChangeAgentError("give either --checkpoint MODEL or model=NAME [overrides], not both")
+        cfg, vocab_size, datasets, record = _saved_model(args.checkpoint)
+        cfg = {**cfg, "encoder_weights": None, "compile": False}
+        cfg.setdefault("name", None)
+    else:
+        cfg, vocab_size = _model_config(args.overrides), args.vocab_size
+    model = create_model(cfg, vocab_size, device="meta")  # shapes only: nothing allocated
     counts = model.param_counts()
     conf = model.config
     if conf.get("type") == "mci":
         neck = "MCI detection + caption necks (the reference)"
     else:
         neck = f"{conf['neck']['name']}{' (separate caption neck)' if conf['separate_necks'] else ''}"
-    print(f"model {cfg.get('name') or '?'}: encoder {conf['encoder']}, neck {neck}, vocabulary {args.vocab_size}, "
-          f"tasks {', '.join(model.tasks)}")
+    print(f"model {cfg.get('name') or args.checkpoint or '?'}: encoder {conf['encoder']}, neck {neck}, "
+          f"vocabulary {vocab_size}, tasks {', '.join(model.tasks)}")
     print(f"{'part':<16}{'parameters':>14}{'share':>8}")
     for part in [*(k for k in counts if k != "total"), "total"]:  # the trunk's parts, then one per head
         n = counts[part]
         print(f"{part:<16}{n:>14,}{100 * n / counts['total']:>7.1f}%")
+    if args.checkpoint:
+        print("\n".join(_training_lines(datasets, record)))
     if args.json:
-        write_json(args.json, {"model": cfg.get("name"), "vocab_size": args.vocab_size, "tasks": model.tasks,
-                               "params": counts, "config": model.config})
+        result: dict[str, Any] = {"model": cfg.get("name"), "vocab_size": vocab_size, "tasks": model.tasks,
+                                  "params": counts,
+                                  "config": model.config}
+        if args.checkpoint:
+            result.update(checkpoint=args.checkpoint, datasets=list(datasets), training=record)
+        write_json(args.json, result)
     return 0
 
 

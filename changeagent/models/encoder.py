@@ -2,14 +2,52 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import Any
 
-import segmentation_models_pytorch as smp
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._device import _device_constructors  # the factory functions torch.device(...) redirects
 
 from changeagent.errors import ChangeAgentError
+
+# timm (imported by smp) imports wandb, when it is installed, for a logging helper we never call: a
+# third of a second of every command's start-up. It is hidden while smp/timm load; the engine imports
+# wandb itself when a run logs to it (engine/wandb_logger.py).
+_HIDE_WANDB = "wandb" not in sys.modules
+if _HIDE_WANDB:
+    sys.modules["wandb"] = None  # type: ignore[assignment]  # `import wandb` raises ImportError meanwhile
+try:
+    import segmentation_models_pytorch as smp  # noqa: E402
+finally:
+    if _HIDE_WANDB:
+        del sys.modules["wandb"]
+
+
+class _BuildOn(TorchFunctionMode):
+    """`with torch.device(device)` for building modules, except that `torch.linspace` stays on the
+    CPU: smp's mit_* constructors read their drop-path rates from it with `.item()`, which a meta
+    tensor cannot give. With it whole models are built on "meta" (shapes only, no random
+    initialisation, which costs seconds for the MiT encoders) before their weights are loaded."""
+
+    def __init__(self, device: str | torch.device) -> None:
+        super().__init__()
+        self.device = torch.device(device)
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = dict(kwargs or {})
+        if func in _device_constructors() and func is not torch.linspace and kwargs.get("device") is None:
+            kwargs["device"] = self.device
+        return func(*args, **kwargs)
+
+
+def build_on(device: str | torch.device | None) -> contextlib.AbstractContextManager:
+    """The context to build a model in: on `device` (see `_BuildOn`), or as torch defaults for None."""
+    return _BuildOn(device) if device is not None else contextlib.nullcontext()
+
 
 # families we test; any other smp encoder name is accepted as well
 TESTED_ENCODERS = (
@@ -100,12 +138,23 @@ class Encoder(nn.Module):
             raise ChangeAgentError(f"encoder in_channels must be a positive integer, got {in_channels!r}")
         local = weights is not None and (Path(weights).suffix in (".pth", ".pt", ".bin", ".safetensors")
                                          or Path(weights).exists())
+        remote: Any = None if local else weights
+        if remote is not None and name.startswith("tu-"):
+            remote = True  # timm encoders: the name's default pretrained tag (ImageNet), smp wants True
         try:
-            self.body = smp.encoders.get_encoder(
-                name, in_channels=in_channels, depth=5, weights=None if local else weights
-            )
+            self.body = smp.encoders.get_encoder(name, in_channels=in_channels, depth=5, weights=remote)
         except (KeyError, ValueError) as e:
             raise ChangeAgentError(f"cannot build encoder {name!r} with weights {weights!r}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - the download (huggingface_hub) failed: offline, proxy, ...
+            if remote is None:
+                raise
+            reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            raise ChangeAgentError(
+                f"model.encoder_weights={weights}: cannot download the pretrained weights of encoder {name!r} "
+                f"({type(e).__name__}: {reason}); on a machine without internet set model.encoder_weights=null "
+                "to train from scratch, or model.encoder_weights=PATH to a local weights file (with "
+                "HF_HUB_OFFLINE=1 a weights cache copied from another machine is used)"
+            ) from None
         if name.startswith("efficientnet-"):
             # smp keeps the classifier's head conv, which its forward never calls: dead weights
             # would only cost memory and make DDP complain about unused parameters

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from changeagent.data.registry import dataset_ids
 from changeagent.errors import ChangeAgentError
 from changeagent.models.baselines import SmpUnetCfg, build_smp_unet
 from changeagent.models.change_captioner import ChangeCaptioner, Necks, compile_model
-from changeagent.models.encoder import Encoder
+from changeagent.models.encoder import Encoder, build_on
 from changeagent.models.features import HeadContext
 from changeagent.models.heads import HEADS, get_head, head_names
 from changeagent.models.mci.config import MCIConfig
@@ -214,11 +213,8 @@ def create_model(cfg: dict[str, Any], vocab_size: int,
 
 def _build_change_captioner(cfg: dict[str, Any], vocab_size: int,
                             device: str | torch.device | None = None) -> ChangeCaptioner:
-    # smp's mit_* constructor calls .item(), which the meta device cannot do: build it on the CPU
-    encoder = Encoder(cfg["encoder"], in_channels=cfg["in_channels"], weights=cfg["encoder_weights"])
-    if device is not None:
-        encoder.to(device)
-    with torch.device(device) if device is not None else contextlib.nullcontext():
+    with build_on(device):  # "meta": shapes only, nothing initialised (models.hub loads weights into it)
+        encoder = Encoder(cfg["encoder"], in_channels=cfg["in_channels"], weights=cfg["encoder_weights"])
         return _assemble(cfg, vocab_size, encoder)
 
 

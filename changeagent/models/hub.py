@@ -3,7 +3,9 @@ a training run folder (its `best/`) or a `last.pt`, and `attach_vocab` is the on
 joins a model.
 
 Model folder: config.json (`model` config, `vocab_size`, `norm`: the normalisation statistics per
-trained dataset, `datasets` trained on with their classes and palettes), model.safetensors, vocab.json. Nothing is ever unpickled (safetensors; `last.pt`
+trained dataset, `datasets` trained on with their classes and palettes, `training`: the training
+record, read by `training_record`), model.safetensors, vocab.json. Nothing is ever unpickled
+(safetensors; `last.pt`
 through `torch.load(weights_only=True)`). This module imports the model code, never the reverse.
 """
 
@@ -72,11 +74,14 @@ def _temp_path(directory: Path, name: str) -> Path:
 
 def save_pretrained(model: Any, directory: str | Path, *, vocab: Vocabulary | None = None,
                     norm: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
-                    datasets: Mapping[str, Any] | Sequence[str] | None = None) -> Path:
+                    datasets: Mapping[str, Any] | Sequence[str] | None = None,
+                    training: Mapping[str, Any] | None = None) -> Path:
     """Write the model folder; every file goes to a temp name first and is renamed at the end.
 
     vocab: defaults to the attached `model.vocab`; norm: {dataset id: {"mean", "std"}} each training
-    dataset was normalised with; datasets: the datasets the model was trained on (ids, specs or summaries).
+    dataset was normalised with; datasets: the datasets the model was trained on (ids, specs or
+    summaries); training: the training record (`TRAINING_KEYS`: what it was trained on and the
+    score it was chosen on).
     """
     from safetensors.torch import save_model
 
@@ -91,6 +96,8 @@ def save_pretrained(model: Any, directory: str | Path, *, vocab: Vocabulary | No
         config["datasets"] = dataset_summaries(datasets)
     if norm is not None:
         config[NORM] = check_norms(norm, f"cannot save to {directory}: norm", config.get("datasets") or None)
+    if training is not None:
+        config[TRAINING] = check_training_record(training, directory)
     texts = {CONFIG: json.dumps(config, indent=2)}  # unsorted: `datasets` keeps the training order
     if vocab is not None:
         texts[VOCAB] = vocab.dumps()
@@ -131,6 +138,43 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         raise ChangeAgentError(f"{path} has format_version {config['format_version']}; this changeagent "
                                f"reads up to {FORMAT_VERSION} (upgrade changeagent)")
     return config
+
+
+# config.json's training record, written by the engine with best/ (and kept in last.pt):
+#   datasets        {id: {"synthetic": bool, "root": absolute path | null}} the model was trained on
+#   synthetic_only  true when every one of them is the generated benchmark
+#   steps           optimizer steps when these weights were saved
+#   selected_on     {"split", "select", "score"}: the validation score these weights were chosen on (null: not chosen)
+#   run             the training run folder (absolute)
+TRAINING = "training"
+TRAINING_KEYS = ("datasets", "synthetic_only", "steps", "selected_on", "run")
+
+
+def check_training_record(record: Any, where: Any) -> dict[str, Any]:
+    """A training record as stored: a mapping with the `TRAINING_KEYS` (extra keys are kept)."""
+    if not isinstance(record, Mapping) or not isinstance(record.get("datasets"), Mapping):
+        raise ChangeAgentError(f"{where}: the training record must be a mapping with `datasets` "
+                               f"({', '.join(TRAINING_KEYS)})")
+    out = dict(record)
+    out["synthetic_only"] = bool(out["datasets"]) and all(
+        bool(d.get("synthetic")) for d in out["datasets"].values() if isinstance(d, Mapping))
+    return out
+
+
+def training_record(path: str | Path) -> dict[str, Any] | None:
+    """What a saved model was trained on (see `TRAINING`), from a model folder, a run folder (its
+    best/) or a last.pt; None when it has no record (converted or older folders)."""
+    p = Path(path)
+    if p.is_dir() and not (p / CONFIG).is_file():
+        if (p / "best" / CONFIG).is_file():
+            p = p / "best"
+        elif (p / "last.pt").is_file():
+            p = p / "last.pt"
+    if p.is_file() and p.suffix == ".pt":
+        record = _read_last(p, mmap=True).get(TRAINING)  # memory-mapped: the weights are not read
+    else:
+        record = read_config(p).get(TRAINING)
+    return None if record is None else check_training_record(record, p)
 
 
 def _one_norm(norm: Any, where: str) -> dict[str, list[float]]:
@@ -184,6 +228,45 @@ def _build(model_cfg: dict[str, Any], vocab_size: int) -> ChangeCaptioner:
     return create_model({**model_cfg, "encoder_weights": None, "compile": False}, vocab_size)
 
 
+def _tensor_slot(model: Any, name: str) -> tuple[dict[str, Any], str]:
+    """The `_parameters` or `_buffers` dict of the module holding tensor `name`, and its key there."""
+    parent, _, leaf = name.rpartition(".")
+    module = model.get_submodule(parent)
+    return (module._parameters if leaf in module._parameters else module._buffers), leaf
+
+
+def _load_without_init(model_cfg: dict[str, Any], vocab_size: int, weights: Path,
+                       device: str) -> tuple[ChangeCaptioner | None, list[str], list[str]]:
+    """The model built on the meta device (no memory, no random initialisation: that took 3 s of every
+    start-up for the MCI-sized models) with the file's tensors put in place; (None, ...) when a
+    tensor the file does not hold (a buffer that is not saved) would be left without a value."""
+    from safetensors.torch import load_file
+
+    model = create_model({**model_cfg, "encoder_weights": None, "compile": False}, vocab_size, device="meta")
+    shared: dict[int, list[str]] = {}  # tied weights: one tensor under several names, saved under one
+    for name, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
+        shared.setdefault(id(t), []).append(name)
+    own = model.state_dict(keep_vars=True)
+    # copies: fresh (aligned) storage per tensor, as a model built the usual way has, so outputs are
+    # bit-identical to it (views into the file's one buffer can take other vectorised kernel paths)
+    state = {k: v.to(own[k].dtype if k in own else v.dtype, copy=True)
+             for k, v in load_file(str(weights), device=device).items()}
+    result = model.load_state_dict(state, strict=False, assign=True)
+    tied: set[str] = set()
+    for names in shared.values():
+        loaded = [n for n in names if n in state]
+        if loaded and len(names) > 1:
+            slots = [_tensor_slot(model, n) for n in names]
+            source = slots[names.index(loaded[0])]
+            for slot, key in slots:
+                slot[key] = source[0][source[1]]
+            tied.update(names)
+    missing = [k for k in result.missing_keys if k not in tied]
+    if not missing and any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+        return None, [], []
+    return model, missing, list(result.unexpected_keys)
+
+
 def _load_folder(directory: Path, map_location: str | torch.device) -> Loaded:
     from safetensors.torch import load_model
 
@@ -191,9 +274,14 @@ def _load_folder(directory: Path, map_location: str | torch.device) -> Loaded:
     weights = directory / WEIGHTS
     if not weights.is_file():
         raise ChangeAgentError(f"{directory} is not a complete model folder: {WEIGHTS} is missing")
-    model = _build(config["model"], config["vocab_size"])
     try:
-        missing, unexpected = load_model(model, str(weights), strict=False, device=str(map_location))
+        model, missing, unexpected = _load_without_init(config["model"], config["vocab_size"], weights,
+                                                        str(map_location))
+        if model is None:  # a module with an unsaved buffer: build it the slow way
+            model = _build(config["model"], config["vocab_size"])
+            missing, unexpected = load_model(model, str(weights), strict=False, device=str(map_location))
+    except ChangeAgentError:
+        raise
     except Exception as e:  # noqa: BLE001 - corrupt or foreign file: name it, no deep traceback
         raise ChangeAgentError(f"cannot load weights {weights}: {e}") from None
     if missing or unexpected:

@@ -21,6 +21,7 @@ from changeagent.data.constants import IGNORE_INDEX
 from changeagent.data.spec import DatasetSpec
 from changeagent.losses.mask import MaskLossCfg, mask_task_loss
 from changeagent.metrics import SegmentationMetrics, SemanticChangeMetrics
+from changeagent.metrics.segmentation import binary_scores
 from changeagent.models.mask_decoder import class_maps
 from changeagent.tasks.spec import EvalContext, TaskContext, TaskSpec, VisMask
 
@@ -44,13 +45,6 @@ def split_dense(logits: Tensor, spec: DatasetSpec) -> tuple[Tensor, Tensor | Non
     if spec.dates == 2:
         head = head.unflatten(-3, (2, spec.num_classes))
     return change, head
-
-
-def binary_scores(scores: dict[str, Any]) -> dict[str, Any]:
-    """The change-detection papers' keys from a 2-class confusion matrix's `segmentation_scores`."""
-    return {"precision": scores["change_precision"], "recall": scores["change_recall"], "f1": scores["change_f1"],
-            "iou": scores["change_iou"], "oa": scores["oa"], "miou": scores["miou"],
-            "iou_no_change": scores["iou_per_class"][0]}
 
 
 class MaskMetric:

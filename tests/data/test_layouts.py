@@ -18,6 +18,7 @@ from changeagent.cli import main
 from changeagent.data.binary_cd import decode_binary_label
 from changeagent.data.check import check_layout
 from changeagent.data.registry import REGISTRY, bind_spec, dataset_ids, get_spec
+from changeagent.data.synth import MARKER
 from changeagent.errors import ChangeAgentError
 
 ISSUE_IDS = ["levir_mci", "second_cc", "levir_cd", "whu_cd", "dsifn_cd", "levir_cc", "second", "custom"]
@@ -70,10 +71,11 @@ def test_synthetic_folder_in_each_layout_passes_data_check(synth, name, capsys):
 
 
 def test_layout_files_on_disk(synth):
-    assert sorted(p.name for p in (synth / "levir_cd").iterdir()) == ["A", "B", "label", "list"]
-    assert sorted(p.name for p in (synth / "official").iterdir()) == ["test", "train", "val"]
+    assert all((synth / d / MARKER).is_file() for d in ("levir_cd", "official", "second"))  # marked synthetic
+    assert sorted(p.name for p in (synth / "levir_cd").iterdir() if p.name != MARKER) == ["A", "B", "label", "list"]
+    assert sorted(p.name for p in (synth / "official").iterdir() if p.name != MARKER) == ["test", "train", "val"]
     assert sorted(p.name for p in (synth / "official" / "train").iterdir()) == ["A", "B", "label"]
-    assert sorted(p.name for p in (synth / "second").iterdir()) == ["test", "train"]
+    assert sorted(p.name for p in (synth / "second").iterdir() if p.name != MARKER) == ["test", "train"]
     assert sorted(p.name for p in (synth / "second" / "train").iterdir()) == ["im1", "im2", "label1", "label2"]
     assert sorted(p.name for p in (synth / "levir_cc" / "images" / "train").iterdir()) == ["A", "B"]
     label = np.asarray(Image.open(next((synth / "levir_cd" / "label").iterdir())))

@@ -16,7 +16,7 @@ from changeagent.cli import main
 from changeagent.data.constants import NO_CHANGE_SENTENCES
 from changeagent.data.levir_mci import LevirMCI
 from changeagent.data.second_cc import SecondCC
-from changeagent.data.synth import generate, scenes
+from changeagent.data.synth import MARKER, generate, scenes
 from changeagent.data.synth.captions import POSITIONS, captions
 from changeagent.data.vocab import tokenize
 from changeagent.errors import ChangeAgentError
@@ -24,6 +24,12 @@ from changeagent.errors import ChangeAgentError
 COUNTS = {"train": 12, "val": 3, "test": 3}
 SECOND_PALETTE = {(255, 255, 255), (0, 0, 255), (128, 128, 128), (0, 128, 0), (0, 255, 0), (128, 0, 0), (255, 0, 0)}
 
+
+
+def published(root):
+    """The folder's files besides the `.synth.json` mark every generated folder carries (checked here)."""
+    assert (root / MARKER).is_file(), f"{root} lacks its synthetic mark {MARKER}"
+    return sorted(p.name for p in root.iterdir() if p.name != MARKER)
 
 def _synth(fmt: str, out: Path, seed: int = 5, size: int = 32, extra: tuple[str, ...] = ()) -> int:
     return main(["data", "synth", "--format", fmt, "--out", str(out), "--n-train", str(COUNTS["train"]),
@@ -58,7 +64,7 @@ def test_json_summary(roots):
 
 def test_levir_layout_exact(roots):
     root = roots / "levir-mci"
-    assert sorted(p.name for p in root.iterdir()) == ["LevirCCcaptions.json", "images"]
+    assert published(root) == ["LevirCCcaptions.json", "images"]
     recs = _records(root, "levir-mci")
     assert [r["imgid"] for r in recs] == list(range(len(recs)))
     sentid = 0
@@ -89,7 +95,7 @@ def test_levir_layout_exact(roots):
 
 def test_second_layout_exact(roots):
     root = roots / "second-cc"
-    assert sorted(p.name for p in root.iterdir()) == ["SECOND-CC-AUG.json", "test", "train", "val"]
+    assert published(root) == ["SECOND-CC-AUG.json", "test", "train", "val"]
     recs = _records(root, "second-cc")
     assert {r["split"] for r in recs} == {"train", "restval", "val", "test"}
     assert any("changeflag" not in r for r in recs) and any("changeflag" in r for r in recs)
@@ -217,7 +223,7 @@ def test_refuses_non_empty_and_overwrites_only_datasets(tmp_path, capsys):
     ds = tmp_path / "ds"
     assert _synth("second-cc", ds) == 0
     assert _synth("levir-mci", ds, extra=("--overwrite",)) == 0
-    assert sorted(p.name for p in ds.iterdir()) == ["LevirCCcaptions.json", "images"]
+    assert published(ds) == ["LevirCCcaptions.json", "images"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "mine"]  # no temp folders left
 
 

@@ -19,7 +19,8 @@ from real_cd import build_real_levir_cd  # noqa: E402
 
 FAST_RUN = ["data.batch_size=4", "data.eval_batch_size=4", "data.num_workers=0", "run.threads=1",
             "run.device=cpu", "train.log_every=1", "eval.every_epochs=null",
-            "data.augment.crop=null"]  # 128-px test crops; the recipe crops 256 px
+            "data.augment.crop=null",  # 128-px test crops; the recipe crops 256 px
+            "model.encoder_weights=null"]  # tests keep random init (the recipe starts from ImageNet)
 
 
 @pytest.fixture(scope="module")

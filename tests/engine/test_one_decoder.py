@@ -73,7 +73,7 @@ def test_eval_scores_equal_the_scores_of_the_masks_predict_writes(run, head):
     from changeagent.engine.loaders import make_dataset
     from changeagent.engine.schema import load_run_config
     from changeagent.metrics import SegmentationMetrics, SemanticChangeMetrics
-    from changeagent.tasks.mask import binary_scores
+    from changeagent.metrics.segmentation import binary_scores
 
     base, roots, cfg_path = run
     ckpt = _varied_checkpoint(base, roots, cfg_path, head)

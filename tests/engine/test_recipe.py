@@ -104,7 +104,7 @@ def test_gpu_recipe_on_cpu_learns_and_says_so(tmp_path, synth_roots, capsys, mon
     rc = main(["train", "-c", str(config_dir() / "joint.yaml"), f"model={model_yaml}", f"run.out_dir={out}",
                *(f"data.{n}.root={r}" for n, r in synth_roots.items()), "run.device=cpu", "run.threads=1",
                "data.eval_batch_size=5", "data.min_count=0", "wandb.mode=disabled", "eval.meteor=false",
-               "eval.select=miou+bleu4", "train.stages=[{name: joint, steps: 3}]", "eval.every_epochs=null",
+               "model.encoder_weights=null", "eval.select=miou+bleu4", "train.stages=[{name: joint, steps: 3}]", "eval.every_epochs=null",
                "eval.every_steps=1", "eval.time_share=null", "train.log_every=1"])
     assert rc == 0
     printed = capsys.readouterr().out
@@ -129,7 +129,7 @@ def test_validation_time_share(tmp_path, synth_roots, capsys):
     rc = main(["train", "-c", str(config_dir() / "joint.yaml"), f"model={model_yaml}", f"run.out_dir={out}",
                *(f"data.{n}.root={r}" for n, r in synth_roots.items()), "run.device=cpu", "run.threads=1",
                "data.batch_size=4", "data.num_workers=0", "data.eval_batch_size=5", "data.min_count=0",
-               "wandb.mode=disabled", "eval.meteor=false", "eval.select=miou+bleu4", "train.ema=null",
+               "wandb.mode=disabled", "eval.meteor=false", "eval.select=miou+bleu4", "train.ema=null", "model.encoder_weights=null",
                "train.stages=[{name: joint, steps: 4}]", "eval.every_epochs=null", "eval.every_steps=1",
                "eval.time_share=0.01"])
     assert rc == 0

@@ -15,7 +15,8 @@ from changeagent.models import load_model
 CAPTION_KEYS = {"bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider", "s_m", "no_change_accuracy"}
 TINY_OVERRIDES = ["data.batch_size=4", "data.eval_batch_size=4", "data.num_workers=0", "data.min_count=0",
                   "train.grad_accum=1", "run.threads=1", "run.device=cpu", "eval.meteor=false",
-                  "eval.select=miou+bleu4", "eval.every_epochs=null", "train.log_every=1"]
+                  "eval.select=miou+bleu4", "eval.every_epochs=null", "train.log_every=1",
+                  "model.encoder_weights=null"]  # tests keep random init (the recipe starts from ImageNet)
 
 
 def test_levir_contract_time_budget_then_eval(tmp_path, synth_roots, capsys):

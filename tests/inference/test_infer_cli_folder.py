@@ -42,7 +42,7 @@ def test_folder_mode_and_resume(ckpt, dirs, tmp_path, run_cli, monkeypatch):
     monkeypatch.setattr(Predictor, "predict_pictures", dies_on_second_batch)
     code, _, err = run_cli(*args)
     assert code == 130 and "interrupted" in err
-    done = sorted(n for n in listing(out) if n.endswith(".json"))
+    done = sorted(n for n in listing(out) if n.endswith(".json") and not n.startswith("."))
     assert done == [f"{s}.json" for s in STEMS[:2]]
     assert not [n for n in listing(out) if ".tmp" in n] and "summary.json" not in listing(out)
     monkeypatch.setattr(Predictor, "predict_pictures", real)

@@ -128,7 +128,7 @@ def test_scene_index_geojson_and_ann(rck, tmp_path, run_cli):
     assert all(0 < it["valid_fraction"] <= 1 for it in items)
     ring = np.asarray(items[0]["footprint"])
     assert ring.shape == (5, 2) and np.allclose(ring[0], ring[-1])
-    code, _, err = run_cli("search", idx, "a building", "-k", "10", "--json", tmp_path / "h.json",
+    code, _, err = run_cli("search", idx, "a building", "-n", "10", "--json", tmp_path / "h.json",
                            "--geojson", tmp_path / "h.geojson")
     assert code == 0, err
     gj = json.loads((tmp_path / "h.geojson").read_text())
@@ -192,3 +192,37 @@ def test_index_uses_the_trained_head_and_refuses_an_untrained_one(tmp_path, pair
                            "--json", tmp_path / "s.json", *FAST)
     assert code == 0, err
     assert json.loads((tmp_path / "s.json").read_text())["count"] == 5
+
+
+def test_search_embeds_queries_without_torch(rck, pairs, tmp_path, run_cli):
+    """Start-up: the index carries its caption encoder as ONNX, `search` runs it on onnxruntime and
+    never imports torch; its embeddings equal the model's own text encoder's."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from changeagent.inference.index_store import TEXT_ONNX, TEXT_WEIGHTS
+    from changeagent.models.retrieval import encode_texts
+
+    idx = tmp_path / "idx"
+    assert run_cli("index", "-k", rck, "--a-dir", pairs[0], "--b-dir", pairs[1], "-o", idx, *FAST)[0] == 0
+    assert (idx / TEXT_ONNX).is_file()
+    onnx = Searcher.from_index(idx).encoder
+    model = Predictor.from_pretrained(rck).model.retrieval.text.eval()
+    queries = ["a new building", "zzqx the road is built " * 6, "", "the scene is the same as before"]
+    with torch.inference_mode():
+        want = model(encode_texts(onnx.vocab, queries, onnx.max_len)).numpy()
+    assert np.abs(onnx.encode(queries) - want).max() < 1e-5
+    # an index written before the ONNX copy still searches (through torch), with the same embeddings
+    (idx / TEXT_ONNX).rename(tmp_path / "kept.onnx")
+    old = Searcher.from_index(idx).encoder
+    assert old.encoder is not None and np.abs(old.encode(queries) - want).max() < 1e-5
+    (tmp_path / "kept.onnx").rename(idx / TEXT_ONNX)
+    assert (idx / TEXT_WEIGHTS).is_file()
+    probe = ("import sys; from changeagent.cli import main; "
+             f"code = main(['search', {str(idx)!r}, 'a new building', '-n', '2']); "
+             "assert code == 0; print('torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "False", r.stdout

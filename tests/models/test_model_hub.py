@@ -155,3 +155,29 @@ def test_hub_is_not_imported_by_the_model_code():
         tree = ast.parse(f.read_text())
         names = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         assert "changeagent.models.hub" not in names, f"{f} imports the hub (import cycle)"
+
+
+@pytest.mark.parametrize("encoder", ["resnet18", "mit_b0", "tu-mobilenetv3_small_050"])
+def test_load_builds_on_meta_without_initialising(encoder, tmp_path, monkeypatch):
+    """Start-up: the model is built on the meta device and the file's tensors put in place (the
+    random initialisation of an MiT encoder took seconds); the result equals the saved model."""
+    import changeagent.models.hub as hub
+
+    torch.manual_seed(1)
+    cfg = tiny_cfg(encoder, "transformer")
+    cfg["caption_decoder"]["tie_embeddings"] = True
+    saved = create_model(cfg, VOCAB)
+    save_pretrained(saved, tmp_path / "m")
+
+    def no_slow_path(*a, **k):
+        raise AssertionError("built the slow way (random init, then copied)")
+
+    monkeypatch.setattr(hub, "_build", no_slow_path)
+    loaded = load_model(tmp_path / "m")
+    assert not any(t.is_meta for t in [*loaded.parameters(), *loaded.buffers()])
+    want, got = saved.state_dict(), loaded.state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    assert loaded.caption_decoder.head.weight is loaded.caption_decoder.embed.weight  # still tied
+    x = torch.randn(1, 2, 3, 64, 64)
+    saved.eval()
+    assert torch.equal(saved.predict(x, max_len=4)["change"], loaded.predict(x, max_len=4)["change"])

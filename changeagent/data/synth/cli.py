@@ -33,6 +33,7 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_synth(args: argparse.Namespace) -> int:
     from changeagent.data.registry import get_spec
+    from changeagent.data.synth import mark_synthetic
     from changeagent.errors import ChangeAgentError
 
     spec = get_spec(args.format.replace("-", "_"))
@@ -41,6 +42,13 @@ def run_synth(args: argparse.Namespace) -> int:
     summary = spec.synth(args.out, args.n_train, args.n_val, args.n_test, size=args.size, seed=args.seed,
                          mask_variant=args.mask_variant, overwrite=args.overwrite, progress=not args.no_progress,
                          layout=args.layout, difficulty=args.difficulty)
+    # the engine's own form of the parameters (engine.roots.ensure_synthetic), so `data.synth.dir` can reuse
+    # the folder, and the mark that it is synthetic (a model trained on it records so)
+    mark_synthetic(summary["out"], {"format": spec.id, "n_train": args.n_train, "n_val": args.n_val,
+                                    "n_test": args.n_test, "size": args.size, "seed": args.seed,
+                                    "mask_variant": args.mask_variant,
+                                    **({"layout": args.layout} if args.layout != "crop" else {}),
+                                    **({"difficulty": args.difficulty} if args.difficulty != "default" else {})})
     p, c = summary["pairs"], summary["change_pairs"]
     print(
         f"wrote {summary['total_pairs']} {args.difficulty} {args.format} pairs of {args.size}x{args.size} to "

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +17,7 @@ from torch import Tensor
 
 from changeagent.errors import ChangeAgentError
 from changeagent.models.change_captioner import ChangeCaptioner, compile_model
-from changeagent.models.encoder import Encoder
+from changeagent.models.encoder import Encoder, build_on
 from changeagent.models.features import Features
 from changeagent.models.mci.config import MCIConfig
 from changeagent.models.mci.heads import MCICaptionDecoder, MCIMaskHead
@@ -70,11 +69,8 @@ class MCIModel(ChangeCaptioner):
 def build_mci(cfg: dict[str, Any], vocab_size: int, device: str | torch.device | None = None) -> MCIModel:
     """The faithful MCI from a plain config dict (see `MCIConfig`); `device="meta"` for shapes only."""
     conf = convert(MCIConfig, cfg, "model")
-    # smp's mit_* constructor calls .item(), which the meta device cannot do: build it on the CPU
-    encoder = Encoder(conf.encoder, in_channels=conf.in_channels, weights=conf.encoder_weights)
-    if device is not None:
-        encoder.to(device)
-    with torch.device(device) if device is not None else contextlib.nullcontext():
+    with build_on(device):  # "meta": shapes only, nothing initialised (models.hub loads weights into it)
+        encoder = Encoder(conf.encoder, in_channels=conf.in_channels, weights=conf.encoder_weights)
         model = MCIModel(conf, vocab_size, encoder)
     if conf.compile:
         compile_model(model)
