@@ -121,11 +121,10 @@ def test_tools_follow_the_model(svc, tmp_path):
     assert bare.tools() == ["detect_changes", "describe", "count"]  # no index, no search
 
     class WithHeads:
-        retrieval = None
-        qa = object()
-        grounding = None
+        tasks = ["mask", "caption", "qa"]  # a model's tasks, one head each (docs/design.md "Tasks")
 
     assert model_tasks(WithHeads()) == {"mask", "caption", "qa"}
+    assert model_tasks(svc._model) == set(svc._model.tasks)
     bare.tasks.add("qa")
     # a model with a QA head but an app without the ask tool: not offered (no invented answers)
     assert not bare.offers("ask") and "ask" not in bare.tools()

@@ -80,7 +80,7 @@ def test_on_a_real_models_memory():
 
     torch.manual_seed(0)
     model = create_model(tiny_cfg(encoder="tu-mobilenetv3_small_050"), VOCAB)
-    _, _, memory = model.features(torch.randn(2, 2, 3, 64, 64), ["levir_mci"] * 2)
+    memory = model.features(torch.randn(2, 2, 3, 64, 64), ["levir_mci"] * 2)["memory"]  # the shared token memory
     head = QAHead(len(QV), memory.shape[-1], len(ANS), CFG)
     logits = head(encode_questions(QV, ["Has anything changed?", "Where is the most change?"]), memory)
     assert logits.shape == (2, len(ANS))
