@@ -94,6 +94,7 @@ def save_pretrained(model: Any, directory: str | Path, *, vocab: Vocabulary | No
     texts = {CONFIG: json.dumps(config, indent=2)}  # unsorted: `datasets` keeps the training order
     if vocab is not None:
         texts[VOCAB] = vocab.dumps()
+    texts.update({name: json.dumps(v.to_json()) + "\n" for name, v in head_vocabularies(model).items()})
     temps: dict[str, Path] = {}
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -184,6 +185,30 @@ def _build(model_cfg: dict[str, Any], vocab_size: int) -> ChangeCaptioner:
     return create_model({**model_cfg, "encoder_weights": None, "compile": False}, vocab_size)
 
 
+def _vocab_heads(model: Any) -> list[Any]:
+    """Heads that own a word list (`vocab_file`, `vocab`, `set_vocab`: the grounding head's expressions)."""
+    return [model.head(t) for t in getattr(model, "tasks", []) if getattr(model.head(t), "vocab_file", None)]
+
+
+def head_vocabularies(model: Any) -> dict[str, Any]:
+    """{file name in the model folder: vocabulary} of the model's heads with their own word list."""
+    return {h.vocab_file: h.vocab for h in _vocab_heads(model)}
+
+
+def restore_head_vocabularies(model: Any, directory: Path) -> None:
+    """Attach each head's saved word list (the ids its weights were trained with); a folder without the
+    file keeps the built-in list (folders written before the head saved it)."""
+    for head in _vocab_heads(model):
+        path = directory / head.vocab_file
+        if not path.is_file():
+            continue
+        vocab = type(head.vocab).load(path)
+        try:
+            head.set_vocab(vocab)
+        except ChangeAgentError as e:
+            raise ChangeAgentError(f"{path}: {e}") from None
+
+
 def _load_folder(directory: Path, map_location: str | torch.device) -> Loaded:
     from safetensors.torch import load_model
 
@@ -192,6 +217,7 @@ def _load_folder(directory: Path, map_location: str | torch.device) -> Loaded:
     if not weights.is_file():
         raise ChangeAgentError(f"{directory} is not a complete model folder: {WEIGHTS} is missing")
     model = _build(config["model"], config["vocab_size"])
+    restore_head_vocabularies(model, directory)
     try:
         missing, unexpected = load_model(model, str(weights), strict=False, device=str(map_location))
     except Exception as e:  # noqa: BLE001 - corrupt or foreign file: name it, no deep traceback
