@@ -32,7 +32,12 @@ from changeagent.data.grounding.query import DATASET_SPACE, EXPRESSION_TYPES, MA
 from changeagent.data.spec import DatasetSpec
 from changeagent.losses.grounding import GroundingLossCfg, grounding_loss
 from changeagent.losses.mask import zero_like_graph
-from changeagent.metrics.grounding import REFERENCE_THRESHOLD, GroundingMetrics, ReferringChangeMetrics, binarize
+from changeagent.metrics.grounding import (
+    REFERENCE_THRESHOLD,
+    GroundingMetrics,
+    ReferringChangeMetrics,
+    binarize,
+)
 from changeagent.tasks.spec import EvalContext, StepKey, TaskContext, TaskSpec, TaskTable
 
 TYPES = (*EXPRESSION_TYPES, "question")  # "question": a QAG-360K question grounded by its answer mask
