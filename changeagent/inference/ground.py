@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,12 +132,16 @@ def _windows(pred: Any, batch: np.ndarray, expression: str | None) -> tuple[np.n
     return dense, (g[:, 0].float().cpu().numpy() if g is not None else None)
 
 
-def ground_prepared(pred: Any, x: np.ndarray, expression: str | None, progress: bool = False
-                    ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Normalised float32 [2, C, H, W] -> blended (mask-task logits [K, H, W], grounding logits [H, W] | None)."""
+def ground_prepared(pred: Any, x: np.ndarray, expression: str | None, progress: bool = False,
+                    check: Callable[[], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Normalised float32 [2, C, H, W] -> blended (mask-task logits [K, H, W], grounding logits [H, W] | None).
+
+    `check` is called before every model call (the app's request deadline raises from it)."""
     _, _, H, W = x.shape
     k = pred.channels
+    check = check or (lambda: None)
     if H <= pred.tile and W <= pred.tile:  # one window, padded to a multiple of 32
+        check()
         d, g = _windows(pred, pad_to(x[None], ceil_to(H), ceil_to(W)), expression)
         return d[0][:, :H, :W], (g[0][:H, :W] if g is not None else None)
     grid = Grid(H, W, pred.tile, pred.overlap)
@@ -150,6 +155,7 @@ def ground_prepared(pred: Any, x: np.ndarray, expression: str | None, progress: 
         for i in range(0, len(wins), pred.batch_size):
             chunk = wins[i : i + pred.batch_size]
             batch = np.stack([x[:, :, r0 : r0 + grid.win_h, c0 : c0 + grid.win_w] for r0, c0 in chunk])
+            check()
             d, g = _windows(pred, batch, expression)
             learned = g is not None
             g = g if g is not None else np.zeros(d.shape[:1] + d.shape[2:], np.float32)
@@ -163,7 +169,7 @@ def ground_prepared(pred: Any, x: np.ndarray, expression: str | None, progress: 
 
 
 def ground_pictures(pred: Any, pa: Picture, pb: Picture, expression: str, route: str = "auto",
-                    progress: bool = False) -> Grounding:
+                    progress: bool = False, check: Callable[[], None] | None = None) -> Grounding:
     """The answer for one read pair (see the module docstring)."""
     from changeagent.inference import postprocess as post
     from changeagent.inference.predictor import _and
@@ -177,7 +183,7 @@ def ground_pictures(pred: Any, pa: Picture, pb: Picture, expression: str, route:
     if valid is not None and not valid.any():
         raise ChangeAgentError(f"{pa.path} / {pb.path}: every pixel is nodata in one of the inputs")
     x = pred.prepare(pa, pb)
-    dense, glog = ground_prepared(pred, x, expression.strip() if route == "learned" else None, progress)
+    dense, glog = ground_prepared(pred, x, expression.strip() if route == "learned" else None, progress, check)
     threshold = None
     if route == "learned":
         assert glog is not None, "the grounding head gave no output"
