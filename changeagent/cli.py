@@ -38,6 +38,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("predict",): ("changeagent.inference.cli", "predict", "mask + caption for pairs, folders or scenes"),
     ("index",): ("changeagent.inference.cli", "index", "embed pairs, scene windows or a split into a search index"),
     ("search",): ("changeagent.inference.cli", "search", "find pairs / scene windows matching a change description"),
+    ("ground",): ("changeagent.inference.ground_cli", "ground",
+                  "mask of the change a sentence describes (pair or GeoTIFF scene): PNG/GeoTIFF, overlay, JSON"),
     ("serve",): ("changeagent.app.cli", "serve", "web app: upload or choose two images, see mask, caption, counts, search"),
     ("mcp",): ("changeagent.app.cli", "mcp", "Model Context Protocol tool server for LLM agents (stdio or HTTP)"),
 }

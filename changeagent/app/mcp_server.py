@@ -121,6 +121,22 @@ def build_server(svc: ChangeService, *, token: str | None = None, url: str | Non
         "count": (count, READS),
         "search": (search, READS),
     }
+    from changeagent.app.schemas import GroundResult  # here, not above: one block for the ground tool
+
+    Expression = Annotated[str, Field(description="the change to segment, e.g. 'new buildings in the top left', "
+                                                  "'vegetation that became ground', 'the largest new building'")]
+    Route = Annotated[str, Field(description="auto (the grounding head), learned, or program (the expression "
+                                             "parsed and cut from the model's class maps)")]
+
+    async def ground(a: A, b: B, expression: Expression, route: Route = "auto",
+                     head: Head = None) -> Annotated[CallToolResult, GroundResult]:
+        """Segment the change a sentence describes: writes its binary mask (PNG, or GeoTIFF plus a GeoJSON of
+        its polygons for GeoTIFF inputs) under the output folder and returns its area, connected regions
+        with their pixel boxes, the route that answered, and the overlay image."""
+        res = await _call(svc.ground, a, b, expression, route, head)
+        return _structured(res, res.overlay_path)
+
+    table["ground"] = (ground, WRITES)
     for name in svc.tools():
         if name in table:
             fn, notes = table[name]

@@ -77,3 +77,35 @@ class SearchResult(BaseModel):
     @classmethod
     def of(cls, raw: dict[str, Any]) -> SearchResult:
         return cls.model_validate(raw)
+
+
+class GroundBox(BaseModel):
+    """One connected region of a grounding mask: pixel box, y1/x1 exclusive."""
+
+    y0: int
+    x0: int
+    y1: int
+    x1: int
+    area: int = Field(description="pixels of the region")
+
+
+class GroundArea(BaseModel):
+    pixels: int = Field(description="pixels of the mask")
+    fraction: float = Field(description="share of the valid pixels, 0..1")
+
+
+class GroundResult(BaseModel):
+    """`ground`: the mask of the change an expression describes (`changeagent ground`'s record)."""
+
+    mask_path: str = Field(description="binary mask (1 = referred change, 255 = nodata): PNG, or GeoTIFF with the "
+                                       "input's CRS and transform for GeoTIFF inputs")
+    overlay_path: str = Field(description="PNG preview: A beside B with the mask tinted")
+    record_path: str = Field(description="the JSON record (as `changeagent ground` writes it)")
+    geojson_path: str | None = Field(None, description="GeoTIFF inputs: the mask's polygons in the input CRS")
+    expression: str
+    route: Literal["learned", "program"] = Field(description="learned: the grounding head; program: the parsed "
+                                                             "expression cut from the model's class maps")
+    area: GroundArea
+    components: int = Field(description="8-connected regions of at least 6 pixels")
+    boxes: list[GroundBox] = Field(description="those regions' pixel boxes")
+    head: str = Field(description="dataset whose label space read the expression")

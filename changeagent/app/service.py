@@ -220,6 +220,27 @@ class ChangeService:
                 write_json(folder / "results.json", res)
         return SearchResult.of(res)
 
+    def ground(self, a: Source, b: Source, expression: str, route: str = "auto", head: str | None = None) -> Any:
+        """The mask of the change `expression` describes (`changeagent ground`), written under the output
+        folder: `GroundResult` (mask, area, components, boxes, the route that answered)."""
+        from changeagent.app.schemas import GroundResult
+        from changeagent.inference.ground import write_ground
+
+        if not isinstance(expression, str) or not expression.strip():
+            raise ChangeAgentError("ground: the expression is empty; say what to segment, e.g. 'new buildings'")
+        with _scrubbed(a, b):
+            pa, pb = self._input(a, "a"), self._input(b, "b")
+            with self._request() as folder:
+                pred = self.predictor(head)
+                deadline = _DEADLINE.get()
+                g = pred.ground(pa, pb, expression, route=route, progress=self.progress,
+                                check=deadline.check if deadline is not None else None)
+                assert g.pictures is not None
+                rec = write_ground(pred, g, folder, scene=g.pictures[0].georeferenced and g.pictures[1].georeferenced)
+        return GroundResult(mask_path=rec["mask"], overlay_path=rec["overlay"], record_path=rec["record"],
+                            geojson_path=rec.get("geojson"), **{k: rec[k] for k in (
+                                "expression", "route", "area", "components", "boxes", "head")})
+
     # ---- internals -----------------------------------------------------------------------------
     def _open_indexes(self, indexes: Sequence[str | Path]) -> dict[str, Any]:
         from changeagent.inference.search import Searcher

@@ -150,6 +150,42 @@ def build_app(svc: ChangeService) -> Any:
         if svc.offers("search"):
             _search_tab(gr, svc, guard)
         # ask / ground tabs join here when the model has those heads (svc.offers("ask"), ...)
+        if svc.offers("ground"):  # change grounding: the mask of a described change
+            @guard
+            def ground(up_a: str | None, up_b: str | None, ch_a: str | None, ch_b: str | None, expression: str,
+                       route: str, progress: Any = gr.Progress(track_tqdm=True)) -> tuple[Any, ...]:
+                progress(0, desc="reading and running the model")
+                res = svc.ground(_source(up_a, ch_a, "A"), _source(up_b, ch_b, "B"), expression, route)
+                rows = [[i + 1, bx.y0, bx.x0, bx.y1, bx.x1, bx.area] for i, bx in enumerate(res.boxes)]
+                note = (f"answered by the **{res.route}** route: {res.area.pixels} px "
+                        f"({100 * res.area.fraction:.2f} % of the valid pixels), {res.components} region(s)")
+                files = [p for p in (res.mask_path, res.record_path, res.geojson_path) if p]
+                return res.overlay_path, note, rows, files
+
+            with gr.Tab("Ground"):
+                with gr.Row():
+                    g_up_a = gr.File(label="Date A: upload", file_types=list(SUFFIXES), type="filepath",
+                                     elem_id="ground_upload_a")
+                    g_ch_a = gr.Dropdown(choices=choices, value=None, label="or A under --root",
+                                         allow_custom_value=True, visible=bool(svc.roots))
+                    g_up_b = gr.File(label="Date B: upload", file_types=list(SUFFIXES), type="filepath",
+                                     elem_id="ground_upload_b")
+                    g_ch_b = gr.Dropdown(choices=choices, value=None, label="or B under --root",
+                                         allow_custom_value=True, visible=bool(svc.roots))
+                with gr.Row():
+                    g_text = gr.Textbox(label="which change?", placeholder="new buildings in the top left",
+                                        elem_id="ground_text")
+                    g_route = gr.Dropdown(choices=["auto", "learned", "program"], value="auto", label="route")
+                    g_run = gr.Button("Segment", variant="primary", elem_id="ground_run")
+                g_note = gr.Markdown(elem_id="ground_note")
+                g_over = gr.Image(label="A | B with the referred change", type="filepath", interactive=False,
+                                  elem_id="ground_overlay")
+                g_rows = gr.Dataframe(headers=["region", "y0", "x0", "y1", "x1", "pixels"], interactive=False,
+                                      elem_id="ground_boxes")
+                g_files = gr.File(label="Downloads: mask, JSON record (and GeoJSON)", file_count="multiple",
+                                  interactive=False)
+                g_run.click(ground, [g_up_a, g_up_b, g_ch_a, g_ch_b, g_text, g_route],
+                            [g_over, g_note, g_rows, g_files], api_name="ground")
     return demo
 
 

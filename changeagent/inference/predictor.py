@@ -284,6 +284,16 @@ class Predictor:
         pa, pb = self._pictures(a, b, align)
         return self.predict_pictures([(pa, pb)], t_read=time.perf_counter() - t0)[0]
 
+    def ground(self, a: Any, b: Any, expression: str, route: str = "auto", align: bool = False,
+               progress: bool = False, check: Any = None) -> Any:
+        """The mask of the change `expression` describes (`inference.ground.Grounding`: mask bool
+        [H, W], route, record()); route: auto | learned (grounding head) | program (parse + cut);
+        `check()` runs before every model call (a deadline)."""
+        from changeagent.inference.ground import ground_pictures
+
+        pa, pb = self._pictures(a, b, align)
+        return ground_pictures(self, pa, pb, expression, route, progress, check)
+
     def predict_pictures(self, pairs: Sequence[tuple[Picture, Picture]],
                          t_read: float = 0.0) -> list[post.Prediction]:
         """Several pairs; pairs that fit in one window and share a size are run as one batch."""

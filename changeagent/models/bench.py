@@ -52,7 +52,7 @@ def random_inputs(model: Any, batch: int, length: int, gen: torch.Generator, dev
             ids = torch.randint(4, model.vocab_size, (batch, length), generator=gen)
             ids[:, 0], ids[:, -1] = START, END
             out.setdefault(name, ids)
-    return {k: v.to(dev) for k, v in out.items()}
+    return {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in out.items()}  # texts stay texts
 
 
 def plain_loss(out: Any) -> torch.Tensor:

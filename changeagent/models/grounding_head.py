@@ -23,15 +23,17 @@ maps, so one encoder pass serves them all.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from changeagent.errors import ChangeAgentError
-from changeagent.typed import opt
+from changeagent.models.features import HeadContext, HeadSpec
+from changeagent.typed import fail, opt
 
 
 @dataclass
@@ -42,6 +44,13 @@ class GroundingHeadCfg:
     heads: int = opt(4, "attention heads of the pixel-to-word cross-attention (divides channels)", gt=0)
     attn_levels: int = opt(1, "coarsest levels whose pixels cross-attend the expression tokens (0: FiLM only)", ge=0)
     dropout: float = opt(0.0, "dropout in the cross-attention and before the mask projection", ge=0, lt=1)
+    text_dim: int = opt(128, "width of the expression encoder (models.qa_head.QuestionEncoder; divides by heads)", gt=0)
+    text_layers: int = opt(1, "Transformer encoder layers over the expression tokens", ge=1)
+    max_len: int = opt(24, "expression tokens kept (longer expressions are cut)", ge=4)
+
+    def validate(self, key: str) -> None:
+        if self.channels % self.heads or self.text_dim % self.heads:
+            fail(f"{key}.heads", f"{self.heads} must divide channels {self.channels} and text_dim {self.text_dim}")
 
 
 def coord_channels(x: Tensor) -> Tensor:
@@ -201,3 +210,72 @@ class GroundingHead(nn.Module):
         k = self.kernel(pooled)  # [N, C + 1]
         logits = torch.einsum("nchw,nc->nhw", e, k[:, :-1]) / self.channels ** 0.5 + k[:, -1:, None]
         return F.interpolate(logits.unsqueeze(1), size=size, mode="bilinear", align_corners=False)
+
+
+class GroundingModule(nn.Module):
+    """The `grounding` task's head: expression ids -> `QuestionEncoder` (the QA head's text encoder
+    design, its own weights) -> `GroundingHead` over the fused multi-level maps `feats["levels"]`.
+
+    inputs: "expressions" list[str] of N texts (the head encodes them with its own `vocab`, so a loaded
+    model reads words with the vocabulary it was trained with); extra input "expression_pairs" int64
+    [N], the pair (row of the batch) each expression refers to (None: N == B, one per pair).
+    Outputs: "grounding" float [N, 1, H, W] mask logits, "grounding_pairs" int64 [N].
+    `vocab`: its `QuestionVocab` (the built-in `expression_vocab()`; `models.hub` restores a saved one).
+    """
+
+    inputs = ("expressions",)
+    extra_inputs = ("expression_pairs",)
+    vocab_file = "expressions.json"  # models.hub: the file of the folder that holds `vocab`
+
+    def __init__(self, level_channels: Sequence[int], cfg: GroundingHeadCfg) -> None:
+        super().__init__()
+        from changeagent.data.grounding.vocab import expression_vocab
+        from changeagent.models.qa_head import QuestionEncoder
+
+        self.vocab = expression_vocab()
+        self.max_len = cfg.max_len
+        self.text = QuestionEncoder(len(self.vocab), cfg.text_dim, cfg.text_layers, cfg.heads, cfg.dropout)
+        self.decoder = GroundingHead(level_channels, cfg.text_dim, cfg.channels, cfg.heads, cfg.attn_levels,
+                                     cfg.dropout)
+
+    def set_vocab(self, vocab: Any) -> None:
+        """Attach a (saved) vocabulary; its size must be the text encoder's."""
+        if len(vocab) != self.text.vocab_size:
+            raise ChangeAgentError(f"grounding head: expression vocabulary has {len(vocab)} words, the head "
+                                   f"{self.text.vocab_size}")
+        self.vocab = vocab
+
+    def encode(self, texts: Sequence[str], device: Any = None) -> Tensor:
+        """Expression texts -> int64 [N, L] ids (padded, cut at max_len)."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise ChangeAgentError("grounding head: expressions must be a list of texts")
+        from changeagent.models.qa_head import encode_questions
+
+        return encode_questions(self.vocab, texts, self.max_len, device)
+
+    def example_inputs(self, batch: int, length: int, gen: torch.Generator) -> dict[str, Any]:
+        """`models.bench`: two random expressions of up to `length` words per pair."""
+        words = self.vocab.words[2:]
+        n = 2 * batch
+        ids = torch.randint(len(words), (n, min(length, self.max_len)), generator=gen).tolist()
+        return {"expressions": [" ".join(words[i] for i in row) for row in ids],
+                "expression_pairs": torch.arange(batch).repeat_interleave(2)}
+
+    def outputs(self, feats: Any, inputs: Mapping[str, Tensor]) -> dict[str, Any]:
+        pairs = inputs.get("expression_pairs")
+        ids = self.encode(inputs["expressions"], feats["levels"][0].device)
+        tokens, padding = self.text(ids)
+        logits = self.decoder(feats["levels"], feats.size, tokens, padding, pair_index=pairs)
+        if pairs is None:
+            pairs = torch.arange(ids.shape[0], device=ids.device)
+        return {"grounding": logits, "grounding_pairs": pairs}
+
+    def predictions(self, feats: Any, inputs: Mapping[str, Tensor], options: Mapping[str, Any]) -> dict[str, Any]:
+        return self.outputs(feats, inputs) if inputs.get("expressions") else {}
+
+
+def _build(ctx: HeadContext, cfg: GroundingHeadCfg) -> GroundingModule:
+    return GroundingModule(ctx.level_channels, cfg)
+
+
+HEAD = HeadSpec(name="grounding", section="grounding", config=GroundingHeadCfg, attr="grounding_head", build=_build)

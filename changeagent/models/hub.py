@@ -101,6 +101,7 @@ def save_pretrained(model: Any, directory: str | Path, *, vocab: Vocabulary | No
     texts = {CONFIG: json.dumps(config, indent=2)}  # unsorted: `datasets` keeps the training order
     if vocab is not None:
         texts[VOCAB] = vocab.dumps()
+    texts.update({name: json.dumps(v.to_json()) + "\n" for name, v in head_vocabularies(model).items()})
     temps: dict[str, Path] = {}
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -267,6 +268,30 @@ def _load_without_init(model_cfg: dict[str, Any], vocab_size: int, weights: Path
     return model, missing, list(result.unexpected_keys)
 
 
+def _vocab_heads(model: Any) -> list[Any]:
+    """Heads that own a word list (`vocab_file`, `vocab`, `set_vocab`: the grounding head's expressions)."""
+    return [model.head(t) for t in getattr(model, "tasks", []) if getattr(model.head(t), "vocab_file", None)]
+
+
+def head_vocabularies(model: Any) -> dict[str, Any]:
+    """{file name in the model folder: vocabulary} of the model's heads with their own word list."""
+    return {h.vocab_file: h.vocab for h in _vocab_heads(model)}
+
+
+def restore_head_vocabularies(model: Any, directory: Path) -> None:
+    """Attach each head's saved word list (the ids its weights were trained with); a folder without the
+    file keeps the built-in list (folders written before the head saved it)."""
+    for head in _vocab_heads(model):
+        path = directory / head.vocab_file
+        if not path.is_file():
+            continue
+        vocab = type(head.vocab).load(path)
+        try:
+            head.set_vocab(vocab)
+        except ChangeAgentError as e:
+            raise ChangeAgentError(f"{path}: {e}") from None
+
+
 def _load_folder(directory: Path, map_location: str | torch.device) -> Loaded:
     from safetensors.torch import load_model
 
@@ -290,6 +315,7 @@ def _load_folder(directory: Path, map_location: str | torch.device) -> Loaded:
             f"unexpected {sorted(unexpected)[:5]}"
         )
     model.config = resolve_config(dict(config["model"]))  # an old folder's config in today's form (tasks, memory)
+    restore_head_vocabularies(model, directory)
     model.to(map_location)
     if config["model"].get("compile"):
         compile_model(model)

@@ -17,6 +17,7 @@ _LAZY = {
                                                         "space_of")},
     **{n: "changeagent.data.grounding.parser" for n in ("parse", "try_parse", "vocabulary")},
     "phrase": "changeagent.data.grounding.phrasing",
+    **{n: "changeagent.data.grounding.vocab" for n in ("expression_texts", "expression_vocab")},
     **{n: "changeagent.data.grounding.expressions" for n in ("Expression", "derive", "derive_sample", "maps_of",
                                                               "rcd_prompts", "sample_seed")},
 }
