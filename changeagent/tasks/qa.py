@@ -128,12 +128,12 @@ class QAMetric:
             self.measured_seen += len(rows)
 
     def compute(self) -> dict[str, Any]:
-        s = {k: m.compute() for k, m in self.scores.items()}
+        s = {k: m.compute() for k, m in self.scores.items() if k != "qa_measured"}
         if not s["qa"]["n"]:
             return {}
         out = {"qa": s["qa"], "qa_baselines": {"majority": s["majority"], "question_only": s["question_only"]}}
-        if s["qa_measured"]["n"]:
-            out["qa_measured"] = s["qa_measured"]
+        if self.ctx.sync.gather(self.measured_seen) and sum(self.ctx.sync.gather(self.measured_seen)):
+            out["qa_measured"] = self.scores["qa_measured"].compute()
         return out
 
 
@@ -218,6 +218,21 @@ class QATask(TaskSpec):
         r, a = mine[0]
         return {"question": VisText(r["text"], "reference"), "GT answer": VisText(r["answer"], "reference"),
                 "pred answer": VisText(a), "answer right": a == r["answer"]}
+
+    def predict_inputs(self, user: Mapping[str, Any], batch: int, ctx: TaskContext) -> dict[str, Any]:
+        """{"question": text} -> the question for each of `batch` windows, parsed in the head dataset's
+        label space (a question it cannot read is a ParseError that lists the types it answers)."""
+        text = user.get("question")
+        if text is None or ctx.dataset is None:
+            return {}
+        q = parse_question(str(text), lexicon_for(ctx.dataset.id))
+        return {"qa_questions": [str(text)] * batch, "qa_types": [q.type] * batch,
+                "qa_item": torch.arange(batch, dtype=torch.long)}
+
+    def window(self, pred: Mapping[str, Any], i: int, ctx: TaskContext) -> dict[str, Any]:
+        if pred.get("qa_answers") is None:
+            return {}
+        return {"qa_answer": pred["qa_answers"][i], "qa_probability": float(pred["qa_probs"][i])}
 
 
 SPEC = QATask()

@@ -100,3 +100,100 @@ def test_a_model_without_qa_is_unchanged(tmp_path, roots):
     model = create_model(cfg, 20)
     assert "qa" not in model.tasks and not any(k.startswith("qa.") for k in model.state_dict())
     assert model.config["qa"]["question_words"] is None  # nothing recorded for a model without the head
+
+
+class _Sync:
+    is_main = True
+
+    def gather(self, obj):
+        return [obj]
+
+    def broadcast(self, obj):
+        return obj
+
+
+def test_the_learned_head_beats_both_baselines_where_the_answer_is_in_the_image():
+    """Tokens of a pair say whether buildings appeared; the question alone cannot tell (half yes), so
+    only a head that reads the memory can beat the majority and question-only baselines."""
+    import torch
+
+    from changeagent.models.qa_head import QAConfig, QATaskHead
+    from changeagent.tasks.qa import QAMetric
+    from changeagent.tasks.spec import EvalContext
+
+    torch.manual_seed(0)
+    cfg = QAConfig(dim=32, text_layers=1, fusion_layers=1, heads=2, dropout=0.0)
+    head = QATaskHead(16, cfg)
+    texts = ["were buildings built?", "has a building appeared?"]
+
+    def batch(n, gen):
+        flag = torch.randint(2, (n,), generator=gen)
+        memory = torch.randn(n, 5, 16, generator=gen) * 0.1
+        memory[:, :, 0] += flag[:, None].float() * 2 - 1  # the image's evidence
+        rows = [{"text": texts[i % 2], "type": "change_or_not", "answer": "yes" if int(f) else "no",
+                 "question": None} for i, f in enumerate(flag)]
+        return memory, rows
+
+    opt = torch.optim.Adam(head.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(1)
+    head.train()
+    for _ in range(60):
+        memory, rows = batch(16, gen)
+        out = head.outputs({"memory": memory}, {"qa_questions": [r["text"] for r in rows], "qa_item": torch.arange(16),
+                                                "qa_types": [r["type"] for r in rows],
+                                                "qa_answers": [r["answer"] for r in rows]})
+        from changeagent.tasks.registry import get_task
+
+        loss = get_task("qa").loss(out, {}, {}, None)["qa"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert int(head.answer_counts.sum()) == 60 * 16  # the majority baseline counted every training answer
+    head.eval()
+    metric = QAMetric(EvalContext(dataset=get_spec("levir_mci"), vocab=None, options=None, device=torch.device("cpu"),
+                                  sync=_Sync()))
+    memory, rows = batch(64, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        pred = head.predictions({"memory": memory}, {"qa_questions": [r["text"] for r in rows],
+                                                     "qa_item": torch.arange(64), "qa_types": [r["type"] for r in rows]},
+                                {})
+    metric.update(pred, {"qa": [[r] for r in rows]})
+    scores = metric.compute()
+    learned, base = scores["qa"]["oa"], scores["qa_baselines"]
+    assert learned >= 0.9 and "qa_measured" not in scores  # no maps in this pass: nothing measured
+    assert learned > base["majority"]["oa"] + 0.2 and learned > base["question_only"]["oa"] + 0.2
+
+
+def test_ask_a_pair_and_bad_questions(tmp_path, roots, capsys):
+    cfg = _cfg(tmp_path, {"levir_mci": roots["levir_mci"]}, ["mask", "caption", "qa"])
+    assert main(["train", "-c", str(cfg), "train.steps=1"]) == 0
+    best = tmp_path / "run" / "best"
+    a = sorted((roots["levir_mci"] / "images" / "test" / "A").glob("*.png"))[0]
+    b = a.parents[1] / "B" / a.name
+    capsys.readouterr()
+    out_json = tmp_path / "ans.json"
+    assert main(["ask", "--checkpoint", str(best), str(a), str(b), "how many buildings were built?",
+                 "--json", str(out_json)]) == 0
+    printed = capsys.readouterr().out
+    rec = json.loads(out_json.read_text())
+    assert rec["type"] == "change_count" and "question type: change_count" in printed
+    from changeagent.data.qa.answers import TYPE_ANSWERS
+
+    assert rec["answer"] in TYPE_ANSWERS["change_count"] and 0 < rec["probability"] <= 1
+    assert rec["measured"]["answer"] in TYPE_ANSWERS["change_count"] and "objects" in json.dumps(rec["measured"])
+    from changeagent.inference.predictor import Predictor
+
+    api = Predictor.from_pretrained(best).ask(str(a), str(b), "how many buildings were built?")
+    assert api["answer"] == rec["answer"] and api["measured"] == rec["measured"]
+    for question, needle in (("what is the weather like?", "cannot tell what the question"),
+                             ("", "empty question"), ("how many zebras were built?", "zebras")):
+        assert main(["ask", "--checkpoint", str(best), str(a), str(b), question]) == 2
+        err = capsys.readouterr().err
+        assert "error:" in err and needle in err
+    assert "change_count" in err  # the types it answers are listed
+    (tmp_path / "noqa").mkdir()  # a model without the qa head
+    cfg2 = _cfg(tmp_path / "noqa", {"levir_mci": roots["levir_mci"]}, ["mask", "caption"])
+    assert main(["train", "-c", str(cfg2), "train.steps=1"]) == 0
+    capsys.readouterr()
+    assert main(["ask", "--checkpoint", str(tmp_path / "noqa" / "run" / "best"), str(a), str(b), "was a road built?"]) == 2
+    assert "no qa head" in capsys.readouterr().err
