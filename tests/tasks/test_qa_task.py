@@ -190,7 +190,8 @@ def test_ask_a_pair_and_bad_questions(tmp_path, roots, capsys):
         assert main(["ask", "--checkpoint", str(best), str(a), str(b), question]) == 2
         err = capsys.readouterr().err
         assert "error:" in err and needle in err
-    assert "change_count" in err  # the types it answers are listed
+        if question == "what is the weather like?":
+            assert "change_count" in err  # the types it answers are listed
     (tmp_path / "noqa").mkdir()  # a model without the qa head
     cfg2 = _cfg(tmp_path / "noqa", {"levir_mci": roots["levir_mci"]}, ["mask", "caption"])
     assert main(["train", "-c", str(cfg2), "train.steps=1"]) == 0
