@@ -38,6 +38,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("predict",): ("changeagent.inference.cli", "predict", "mask + caption for pairs, folders or scenes"),
     ("index",): ("changeagent.inference.cli", "index", "embed pairs, scene windows or a split into a search index"),
     ("search",): ("changeagent.inference.cli", "search", "find pairs / scene windows matching a change description"),
+    ("ask",): ("changeagent.inference.ask_cli", "ask", "ask about a change: learned answer + measured answer with evidence"),
     ("ground",): ("changeagent.inference.ground_cli", "ground",
                   "mask of the change a sentence describes (pair or GeoTIFF scene): PNG/GeoTIFF, overlay, JSON"),
     ("serve",): ("changeagent.app.cli", "serve", "web app: upload or choose two images, see mask, caption, counts, search"),

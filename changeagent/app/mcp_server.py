@@ -114,12 +114,24 @@ def build_server(svc: ChangeService, *, token: str | None = None, url: str | Non
         (as `changeagent search --json`; scene windows carry their footprint in the raster CRS)."""
         return _structured(await _call(svc.search, index, text, k))
 
+    from changeagent.app.schemas import AskResult
+
+    async def ask(a: A, b: B, question: Annotated[str, Field(description="a question about the change, e.g. 'how "
+                                                                         "many buildings were built?'")],
+                  head: Head = None) -> Annotated[CallToolResult, AskResult]:
+        """Answer a question about the change between two images: the learned answer (with its
+        probability), the question type it was understood as, and the answer measured on the predicted
+        maps with its evidence (class areas, object counts, positions). A question it cannot parse is an
+        error that lists the types it answers."""
+        return _structured(await _call(svc.ask, a, b, question, head))
+
     # tool -> (function, annotations); ask and ground join here with their heads (svc.offers decides)
     table: dict[str, tuple[Callable[..., Any], ToolAnnotations]] = {
         "detect_changes": (detect_changes, WRITES),
         "describe": (describe, READS),
         "count": (count, READS),
         "search": (search, READS),
+        "ask": (ask, READS),
     }
     from changeagent.app.schemas import GroundResult  # here, not above: one block for the ground tool
 

@@ -109,3 +109,20 @@ class GroundResult(BaseModel):
     components: int = Field(description="8-connected regions of at least 6 pixels")
     boxes: list[GroundBox] = Field(description="those regions' pixel boxes")
     head: str = Field(description="dataset whose label space read the expression")
+class MeasuredAnswer(BaseModel):
+    """The answer rules (SPEC §8) applied to the model's own predicted maps: the auditable answer."""
+
+    answer: str | None = Field(description="the rules' answer; null when they cannot answer (evidence.error says why)")
+    evidence: dict[str, Any] = Field(description="what the rules counted: class areas per date, components, cells")
+
+
+class AskResult(BaseModel):
+    """`ask`: the qa head's answer to a question about the change, and the measured one with its evidence."""
+
+    question: str
+    answer: str = Field(description="the learned answer (the qa head's most probable one of the closed set)")
+    probability: float = Field(description="the qa head's probability of that answer, 0..1")
+    type: str = Field(description="the CDVQA question type the question was understood as, e.g. change_count")
+    measured: MeasuredAnswer | None = Field(description="the rules on the predicted maps (null: no map of the "
+                                                        "question's label space)")
+    head: str = Field(description="dataset whose head decoded the maps and whose label space the question is in")

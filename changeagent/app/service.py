@@ -240,6 +240,30 @@ class ChangeService:
         return GroundResult(mask_path=rec["mask"], overlay_path=rec["overlay"], record_path=rec["record"],
                             geojson_path=rec.get("geojson"), **{k: rec[k] for k in (
                                 "expression", "route", "area", "components", "boxes", "head")})
+    def ask(self, a: Source, b: Source, question: str, head: str | None = None) -> Any:
+        """The qa head's answer to `question` about a pair and the measured one with its evidence
+        (`Predictor.ask`) -> AskResult. The pair is read whole (pair mode), so a scene is refused:
+        `changeagent ask --scene A B --window ...` asks about a window of it."""
+        import copy
+
+        from changeagent.app.schemas import AskResult
+        from changeagent.inference.raster import MAX_PAIR_PIXELS
+
+        if not isinstance(question, str) or not question.strip():
+            raise ChangeAgentError("ask: empty question; ask e.g. 'how many buildings were built?'")
+        with _scrubbed(a, b):
+            pa, pb = self._input(a, "a"), self._input(b, "b")
+            w, h = image_size(pa, "a")
+            if w * h > MAX_PAIR_PIXELS:
+                raise ChangeAgentError(f"a: ask reads a pair whole and the image is {w}x{h}, more than "
+                                       f"{MAX_PAIR_PIXELS} pixels; ask about a window of the scene with "
+                                       f"`changeagent ask --scene A B --window x,y,w,h`")
+            # a shallow copy: Predictor.ask rebinds `inputs` (the question) for its pass, and the shared
+            # predictor serves concurrent requests; the model and its weights stay shared
+            pred = copy.copy(self.predictor(head))
+            with self._request(keep=False):
+                rec = pred.ask(str(pa), str(pb), question)
+        return AskResult.model_validate(rec)
 
     # ---- internals -----------------------------------------------------------------------------
     def _open_indexes(self, indexes: Sequence[str | Path]) -> dict[str, Any]:

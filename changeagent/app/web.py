@@ -186,6 +186,28 @@ def build_app(svc: ChangeService) -> Any:
                                   interactive=False)
                 g_run.click(ground, [g_up_a, g_up_b, g_ch_a, g_ch_b, g_text, g_route],
                             [g_over, g_note, g_rows, g_files], api_name="ground")
+        if svc.offers("ask"):
+            with gr.Tab("Ask"):
+                gr.Markdown("Ask about the change of the pair chosen in the *Changes* tab: the learned answer, "
+                            "and the answer measured on the predicted maps with its evidence.")
+                question = gr.Textbox(label="question", placeholder="how many buildings were built?",
+                                      elem_id="ask_question")
+                go = gr.Button("Ask", variant="primary", elem_id="ask_run")
+                answer = gr.Markdown(elem_id="ask_answer")
+                evidence = gr.JSON(label="measured: evidence", elem_id="ask_evidence")
+
+                @guard
+                def ask(up_a: str | None, up_b: str | None, ch_a: str | None, ch_b: str | None, head: str,
+                        text: str) -> tuple[str, Any]:
+                    res = svc.ask(_source(up_a, ch_a, "A"), _source(up_b, ch_b, "B"), text, head or None)
+                    m = res.measured
+                    said = (f"**{res.answer}** (learned, p = {res.probability:.2f}); question type "
+                            f"`{res.type}`, head `{res.head}`")
+                    said += (f"  \nmeasured on the predicted maps: **{m.answer}**" if m is not None else
+                             "  \nmeasured: - (the model has no map of this label space)")
+                    return said, (m.evidence if m is not None else None)
+
+                go.click(ask, [up_a, up_b, ch_a, ch_b, head, question], [answer, evidence], api_name="ask")
     return demo
 
 

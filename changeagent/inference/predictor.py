@@ -203,7 +203,7 @@ class Predictor:
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, Any]]:
         b, _, c, h, w = batch.shape
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-        inputs = {k: v.to(self.device) for t in self.tasks
+        inputs = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for t in self.tasks
                   for k, v in t.predict_inputs(self.inputs, b, self.task_ctx).items()}
         out = self.model.predict(x, dataset=[self.head] * b, inputs=inputs, **self.decode)
         try:
@@ -284,6 +284,12 @@ class Predictor:
         pa, pb = self._pictures(a, b, align)
         return self.predict_pictures([(pa, pb)], t_read=time.perf_counter() - t0)[0]
 
+    def ask(self, a: Any, b: Any, question: str, align: bool = False) -> dict[str, Any]:
+        """The qa head's answer to `question` about a pair, and the measured one with its evidence
+        (inference/ask.py)."""
+        from changeagent.inference.ask import ask
+
+        return ask(self, a, b, question, align=align)
     def ground(self, a: Any, b: Any, expression: str, route: str = "auto", align: bool = False,
                progress: bool = False, check: Any = None) -> Any:
         """The mask of the change `expression` describes (`inference.ground.Grounding`: mask bool

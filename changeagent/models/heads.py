@@ -32,6 +32,7 @@ HEADS: dict[str, str] = {
     "mask": "changeagent.models.mask_decoder",
     "caption": "changeagent.models.caption_decoder",
     "retrieval": "changeagent.models.retrieval",
+    "qa": "changeagent.models.qa_head",
     "grounding": "changeagent.models.grounding_head",
 }
 

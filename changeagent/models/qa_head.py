@@ -20,17 +20,20 @@ layers, padding mask). `encode_questions(vocab, texts, max_len)` -> int64 [B, L]
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from changeagent.data.qa.answers import ANSWERS, AnswerVocab
 from changeagent.data.qa.vocab import PAD, QuestionVocab
 from changeagent.errors import ChangeAgentError
 from changeagent.models.caption_decoder import sinusoid
+from changeagent.models.features import HeadContext, HeadSpec
 from changeagent.typed import fail, opt
 
 
@@ -38,7 +41,8 @@ from changeagent.typed import fail, opt
 class QAConfig:
     """The model config's `qa` section: the question answering head (disabled unless asked for)."""
 
-    enabled: bool = opt(False, "build the QA head")
+    enabled: bool | None = opt(None, "old-style switch: true lists `qa` in model.tasks when that is unset "
+                                     "(null: follow model.tasks)")
     dim: int = opt(256, "width of the question tokens and the fusion layers", ge=8)
     text_layers: int = opt(2, "Transformer encoder layers over the question tokens", ge=1)
     fusion_layers: int = opt(2, "decoder layers: question self-attention + cross-attention over the image tokens",
@@ -46,10 +50,37 @@ class QAConfig:
     heads: int = opt(4, "attention heads (dim must be divisible by it)", ge=1)
     dropout: float = opt(0.1, "dropout of every layer", ge=0, lt=1)
     max_len: int = opt(32, "question tokens kept (longer questions are cut)", ge=4)
+    question_words: list[str] | None = opt(None, "the question vocabulary, <pad> and <unk> first (null: "
+                                           "QuestionVocab.build() of the templates, written here when the model "
+                                           "has the qa task, so a saved model keeps its words)")
+    answers: list[str] | None = opt(None, "the closed answer set (null: data.qa.answers.ANSWERS, written here "
+                                    "when the model has the qa task)")
 
     def validate(self, key: str) -> None:
         if self.dim % self.heads:
             fail(f"{key}.dim", f"{self.dim} is not divisible by {key}.heads {self.heads}")
+        try:
+            if self.question_words is not None:
+                QuestionVocab(tuple(self.question_words))
+            if self.answers is not None:
+                AnswerVocab(tuple(self.answers))
+        except ChangeAgentError as e:
+            fail(f"{key}.question_words" if "question" in str(e) else f"{key}.answers", str(e))
+
+    def check(self, model: Any, key: str) -> None:
+        """Against the model config: a model with the qa task records its vocabularies (the saved
+        config.json / last.pt then restores them, models/hub.py saves `model.config` whole)."""
+        if "qa" in (model.tasks or []):
+            if self.question_words is None:
+                self.question_words = list(default_question_vocab().words)
+            if self.answers is None:
+                self.answers = list(ANSWERS)
+
+
+@functools.lru_cache(maxsize=1)
+def default_question_vocab() -> QuestionVocab:
+    """The question words of every template of the three label spaces (a model's default)."""
+    return QuestionVocab.build()
 
 
 def _check_ids(ids: Tensor, vocab_size: int) -> None:
@@ -134,3 +165,102 @@ def encode_questions(vocab: QuestionVocab, texts: Sequence[str], max_len: int = 
     width = max((len(r) for r in rows), default=1)
     return torch.tensor([r + [PAD] * (width - len(r)) for r in rows], dtype=torch.long,
                         device=device).reshape(len(rows), width)
+
+
+class QATaskHead(nn.Module):
+    """The `qa` task's head (models/heads.py): the learned `QAHead` over the token memory, its
+    question-only twin (the baseline, trained beside it) and the training answers seen per type (the
+    majority baseline). It owns both vocabularies (`QAConfig.question_words`, `answers`), so its
+    inputs are texts, as the user asks them:
+
+        qa_questions: list[str] [N]   the questions of the batch, item after item
+        qa_item:      int64 [N]       the batch item each question is about
+        qa_types:     list[str] [N]   their types (rules.QUESTION_TYPES): the allowed answers
+        qa_answers:   list[str] [N]   (training) the answers: "qa_target" ids, and counted per type
+
+    The question-only head never reads the image (its cross-attention sees one learned token) and
+    the question encoder it trains is its own, so none of its gradient reaches the shared trunk.
+    `answer_counts` (int64 [types, A], a buffer saved with the weights) counts the training answers
+    per type in train mode; under DDP the buffers are rank 0's (DDP broadcasts them each step).
+    """
+
+    inputs = ("qa_questions", "qa_item", "qa_types")
+    extra_inputs = ("qa_answers",)
+
+    def __init__(self, memory_dim: int, cfg: QAConfig) -> None:
+        super().__init__()
+        from changeagent.data.qa.rules import QUESTION_TYPES
+
+        self.cfg = cfg
+        self.qvocab = QuestionVocab(tuple(cfg.question_words)) if cfg.question_words else default_question_vocab()
+        self.avocab = AnswerVocab(tuple(cfg.answers)) if cfg.answers else AnswerVocab.default()
+        self.types = tuple(QUESTION_TYPES)
+        self.learned = QAHead(len(self.qvocab), memory_dim, len(self.avocab), cfg)
+        self.question_only = QAHead(len(self.qvocab), memory_dim, len(self.avocab), cfg, question_only=True)
+        self.register_buffer("answer_counts", torch.zeros(len(self.types), len(self.avocab), dtype=torch.long))
+
+    def _encode(self, inputs: Mapping[str, Any], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        texts, types, item = list(inputs["qa_questions"]), list(inputs["qa_types"]), inputs["qa_item"]
+        if not isinstance(item, Tensor) or item.ndim != 1 or len(texts) != len(types) or item.shape[0] != len(texts):
+            raise ChangeAgentError(f"qa head: qa_questions ({len(texts)}), qa_types ({len(types)}) and qa_item "
+                                   f"must have one entry per question")
+        ids = encode_questions(self.qvocab, texts, self.cfg.max_len, device=device)
+        allowed = torch.tensor(self.avocab.allowed(types), dtype=torch.bool, device=device)
+        return ids, allowed, item.to(device)
+
+    def _type_ids(self, types: Sequence[str], device: torch.device) -> Tensor:
+        index = {t: i for i, t in enumerate(self.types)}
+        return torch.tensor([index[t] for t in types], dtype=torch.long, device=device)
+
+    def outputs(self, feats: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """{"qa_logits", "qa_qonly_logits": float [N, A] (disallowed answers at the dtype's min), and
+        with qa_answers "qa_target" int64 [N]}; {} without questions."""
+        memory = feats["memory"]
+        if not len(inputs["qa_questions"]):
+            return {}
+        ids, allowed, item = self._encode(inputs, memory.device)
+        out: dict[str, Any] = {}
+        if inputs.get("qa_answers") is not None:
+            answers = list(inputs["qa_answers"])
+            target = torch.tensor([self.avocab.index(a, "qa training answer") for a in answers],
+                                  dtype=torch.long, device=memory.device)
+            allowed[torch.arange(len(answers), device=memory.device), target] = True  # a given answer stays possible
+            out["qa_target"] = target
+            if self.training:
+                with torch.no_grad():
+                    flat = self._type_ids(inputs["qa_types"], memory.device) * len(self.avocab) + target
+                    self.answer_counts.view(-1).add_(torch.bincount(flat, minlength=self.answer_counts.numel()))
+        out["qa_logits"] = self.learned(ids, memory[item], allowed)
+        out["qa_qonly_logits"] = self.question_only(ids, None, allowed)
+        return out
+
+    def majority(self, types: Sequence[str]) -> list[str | None]:
+        """The most frequent training answer of each type (None: a type never trained on)."""
+        counts = self.answer_counts.cpu()
+        index = {t: i for i, t in enumerate(self.types)}
+        out: list[str | None] = []
+        for t in types:
+            row = counts[index[t]]
+            out.append(self.avocab.answer(int(row.argmax())) if int(row.sum()) else None)
+        return out
+
+    def predictions(self, feats: Any, inputs: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
+        """{"qa_answers", "qa_qonly_answers": list[str] [N], "qa_majority": list[str | None] [N],
+        "qa_probs": float [N] (the learned answer's probability), "qa_logits" [N, A]}."""
+        out = self.outputs(feats, {k: v for k, v in inputs.items() if k != "qa_answers"})
+        if not out:
+            return {}
+        probs = out["qa_logits"].float().softmax(-1)
+        best = probs.argmax(-1)
+        qonly = out["qa_qonly_logits"].argmax(-1)
+        return {"qa_logits": out["qa_logits"], "qa_probs": probs.gather(1, best[:, None])[:, 0],
+                "qa_answers": [self.avocab.answer(int(i)) for i in best.tolist()],
+                "qa_qonly_answers": [self.avocab.answer(int(i)) for i in qonly.tolist()],
+                "qa_majority": self.majority(list(inputs["qa_types"]))}
+
+
+def _build(ctx: HeadContext, cfg: QAConfig) -> QATaskHead:
+    return QATaskHead(ctx.memory_dim or 0, cfg)
+
+
+HEAD = HeadSpec(name="qa", section="qa", config=QAConfig, attr="qa", build=_build, memory=True)

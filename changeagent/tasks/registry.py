@@ -16,6 +16,7 @@ REGISTRY: dict[str, str] = {
     "mask": "changeagent.tasks.mask",
     "caption": "changeagent.tasks.caption",
     "retrieval": "changeagent.tasks.retrieval",
+    "qa": "changeagent.tasks.qa",
     "grounding": "changeagent.tasks.grounding",
 }
 

@@ -125,9 +125,9 @@ def test_tools_follow_the_model(svc, tmp_path):
 
     assert model_tasks(WithHeads()) == {"mask", "caption", "qa"}
     assert model_tasks(svc._model) == set(svc._model.tasks)
+    assert not bare.offers("ask")  # this model has no qa head
     bare.tasks.add("qa")
-    # a model with a QA head but an app without the ask tool: not offered (no invented answers)
-    assert not bare.offers("ask") and "ask" not in bare.tools()
+    assert bare.offers("ask") and bare.tools() == ["detect_changes", "describe", "count", "ask"]
 
 
 def test_scene_index_thumbnails_and_footprints(svc, app_ckpt, root, tmp_path):
