@@ -33,9 +33,13 @@ def table_columns() -> list[tuple[str, str]]:
     return [c for name in task_ids() for c in get_task(name).columns]
 
 
-def table_notes(options: Any) -> list[str]:
-    """The tasks' remarks on how their numbers were computed (`TaskSpec.note`), for the header."""
-    return [n for name in task_ids() if (n := get_task(name).note(options))]
+def table_notes(options: Any, metrics: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """The tasks' remarks on how their numbers were computed (`TaskSpec.note`), for the header; with
+    `metrics`, only of the tasks that have a column there (a mask-only run says nothing of captions)."""
+    def shown(name: str) -> bool:
+        return metrics is None or any(k in m for k, _ in get_task(name).columns for m in metrics.values())
+
+    return [n for name in task_ids() if shown(name) and (n := get_task(name).note(options))]
 
 
 def format_table(metrics: dict[str, dict[str, Any]], title: str = "", notes: Sequence[str] = ()) -> str:

@@ -72,7 +72,7 @@ def _evaluate(cfg: DictConfig, info: DistInfo, checkpoint: Path, split: str, out
                                    predictions_dir=(out / "predictions") if (save_predictions and out) else None)
     results, _ = evaluate(model, loaders, vocab, info, opts)
     if info.is_main:
-        print(format_table(results, f"{split} split, {checkpoint}", notes=table_notes(opts)))
+        print(format_table(results, f"{split} split, {checkpoint}", notes=table_notes(opts, results)))
         if out is not None:  # the options that shape the caption numbers go with them
             atomic_write_json(Path(out) / "metrics.json", {**results, "eval": opts.record()})
             write_text_atomic(Path(out) / "config.yaml", OmegaConf.to_yaml(cfg))  # the config that ran

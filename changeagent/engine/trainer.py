@@ -373,7 +373,7 @@ class Trainer:
             self.log.write(rec)
             tqdm.write(format_table(results, f"validation at step {self.step}, {weights} weights (score "
                                              f"{score:.4f}{', best' if improved else ''})",
-                                    notes=table_notes(opts)))
+                                    notes=table_notes(opts, results)))
             self.wandb.log({**flatten({"val": results}), "val/score": score}, self.step)
             self.wandb.log_predictions(vis, self.step)
             if improved:

@@ -78,12 +78,15 @@ def trained_head(head: str | None, trained: dict[str, dict[str, Any]] | None, so
     return spec_from_summary(head, trained[head])
 
 
-def has_caption_head(trained: dict[str, dict[str, Any]] | None) -> bool:
-    """False when none of the datasets the model was trained on has captions (a mask-only model:
-    its caption decoder was never trained); an old folder that does not say is taken to have one."""
+def trained_tasks(names: list[str], trained: dict[str, dict[str, Any]] | None) -> list[Any]:
+    """The model's tasks whose heads were trained: a task counts when a dataset the model was trained on
+    supplies its target (`TaskSpec.enabled_for`; a mask-only model's caption decoder was never trained,
+    so its records carry no caption). An old folder that does not record its datasets keeps them all."""
+    tasks = get_tasks(names)
     if not trained:
-        return True
-    return any("captions" in (s.get("targets") or get_spec(n).targets) for n, s in trained.items())
+        return tasks
+    specs = [spec_from_summary(n, s) for n, s in trained.items()]
+    return [t for t in tasks if any(t.enabled_for(sp) for sp in specs)]
 
 
 class Predictor:
@@ -110,9 +113,8 @@ class Predictor:
         if self.vocab is None:
             raise ChangeAgentError(f"{source}: no caption vocabulary (vocab.json) in the checkpoint")
         self.spec = trained_head(head, datasets, source)
-        self.has_captions = has_caption_head(datasets)
         head = self.spec.id
-        self.tasks = get_tasks(list(getattr(model, "tasks", [])))
+        self.tasks = trained_tasks(list(getattr(model, "tasks", [])), datasets)
         dense = [t for t in self.tasks if t.dense_channels(self.spec)]
         if len(dense) > 1:
             raise ChangeAgentError(f"{source}: tasks {[t.name for t in dense]} all give per-pixel logits; "

@@ -2,12 +2,13 @@
 mask-only model says it has no caption head; `-k` is --checkpoint wherever a command takes a model."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 from infer_helpers import TILES, save_tiny
 
 from changeagent.cli import build_parser
-from changeagent.engine.runlog import format_table
+from changeagent.engine.runlog import format_table, table_notes
 
 FAST = ("--max-len", "4", "--no-progress", "--no-vis")
 A, B = TILES / "LEVIR-CD/A/test_2_0000_0512.png", TILES / "LEVIR-CD/B/test_2_0000_0512.png"
@@ -31,14 +32,15 @@ def test_mask_only_model_says_it_has_no_caption_head(tmp_path, run_cli):
     lines = out.splitlines()
     assert any(ln.startswith("change head: ") for ln in lines)
     assert not any(ln.startswith("levir_cd head") for ln in lines)  # the change head is not printed twice
-    assert json.loads((tmp_path / "o" / "test_2_0000_0512.json").read_text())["caption"] is None
+    assert json.loads((tmp_path / "o" / "test_2_0000_0512.json").read_text()).get("caption") is None
 
 
 def test_mask_only_tables_do_not_mention_caption_metrics():
     mask_only = {"levir_cd": {"precision": 0.5, "recall": 0.4, "f1": 0.45, "iou": 0.3, "oa": 0.9, "n_pairs": 3}}
-    assert "caption" not in format_table(mask_only, "test split", caption_level="word")
+    opts = SimpleNamespace(caption_level="word")
+    assert "caption" not in format_table(mask_only, "test split", notes=table_notes(opts, mask_only))
     both = {"levir_mci": {"miou": 0.5, "bleu4": 0.3, "n_pairs": 3}}
-    assert "caption metrics on words" in format_table(both, "test split", caption_level="word")
+    assert "caption metrics on words" in format_table(both, "test split", notes=table_notes(opts, both))
 
 
 def test_k_is_checkpoint_in_every_command():

@@ -71,7 +71,8 @@ def test_hub_round_trip(tmp_path):
 
 def test_engine_trains_and_evaluates_it_on_a_mask_only_dataset(tmp_path):
     cfg = str(config_dir() / "levir_cd.yaml")
-    common = ["model=smp_unet", "model.decoder_channels=[16,16,8,8,8]", "data.levir_cd.synthetic=true",
+    common = ["model=smp_unet", "model.encoder_weights=null", "model.decoder_channels=[16,16,8,8,8]",
+              "data.levir_cd.synthetic=true",
               f"data.synth.dir={tmp_path / 'synth'}", "data.synth.size=32", "data.synth.n_train=4",
               "data.synth.n_val=2", "data.synth.n_test=2", "data.batch_size=2", "data.num_workers=0",
               "run.threads=1", "data.augment.crop=null", "eval.every_epochs=null"]
@@ -88,7 +89,7 @@ def test_engine_trains_and_evaluates_it_on_a_mask_only_dataset(tmp_path):
 def test_a_dataset_with_captions_is_scored_by_the_tasks_the_model_has(tmp_path, capsys):
     """A mask-only model on LEVIR-MCI (captions too): evaluation runs the tasks the model has
     (tasks as specs), so it is scored on its masks, with no caption metric and no error."""
-    rc = main(["train", "-c", str(config_dir() / "levir_mci.yaml"), "model=smp_unet",
+    rc = main(["train", "-c", str(config_dir() / "levir_mci.yaml"), "model=smp_unet", "model.encoder_weights=null",
                "model.decoder_channels=[16,16,8,8,8]", "data.levir_mci.synthetic=true",
                f"data.synth.dir={tmp_path / 'synth'}", "data.synth.size=32", "data.synth.n_train=4",
                "data.synth.n_val=2", "data.synth.n_test=2", "data.batch_size=2", "data.num_workers=0",

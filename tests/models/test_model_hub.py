@@ -150,7 +150,7 @@ def test_hub_is_not_imported_by_the_model_code():
     import changeagent.models as pkg
 
     for f in pathlib.Path(pkg.__file__).parent.rglob("*.py"):
-        if f.name in ("hub.py", "__init__.py"):
+        if f.name in ("hub.py", "__init__.py", "export.py"):  # export reads model folders: above the model code
             continue
         tree = ast.parse(f.read_text())
         names = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
