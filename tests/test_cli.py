@@ -8,24 +8,38 @@ import pytest
 from changeagent.cli import COMMANDS, _available, build_parser, main
 
 
-def test_top_level_help_lists_commands(capsys):
-    try:
+def test_every_command_module_exists():
+    missing = [f"{' '.join(p)}: {m}" for p, (m, _, _) in COMMANDS.items() if not _available(m)]
+    assert not missing, "COMMANDS names modules that do not exist: " + ", ".join(missing)
+
+
+def test_top_level_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as e:
         main(["--help"])
-    except SystemExit as e:
-        assert e.code == 0
+    assert e.value.code == 0
     out = capsys.readouterr().out
-    assert "changeagent" in out
+    assert out.startswith("usage: changeagent")
+    listed = {line.split()[0] for line in out.splitlines() if line.startswith("    ") and line.split()}
+    assert {path[0] for path in COMMANDS} <= listed, out
+    for group in {path[0] for path in COMMANDS if len(path) == 2}:  # `data`, `config`, `convert`
+        with pytest.raises(SystemExit):
+            main([group, "--help"])
+        sub = capsys.readouterr().out
+        for path, (_, _, help_text) in COMMANDS.items():
+            if path[0] == group:
+                assert path[1] in sub and help_text in " ".join(sub.split()), (path, sub)
 
 
-def test_every_available_command_has_help():
+def test_every_command_has_its_own_help(capsys):
     parser = build_parser()
-    for path, (module, _, _) in COMMANDS.items():
-        if not _available(module):
-            continue
-        try:
+    for path, (_, _, help_text) in COMMANDS.items():
+        with pytest.raises(SystemExit) as e:
             parser.parse_args([*path, "--help"])
-        except SystemExit as e:
-            assert e.code == 0, path
+        assert e.value.code == 0, path
+        out = capsys.readouterr().out
+        assert out.startswith(f"usage: changeagent {' '.join(path)}"), (path, out[:200])
+        assert help_text in " ".join(out.split()), path  # its description, not another command's
+        assert "--help" in out and len(out.splitlines()) > 3, path
 
 
 def test_python_m_entry_point():

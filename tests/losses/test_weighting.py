@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from gloo import run_gloo
 from torch import nn
 
 from changeagent.errors import ChangeAgentError
@@ -233,33 +234,24 @@ class _LossNet(nn.Module):
         return _toy_losses(self.model, step)
 
 
-def _ddp_worker(rank, world, init_file, out_dir):
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        dwa = create_weighting({"name": "dwa"}, TASKS)
-        _feed(dwa, [[(0.5, 1.5)], [(1.5, 2.5)]][rank])  # global period 1 means (1.0, 2.0)
-        dwa.end_period()
-        _feed(dwa, [[(0.4, 1.6)], [(0.6, 2.0)]][rank])  # global period 2 means (0.5, 1.8)
-        dwa.end_period()
-        model = _toy()
-        ddp = nn.parallel.DistributedDataParallel(_LossNet(model))  # GradNorm's extra grads under DDP
-        gn = create_weighting({"name": "gradnorm"}, TASKS)
-        total, _ = gn(ddp(rank), shared_params=list(model["shared"].parameters()))
-        total.backward()
-        torch.save({"dwa": dwa.weights.clone(), "gn_grad": gn.task_weights.grad.clone(),
-                    "net_grad": model["shared"].weight.grad.clone()}, f"{out_dir}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _ddp_worker(rank, world, out_dir):
+    dwa = create_weighting({"name": "dwa"}, TASKS)
+    _feed(dwa, [[(0.5, 1.5)], [(1.5, 2.5)]][rank])  # global period 1 means (1.0, 2.0)
+    dwa.end_period()
+    _feed(dwa, [[(0.4, 1.6)], [(0.6, 2.0)]][rank])  # global period 2 means (0.5, 1.8)
+    dwa.end_period()
+    model = _toy()
+    ddp = nn.parallel.DistributedDataParallel(_LossNet(model))  # GradNorm's extra grads under DDP
+    gn = create_weighting({"name": "gradnorm"}, TASKS)
+    total, _ = gn(ddp(rank), shared_params=list(model["shared"].parameters()))
+    total.backward()
+    torch.save({"dwa": dwa.weights.clone(), "gn_grad": gn.task_weights.grad.clone(),
+                "net_grad": model["shared"].weight.grad.clone()}, f"{out_dir}/rank{rank}.pt")
 
 
-@pytest.mark.slow  # spawns two processes (torch import each)
 def test_ddp_ranks_share_weights(tmp_path):
-    """Two gloo ranks with different losses derive the weights of the global batch."""
-    import torch.multiprocessing as mp
-
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    """Two gloo ranks (forked: fast) with different losses derive the weights of the global batch."""
+    run_gloo(_ddp_worker, tmp_path, str(tmp_path))
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
     assert r0["dwa"].tolist() == pytest.approx([0.900332, 1.099668], abs=1e-6)
     assert torch.equal(r0["dwa"], r1["dwa"]) and torch.equal(r0["gn_grad"], r1["gn_grad"])

@@ -7,12 +7,11 @@ import os
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo import run_gloo
 
 from changeagent.data.constants import LEVIR_CLASSES
 from changeagent.errors import ChangeAgentError
-from changeagent.metrics import SegmentationMetrics, segmentation_scores
+from changeagent.metrics import SegmentationMetrics, SemanticChangeMetrics, segmentation_scores
 
 # 2 x 4 maps; the 255 pixel is ignored. Pixels (target, pred):
 # (0,0) (0,1) (1,1) (1,1) / (2,2) (2,0) (0,0) (255,2)
@@ -95,6 +94,18 @@ def _random_maps(seed: int, n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randint(0, 3, (n, 16, 16), generator=g), target
 
 
+def _random_sem(seed: int, n: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """SECOND-style [n, 2, 16, 16] prediction and target: land cover 1..6 where changed, 0 on both dates
+    where not (the target's rule), some target rows ignored."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(2):
+        changed = torch.rand(n, 1, 16, 16, generator=g) < 0.5
+        out.append(torch.where(changed, torch.randint(1, 7, (n, 2, 16, 16), generator=g), 0))
+    out[1][:, :, :2] = 255
+    return out[0], out[1]
+
+
 def test_merge_state_equals_single_pass() -> None:
     pred, target = _random_maps(0)
     whole = SegmentationMetrics(3)
@@ -107,23 +118,34 @@ def test_merge_state_equals_single_pass() -> None:
     assert left.compute() == whole.compute()
 
 
-def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        pred, target = _random_maps(0)
-        m = SegmentationMetrics(3)
-        m.update(pred[rank::world], target[rank::world])  # each rank sees its own share only
-        torch.save(m.compute(), os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+def _ddp_worker(rank: int, world: int, out_dir: str) -> None:
+    pred, target = _random_maps(0)
+    m = SegmentationMetrics(3)
+    m.update(pred[rank::world], target[rank::world])  # each rank sees its own share only
+    torch.save(m.compute(), os.path.join(out_dir, f"rank{rank}.pt"))
+    scd = SemanticChangeMetrics()  # SECOND's SCD protocol syncs its two confusion matrices the same way
+    sem_pred, sem_target = _random_sem(1)
+    scd.update_stacked(sem_pred[rank::world], sem_target[rank::world])
+    torch.save(scd.compute(), os.path.join(out_dir, f"scd{rank}.pt"))
 
 
-@pytest.mark.slow  # two fresh interpreters importing torch: tens of seconds on a busy 2-core machine
 def test_ddp_gloo_sync_equals_single_process(tmp_path) -> None:
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    run_gloo(_ddp_worker, tmp_path, str(tmp_path))
     pred, target = _random_maps(0)
     single = SegmentationMetrics(3)
     single.update(pred, target)
     expected = single.compute()
+    sem_pred, sem_target = _random_sem(1)
+    scd = SemanticChangeMetrics()
+    scd.update_stacked(sem_pred, sem_target)
+    expected_scd = scd.compute()
     for rank in range(2):
         assert torch.load(tmp_path / f"rank{rank}.pt") == expected
+        got = torch.load(tmp_path / f"scd{rank}.pt")
+        assert got.keys() == expected_scd.keys()
+        for key, value in expected_scd.items():
+            assert got[key] == pytest.approx(value, nan_ok=True), key
+    # a rank's own share alone gives other numbers: the sync is what makes them equal
+    half = SegmentationMetrics(3)
+    half.update(pred[0::2], target[0::2])
+    assert half.compute() != expected
