@@ -168,7 +168,7 @@ def write_official_layout(root: Path, pairs: list[Pair]) -> None:
 
 
 def synth_binary(out: Path, n_train: int, n_val: int, n_test: int, size: int, seed: int, overwrite: bool = False,
-                 progress: bool = True, layout: str = "crop", **_: Any) -> dict[str, Any]:
+                 progress: bool = True, difficulty: str = "default", layout: str = "crop", **_: Any) -> dict[str, Any]:
     """The synthetic LEVIR benchmark as a binary change folder (roads and buildings = change)."""
     write = write_official_layout if layout == "official" else write_crop_layout
-    return relayout("levir-mci", out, write, n_train, n_val, n_test, size, seed, overwrite, progress)
+    return relayout("levir-mci", out, write, n_train, n_val, n_test, size, seed, overwrite, progress, difficulty=difficulty)

@@ -223,11 +223,12 @@ class LevirMCICfg(DatasetCfg):
 
 
 def _synth(out: Path, n_train: int, n_val: int, n_test: int, size: int, seed: int, overwrite: bool = False,
-           progress: bool = True, mask_variant: str = "grey", **_: Any) -> dict[str, Any]:
+           progress: bool = True, difficulty: str = "default", mask_variant: str = "grey", **_: Any) -> dict[str, Any]:
     from changeagent.data.synth.writer import generate_with_summary
 
     return generate_with_summary("levir-mci", out, n_train, n_val, n_test, size=size, seed=seed,
-                                 mask_variant=mask_variant, overwrite=overwrite, progress=progress)
+                                 mask_variant=mask_variant, overwrite=overwrite, progress=progress,
+                                 difficulty=difficulty)
 
 
 SPEC = DatasetSpec(

@@ -101,8 +101,8 @@ def _write(root: Path, pairs: list[Pair]) -> None:
 
 
 def _synth(out: Path, n_train: int, n_val: int, n_test: int, size: int, seed: int, overwrite: bool = False,
-           progress: bool = True, **_: Any) -> dict[str, Any]:
-    return relayout("second-cc", out, _write, n_train, n_val, n_test, size, seed, overwrite, progress)
+           progress: bool = True, difficulty: str = "default", **_: Any) -> dict[str, Any]:
+    return relayout("second-cc", out, _write, n_train, n_val, n_test, size, seed, overwrite, progress, difficulty=difficulty)
 
 
 SPEC = DatasetSpec(

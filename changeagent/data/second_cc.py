@@ -115,11 +115,12 @@ class SecondCC(CaptionPairDataset):
 
 
 def _synth(out: Path, n_train: int, n_val: int, n_test: int, size: int, seed: int, overwrite: bool = False,
-           progress: bool = True, **_: Any) -> dict[str, Any]:
+           progress: bool = True, difficulty: str = "default", **_: Any) -> dict[str, Any]:
     from changeagent.data.synth.writer import generate_with_summary
 
     return generate_with_summary("second-cc", out, n_train, n_val, n_test, size=size, seed=seed,
-                                 overwrite=overwrite, progress=progress)
+                                 overwrite=overwrite, progress=progress,
+                                 difficulty=difficulty)
 
 
 SPEC = DatasetSpec(

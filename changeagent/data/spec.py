@@ -63,8 +63,8 @@ class DatasetSpec:
     classes: class names of its semantic maps (index = class id); `("no_change", "change")` for a
         binary change dataset, () for captions only.
     palette: RGB per class id, used for label files, prediction PNGs and dashboards.
-    synth: `synth(out, n_train, n_val, n_test, size, seed, overwrite, progress)` writes the synthetic
-        benchmark in this layout (None: no synthetic form).
+    synth: `synth(out, n_train, n_val, n_test, size, seed, overwrite, progress, difficulty)` writes the
+        synthetic benchmark in this layout (None: no synthetic form).
     bind: for layouts whose classes live in the data folder (custom): `bind(spec, root)` -> the spec
         with those classes filled in.
     """

@@ -7,10 +7,15 @@ The callable the datasets call (exact interface)::
 
 Geometry (random crop, optional small affine, one of the 8 dihedral transforms) is identical for both
 dates and every mask; masks are never interpolated between class ids (nearest neighbour, border
-filled with IGNORE_INDEX). Photometric jitter is drawn independently for each date. A dihedral
-transform also rewrites the captions' position words ("top left" -> "top right" under a horizontal
-flip, "vertical road" -> "horizontal road" under a 90° turn); a transform that would make some
-caption of the sample untrue, or that it cannot rewrite safely, is excluded for that sample.
+filled with IGNORE_INDEX). A dihedral transform also rewrites the captions' position words ("top
+left" -> "top right" under a horizontal flip, "vertical road" -> "horizontal road" under a 90°
+turn); a transform that would make some caption of the sample untrue, or that it cannot rewrite
+safely, is excluded for that sample.
+
+What differs between two real acquisitions is drawn independently for each date, as reality does:
+photometric jitter, tone curve and colour cast (`radiometric`), a haze / illumination gradient
+(`haze`), noise and blur, and a small sub-pixel misregistration of one date (`shift`, the masks
+stay on the other date's grid). `swap_dates` exchanges the dates of samples without captions.
 """
 
 from __future__ import annotations
@@ -189,6 +194,45 @@ class ColorJitterCfg:
 
 
 @dataclass
+class RadiometricCfg:
+    """`data.augment.radiometric`: a tone curve and a per-channel colour cast, drawn independently for
+    each date (sensor, sun and atmosphere differ between acquisitions)."""
+
+    gamma: list[float] = opt(help="gamma range [lo, hi] (1: none)", factory=lambda: [0.8, 1.25], gt=0, length=2)
+    channel_gain: float = opt(0.08, "per-channel gain drawn from [1 - x, 1 + x] (a colour cast)", ge=0, lt=1)
+    p: float = opt(0.8, "probability, per date", ge=0, le=1)
+
+    def validate(self, key: str) -> None:
+        if self.gamma[0] > self.gamma[1]:
+            fail(f"{key}.gamma", f"must be [lo, hi] with lo <= hi, got {self.gamma}")
+
+
+@dataclass
+class HazeCfg:
+    """`data.augment.haze`: a linear brightness gradient across the tile at a random angle (haze, sun
+    glint), drawn independently for each date (albumentations Illumination)."""
+
+    intensity: list[float] = opt(help="gradient strength range [lo, hi] (fraction of the range)",
+                                 factory=lambda: [0.05, 0.2], ge=0.01, le=0.2, length=2)
+    p: float = opt(0.3, "probability, per date", ge=0, le=1)
+
+    def validate(self, key: str) -> None:
+        if self.intensity[0] > self.intensity[1]:
+            fail(f"{key}.intensity", f"must be [lo, hi] with lo <= hi, got {self.intensity}")
+
+
+@dataclass
+class ShiftCfg:
+    """`data.augment.shift`: misregistration: one date moved by a random sub-pixel translation, the
+    other date and the masks untouched."""
+
+    max_px: float = opt(2.0, "largest shift along each axis, in pixels", gt=0, le=16)
+    date: str = opt("a", "which date moves: a (the masks follow date B, as LEVIR labels do), b, or either",
+                    choices=("a", "b", "either"))
+    p: float = opt(0.5, "probability", ge=0, le=1)
+
+
+@dataclass
 class AugmentCfg:
     """`data.augment`: paired training augmentation. An empty section means none (the reference trains
     without); giving any option turns it on unless `enabled: false`."""
@@ -201,6 +245,11 @@ class AugmentCfg:
     crop: Any = opt(None, "random crop: an int or [h, w] (null: none)")
     affine: AffineCfg | None = opt(None, "small random affine warp (null: none)")
     color_jitter: ColorJitterCfg | None = opt(help="colour jitter per date (null: none)", factory=ColorJitterCfg)
+    radiometric: RadiometricCfg | None = opt(None, "tone curve + colour cast per date (null: none)")
+    haze: HazeCfg | None = opt(None, "brightness gradient across the tile per date (null: none)")
+    shift: ShiftCfg | None = opt(None, "sub-pixel misregistration of one date (null: none)")
+    swap_dates: float = opt(0.0, "chance of exchanging date A and B (and *_a / *_b masks) of a sample "
+                            "without captions (a caption says which way the change went)", ge=0, le=1)
     gauss_noise: float = opt(0.2, "probability of mild Gaussian sensor noise, per date", ge=0, le=1)
     blur: float = opt(0.1, "probability of a 3x3 Gaussian blur, per date", ge=0, le=1)
     seed: int | None = opt(None, "base seed; DataLoader workers mix in their own seed")
@@ -251,6 +300,20 @@ class PairedTransform:
             self.colour = A.Compose([A.ColorJitter(brightness=(1 - b, 1 + b), contrast=(1 - c, 1 + c),
                                                    saturation=(1 - s, 1 + s), hue=(-h, h), p=float(cj.get("p", 0.8)))])
         photo: list[A.BasicTransform] = []
+        rad = cfg.get("radiometric")
+        if rad:
+            g = rad.get("gamma", (0.8, 1.25))
+            x = float(rad.get("channel_gain", 0.08))
+            p = float(rad.get("p", 0.8))
+            # RandomGamma takes the exponent in percent; MultiplicativeNoise with one factor per channel
+            # and none per pixel is a colour cast
+            photo.append(A.RandomGamma(gamma_limit=(100 * float(g[0]), 100 * float(g[1])), p=p))
+            photo.append(A.MultiplicativeNoise(multiplier=(1 - x, 1 + x), per_channel=True, elementwise=False, p=p))
+        haze = cfg.get("haze")
+        if haze:
+            lo, hi = (float(v) for v in haze.get("intensity", (0.05, 0.2)))
+            photo.append(A.Illumination(mode="linear", intensity_range=(lo, hi), effect_type="brighten",
+                                        angle_range=(0, 360), p=float(haze.get("p", 0.3))))
         if cfg["gauss_noise"]:
             photo.append(A.GaussNoise(std_range=(0.01, 0.04), p=float(cfg["gauss_noise"])))
         if cfg["blur"]:
@@ -314,12 +377,48 @@ class PairedTransform:
         if g != "e":
             a, b = np.ascontiguousarray(d4(a, g)), np.ascontiguousarray(d4(b, g))
             masks = {n: np.ascontiguousarray(d4(m, g)) for n, m in masks.items()}
+        shift = self.cfg.get("shift")
+        if shift and self._rng.random() < float(shift.get("p", 0.5)):
+            which = shift.get("date", "a")
+            if which == "either":
+                which = "a" if self._rng.random() < 0.5 else "b"
+            dx, dy = self._rng.uniform(-1, 1, 2) * float(shift.get("max_px", 2.0))
+            if which == "a":
+                a = shift_image(a, float(dx), float(dy))
+            else:
+                b = shift_image(b, float(dx), float(dy))
+        # after the shift, so that `shift.date` names a date of the files (the masks' grid is B's)
+        if self.cfg.get("swap_dates") and not caps and self._rng.random() < float(self.cfg["swap_dates"]):
+            a, b = b, a
+            masks = _swap_date_masks(masks)
         # colour jitter is defined for RGB only; multispectral stacks get noise and blur
         for comp in (self.colour if a.shape[2] == 3 else None, self.photometric):
             if comp is not None:
                 a, b = comp(image=a)["image"], comp(image=b)["image"]
         masks = {n: np.asarray(m).astype(np.int64, copy=False) for n, m in masks.items()}
         return {"image_a": a, "image_b": b, "masks": masks, "captions": list(caps)}
+
+
+def shift_image(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """uint8 [H, W, C] moved by (dx, dy) px (content at x appears at x + dx), bilinear, borders reflected.
+
+    Hand-written because albumentations' Affine rounds translations to whole pixels and real
+    misregistration is mostly sub-pixel.
+    """
+    h, w = img.shape[:2]
+    m = np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float32)
+    out = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    return out.reshape(img.shape)  # warpAffine drops a trailing channel axis of 1
+
+
+def _swap_date_masks(masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-date masks (`<x>_a` / `<x>_b`, e.g. SECOND's sem_a / sem_b) follow their dates; the others
+    (binary change, LEVIR's changed-object classes) say *where* something changed and stay."""
+    out = dict(masks)
+    for name in masks:
+        if name.endswith("_a") and name[:-2] + "_b" in masks:
+            out[name], out[name[:-2] + "_b"] = masks[name[:-2] + "_b"], masks[name]
+    return out
 
 
 def _unpack(sample: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], list[str]]:

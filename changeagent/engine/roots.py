@@ -48,6 +48,8 @@ def dataset_roots(cfg: DictConfig, info: DistInfo) -> dict[str, Path]:
         params = {"format": name, "n_train": synth.n_train, "n_val": synth.n_val, "n_test": synth.n_test,
                   "size": synth.size, "seed": synth.seed,
                   "mask_variant": synth.mask_variant}
+        if synth.difficulty != "default":  # stamps of default data written before the key existed stay valid
+            params["difficulty"] = synth.difficulty
         roots[name] = base / name
         if info.is_main:
             ensure_synthetic(roots[name], params)

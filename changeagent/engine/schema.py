@@ -57,6 +57,8 @@ class SynthCfg:
     seed: int = opt(0, "generator seed")
     mask_variant: str = opt("grey", "LEVIR label encoding written: grey (0/128/255) | colour",
                             choices=("grey", "colour"))
+    difficulty: str = opt("default", "default (the demo's benchmark) | hard (nuisances, layouts, label noise: "
+                          "docs/synthetic.md)", choices=("default", "hard"))
 
 
 @dataclass

@@ -12,6 +12,7 @@ import torch
 from changeagent.data.constants import DATASETS
 from changeagent.data.registry import dataset_ids, get_spec
 from changeagent.errors import ChangeAgentError
+from changeagent.models.baselines import SmpUnetCfg, build_smp_unet
 from changeagent.models.caption_decoder import CaptionDecoder, CaptionDecoderCfg
 from changeagent.models.change_captioner import ChangeCaptioner, Necks
 from changeagent.models.encoder import Encoder, build_on
@@ -159,6 +160,7 @@ def _build_mci(cfg: dict[str, Any], vocab_size: int, device: str | torch.device 
 
 MODEL_TYPES["change_captioner"] = (ModelCfg, _build_change_captioner)
 MODEL_TYPES["mci"] = (MCIConfig, _build_mci)
+MODEL_TYPES["smp_unet"] = (SmpUnetCfg, build_smp_unet)
 
 
 def compile_model(model: ChangeCaptioner, **kwargs: Any) -> ChangeCaptioner:

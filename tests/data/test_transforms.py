@@ -251,3 +251,62 @@ def test_dataloader_workers_draw_different_augmentations():
     out = list(loader)
     # worker 0 yields items 0, 2, 4, ... and worker 1 items 1, 3, 5, ...: identical streams would pair up
     assert not all((out[k] == out[k + 1]).all() for k in range(0, 16, 2))
+
+
+# -- per-date nuisances: radiometry, haze, misregistration, date swap ------------------------------
+
+NO_PHOTO = {"dihedral": 0.0, "color_jitter": None, "gauss_noise": 0, "blur": 0}
+
+
+def test_radiometric_and_haze_per_date_keep_geometry():
+    flat = {"image_a": np.full((32, 32, 3), 120, np.uint8), "image_b": np.full((32, 32, 3), 120, np.uint8),
+            "masks": {"mask": block_mask((0, 0), 32)}, "captions": ["a house appears in the top left corner"]}
+    rad = build_transforms({**NO_PHOTO, "radiometric": {"gamma": [0.6, 1.6], "channel_gain": 0.2, "p": 1.0},
+                            "seed": 11}, train=True)
+    haze = build_transforms({**NO_PHOTO, "haze": {"intensity": [0.15, 0.2], "p": 1.0}, "seed": 11}, train=True)
+    for t, what in ((rad, "cast"), (haze, "gradient")):
+        outs = [t({**flat, "masks": dict(flat["masks"])}) for _ in range(6)]
+        for o in outs:
+            assert (o["masks"]["mask"] == flat["masks"]["mask"]).all()  # photometry never moves a label
+            assert o["captions"] == flat["captions"]
+            if what == "cast":  # uniform in space, different per channel
+                assert o["image_a"].reshape(-1, 3).std(0).max() < 1 and np.ptp(o["image_a"].reshape(-1, 3).mean(0)) > 1
+            else:  # the same for every channel, varying across the tile
+                assert o["image_a"][..., 0].std() > 2 and (o["image_a"][..., 0] == o["image_a"][..., 2]).all()
+        # each date draws its own: the two dates of one sample differ
+        assert sum(not np.array_equal(o["image_a"], o["image_b"]) for o in outs) == len(outs)
+
+
+def test_shift_moves_one_date_by_subpixel_amounts():
+    t = build_transforms({**NO_PHOTO, "shift": {"max_px": 2.0, "p": 1.0}, "seed": 12}, train=True)
+    s = _sample(32)
+    s["image_a"] = s["image_b"] = np.zeros((32, 32, 3), np.uint8)
+    s["image_a"][14:18, 14:18] = s["image_b"][14:18, 14:18] = 255
+    centres, fractional = [], 0
+    for _ in range(20):
+        o = t({**s, "masks": dict(s["masks"])})
+        assert (o["image_b"] == s["image_b"]).all() and (o["masks"]["mask"] == s["masks"]["mask"]).all()
+        w = o["image_a"][..., 0].astype(float)
+        yy, xx = np.mgrid[0:32, 0:32]
+        cy, cx = (w * yy).sum() / w.sum(), (w * xx).sum() / w.sum()
+        centres.append((cx - 15.5, cy - 15.5))
+        fractional += len(np.unique(o["image_a"])) > 2  # bilinear: a sub-pixel shift blends edge pixels
+    d = np.abs(np.array(centres))
+    assert d.max() <= 2.05 and d.max() > 0.5 and fractional >= 15
+    tb = build_transforms({**NO_PHOTO, "shift": {"max_px": 1.0, "p": 1.0, "date": "b"}, "seed": 1}, train=True)
+    o = tb({**s, "masks": dict(s["masks"])})
+    assert (o["image_a"] == s["image_a"]).all() and not (o["image_b"] == s["image_b"]).all()
+    with pytest.raises(ChangeAgentError, match="shift.date"):
+        build_transforms({"shift": {"date": "c"}}, train=True)
+
+
+def test_swap_dates_only_without_captions_and_per_date_masks_follow():
+    t = build_transforms({**NO_PHOTO, "swap_dates": 1.0, "seed": 13}, train=True)
+    a, b = np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 200, np.uint8)
+    sem_a, sem_b = np.full((8, 8), 3, np.int64), np.full((8, 8), 5, np.int64)
+    change = np.ones((8, 8), np.int64)
+    o = t({"image_a": a, "image_b": b, "masks": {"sem_a": sem_a, "sem_b": sem_b, "change": change}, "captions": []})
+    assert (o["image_a"] == 200).all() and (o["image_b"] == 0).all()
+    assert (o["masks"]["sem_a"] == 5).all() and (o["masks"]["sem_b"] == 3).all() and (o["masks"]["change"] == 1).all()
+    o = t({"image_a": a, "image_b": b, "masks": {"sem_a": sem_a}, "captions": ["two houses are built"]})
+    assert (o["image_a"] == 0).all()  # "built" would become false: captioned samples are never swapped

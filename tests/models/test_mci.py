@@ -139,7 +139,7 @@ def test_mci_contract_batched_decoding_and_save_load(tmp_path):
     ({"type": "mci", "heads": 3}, "heads"),
     ({"type": "mci", "neck": {}}, "unknown key"),
     ({"type": "mci", "datasets": ["levir_mci", "second_cc"]}, "one 3-class LEVIR-MCI head"),
-    ({"type": "mcx"}, r"model.type: 'mcx' is not one of change_captioner, mci \(did you mean 'mci'\?\)"),
+    ({"type": "mcx"}, r"model.type: 'mcx' is not one of change_captioner, mci, smp_unet \(did you mean 'mci'\?\)"),
 ])
 def test_mci_config_errors(cfg, match):
     with pytest.raises(ChangeAgentError, match=match):

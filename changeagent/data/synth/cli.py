@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from changeagent.data.synth.writer import MASK_VARIANTS
+from changeagent.data.synth.writer import DIFFICULTIES, MASK_VARIANTS
 
 
 def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +23,9 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed gives identical files")
     parser.add_argument("--mask-variant", choices=MASK_VARIANTS, default="grey",
                         help="LEVIR-MCI label encoding: grey 0/128/255 or colour black/yellow/red")
+    parser.add_argument("--difficulty", choices=DIFFICULTIES, default="default",
+                        help="default: the demo's benchmark; hard: radiometry, haze, seasons, misregistration, "
+                             "moving shadows, many layouts, small objects, label/caption noise (docs/synthetic.md)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", metavar="OUT", help="also write the summary as JSON to this file")
@@ -38,16 +41,18 @@ def run_synth(args: argparse.Namespace) -> int:
         raise ChangeAgentError(f"{spec.title} has no synthetic form")
     summary = spec.synth(args.out, args.n_train, args.n_val, args.n_test, size=args.size, seed=args.seed,
                          mask_variant=args.mask_variant, overwrite=args.overwrite, progress=not args.no_progress,
-                         layout=args.layout)
+                         layout=args.layout, difficulty=args.difficulty)
     # the engine's own form of the parameters (engine.roots.ensure_synthetic), so `data.synth.dir` can reuse
     # the folder, and the mark that it is synthetic (a model trained on it records so)
     mark_synthetic(summary["out"], {"format": spec.id, "n_train": args.n_train, "n_val": args.n_val,
                                     "n_test": args.n_test, "size": args.size, "seed": args.seed,
                                     "mask_variant": args.mask_variant,
+                                    **({"difficulty": args.difficulty} if args.difficulty != "default" else {}),
                                     **({"layout": args.layout} if args.layout != "crop" else {})})
     p, c = summary["pairs"], summary["change_pairs"]
     print(
-        f"wrote {summary['total_pairs']} {args.format} pairs of {args.size}x{args.size} to {summary['out']} "
+        f"wrote {summary['total_pairs']} {args.difficulty} {args.format} pairs of {args.size}x{args.size} to "
+        f"{summary['out']} "
         f"in {summary['seconds']:.1f} s\n"
         + "".join(f"  {s:5s}: {p[s]:6d} pairs, {c[s]:6d} with change\n" for s in p)
         + f"  change fraction {summary['change_fraction']:.2f}, {summary['distinct_words']} distinct caption words"

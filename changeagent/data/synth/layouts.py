@@ -30,8 +30,9 @@ def save_png(path: Path, arr: np.ndarray) -> None:
 
 def relayout(source: str, out: str | Path, write: Callable[[Path, list[Pair]], None], n_train: int, n_val: int,
              n_test: int, size: int, seed: int, overwrite: bool = False, progress: bool = True,
-             mask_variant: str = "grey") -> dict[str, Any]:
-    """Generate `source` ("levir-mci" | "second-cc") and hand its decoded pairs to `write(root, pairs)`.
+             mask_variant: str = "grey", difficulty: str = "default") -> dict[str, Any]:
+    """Generate `source` ("levir-mci" | "second-cc", at `difficulty`) and hand its decoded pairs to
+    `write(root, pairs)`.
 
     Pairs carry `label` (LEVIR class ids [H, W]) or `sem` (SECOND class ids [2, H, W]). The output
     folder appears atomically; an existing non-empty `out` needs `overwrite`.
@@ -45,7 +46,7 @@ def relayout(source: str, out: str | Path, write: Callable[[Path, list[Pair]], N
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         summary = generate_with_summary(source, work / "src", n_train, n_val, n_test, size=size, seed=seed,
-                                        mask_variant=mask_variant, progress=progress)
+                                        mask_variant=mask_variant, progress=progress, difficulty=difficulty)
         src = work / "src"
         cap_file = "LevirCCcaptions.json" if source == "levir-mci" else "SECOND-CC-AUG.json"
         pairs: list[Pair] = []

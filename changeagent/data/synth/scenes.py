@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -38,7 +39,8 @@ class Pair:
     label: np.ndarray | None = None  # uint8 [S, S] LEVIR classes
     sem_a: np.ndarray | None = None  # uint8 [S, S] SECOND classes on date A (0 where unchanged)
     sem_b: np.ndarray | None = None
-    events: list[Event] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)  # Event (default benchmark) or hard.HardEvent
+    meta: dict[str, Any] = field(default_factory=dict)  # hard benchmark: the nuisances drawn (tests, docs)
 
 
 # SECOND class ids (constants.SECOND_CLASSES order) and the LEVIR land each background type shows

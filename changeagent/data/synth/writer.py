@@ -10,6 +10,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ from changeagent.errors import ChangeAgentError
 
 FORMATS = ("levir-mci", "second-cc")
 MASK_VARIANTS = ("grey", "colour")
+# default: the demo's benchmark (unchanged, so its numbers hold); hard: docs/synthetic.md, "The hard benchmark"
+DIFFICULTIES = ("default", "hard")
 SPLITS = ("train", "val", "test")
 CAPTION_FILE = {"levir-mci": "LevirCCcaptions.json", "second-cc": "SECOND-CC-AUG.json"}
 
@@ -80,9 +83,11 @@ def _check_out(out: Path, overwrite: bool) -> None:
             )
 
 
-def _validate(fmt: str, counts: dict[str, int], size: int, mask_variant: str, seed: int) -> None:
+def _validate(fmt: str, counts: dict[str, int], size: int, mask_variant: str, seed: int, difficulty: str) -> None:
     if fmt not in FORMATS:
         raise ChangeAgentError(f"unknown synthetic format {fmt!r}; expected one of {FORMATS}")
+    if difficulty not in DIFFICULTIES:
+        raise ChangeAgentError(f"unknown difficulty {difficulty!r}; expected one of {DIFFICULTIES}")
     if mask_variant not in MASK_VARIANTS:
         raise ChangeAgentError(f"unknown mask variant {mask_variant!r}; expected one of {MASK_VARIANTS}")
     if not MIN_SIZE <= size <= MAX_SIZE:
@@ -93,10 +98,24 @@ def _validate(fmt: str, counts: dict[str, int], size: int, mask_variant: str, se
         raise ChangeAgentError(f"pair counts must be >= 0 with at least one pair, got {counts}")
 
 
+def _drawers(fmt: str, difficulty: str) -> tuple[Callable[..., scenes.Pair], Callable[..., list[str]]]:
+    """(scene drawer(rng, size, change, split), caption writer(rng, events)) of a format and difficulty."""
+    if difficulty == "hard":
+        from changeagent.data.synth import hard, hard_captions, hard_second
+
+        hard_draw = hard.levir_pair if fmt == "levir-mci" else hard_second.second_pair
+        # label/caption disagreements only in the training split (SPEC §1.1: ~5 % of train pairs)
+        return (lambda rng, size, change, split: hard_draw(rng, size, change, noisy=split == "train"),
+                hard_captions.captions)
+    draw = scenes.levir_pair if fmt == "levir-mci" else scenes.second_pair
+    return (lambda rng, size, change, split: draw(rng, size, change)), cap.captions
+
+
 def _write_pairs(fmt: str, root: Path, counts: dict[str, int], size: int, seed: int, variant: str,
-                 progress: bool) -> tuple[list[dict], dict[str, int]]:
+                 progress: bool, difficulty: str = "default") -> tuple[list[dict], dict[str, int]]:
     """Render and save every pair under `root`; return the JSON records and change pairs per split."""
     fcode = FORMATS.index(fmt)
+    draw, write_captions = _drawers(fmt, difficulty)
     records: list[dict] = []
     changed = dict.fromkeys(SPLITS, 0)
     imgid = sentid = 0
@@ -119,10 +138,11 @@ def _write_pairs(fmt: str, root: Path, counts: dict[str, int], size: int, seed: 
         for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
         for i, name in enumerate(names):
-            rng = np.random.default_rng([seed, fcode, scode, i])
-            draw = scenes.levir_pair if fmt == "levir-mci" else scenes.second_pair
-            pair = draw(rng, size, bool(flags[i]))
-            sents = cap.captions(rng, pair.events)
+            # the hard benchmark's pairs draw from their own streams (a 5th key), never the default's
+            key = [seed, fcode, scode, i] + ([DIFFICULTIES.index(difficulty)] if difficulty != "default" else [])
+            rng = np.random.default_rng(key)
+            pair = draw(rng, size, bool(flags[i]), split)
+            sents = write_captions(rng, pair.events)
             arrays: tuple[np.ndarray, ...]
             flag: int | None
             if fmt == "levir-mci":
@@ -146,12 +166,12 @@ def _write_pairs(fmt: str, root: Path, counts: dict[str, int], size: int, seed: 
 
 def generate_with_summary(
     format: str, out: str | Path, n_train: int, n_val: int, n_test: int, size: int = 256, seed: int = 0,
-    mask_variant: str = "grey", overwrite: bool = False, progress: bool = False,
+    mask_variant: str = "grey", overwrite: bool = False, progress: bool = False, difficulty: str = "default",
 ) -> dict:
     """Generate a synthetic dataset at `out`; return a summary (pairs and change pairs per split, seconds)."""
     t0 = time.perf_counter()
     counts = {"train": int(n_train), "val": int(n_val), "test": int(n_test)}
-    _validate(format, counts, size, mask_variant, int(seed))
+    _validate(format, counts, size, mask_variant, int(seed), difficulty)
     out = Path(out).expanduser().absolute()
     _check_out(out, overwrite)
     try:
@@ -160,7 +180,7 @@ def generate_with_summary(
     except OSError as e:
         raise ChangeAgentError(f"cannot create a folder beside {out}: {e.strerror}") from None
     try:
-        records, changed = _write_pairs(format, tmp, counts, size, seed, mask_variant, progress)
+        records, changed = _write_pairs(format, tmp, counts, size, seed, mask_variant, progress, difficulty)
         (tmp / CAPTION_FILE[format]).write_text(json.dumps({"images": records}), encoding="utf-8")
         swap_dir_into_place(tmp, out)
     except BaseException:
@@ -169,7 +189,7 @@ def generate_with_summary(
     total = sum(counts.values())
     words = {t for r in records for s in r["sentences"] for t in s["tokens"]}
     return {
-        "format": format, "out": str(out), "size": size, "seed": seed,
+        "format": format, "out": str(out), "size": size, "seed": seed, "difficulty": difficulty,
         "mask_variant": mask_variant if format == "levir-mci" else None,
         "pairs": counts, "change_pairs": changed, "total_pairs": total,
         "change_fraction": sum(changed.values()) / total, "distinct_words": len(words),
@@ -179,12 +199,14 @@ def generate_with_summary(
 
 def generate(
     format: str, out: str | Path, n_train: int, n_val: int, n_test: int, size: int = 256, seed: int = 0,
-    mask_variant: str = "grey", overwrite: bool = False, progress: bool = False,
+    mask_variant: str = "grey", overwrite: bool = False, progress: bool = False, difficulty: str = "default",
 ) -> Path:
     """Generate a synthetic LEVIR-MCI or SECOND-CC dataset in its real layout; return its folder.
 
     format: "levir-mci" or "second-cc"; size: tile side in px (32..2048); mask_variant: LEVIR label
-    encoding, "grey" (3-channel 0/128/255) or "colour" (black/yellow/red). Deterministic from `seed`.
+    encoding, "grey" (3-channel 0/128/255) or "colour" (black/yellow/red); difficulty: "default" (the
+    demo's benchmark) or "hard" (docs/synthetic.md). Deterministic from `seed`.
     """
-    summary = generate_with_summary(format, out, n_train, n_val, n_test, size, seed, mask_variant, overwrite, progress)
+    summary = generate_with_summary(format, out, n_train, n_val, n_test, size, seed, mask_variant, overwrite, progress,
+                                    difficulty)
     return Path(summary["out"])
