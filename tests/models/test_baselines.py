@@ -67,7 +67,8 @@ def test_hub_round_trip(tmp_path):
 
 def test_engine_trains_and_evaluates_it_on_a_mask_only_dataset(tmp_path):
     cfg = str(config_dir() / "levir_cd.yaml")
-    common = ["model=smp_unet", "model.decoder_channels=[16,16,8,8,8]", "data.levir_cd.synthetic=true",
+    common = ["model=smp_unet", "model.encoder_weights=null",  # tests keep random init (the recipe: ImageNet)
+              "model.decoder_channels=[16,16,8,8,8]", "data.levir_cd.synthetic=true",
               f"data.synth.dir={tmp_path / 'synth'}", "data.synth.size=32", "data.synth.n_train=4",
               "data.synth.n_val=2", "data.synth.n_test=2", "data.batch_size=2", "data.num_workers=0",
               "run.threads=1", "data.augment.crop=null", "eval.every_epochs=null"]
@@ -84,7 +85,7 @@ def test_engine_trains_and_evaluates_it_on_a_mask_only_dataset(tmp_path):
 def test_a_dataset_with_captions_is_refused_at_evaluation(tmp_path, capsys):
     """What blocks the baseline on LEVIR-MCI today: evaluation decodes captions for every dataset
     that has them (engine/evaluator.py), and this model has none - a clear error, not a traceback."""
-    rc = main(["train", "-c", str(config_dir() / "levir_mci.yaml"), "model=smp_unet",
+    rc = main(["train", "-c", str(config_dir() / "levir_mci.yaml"), "model=smp_unet", "model.encoder_weights=null",
                "model.decoder_channels=[16,16,8,8,8]", "data.levir_mci.synthetic=true",
                f"data.synth.dir={tmp_path / 'synth'}", "data.synth.size=32", "data.synth.n_train=4",
                "data.synth.n_val=2", "data.synth.n_test=2", "data.batch_size=2", "data.num_workers=0",
