@@ -77,9 +77,11 @@ def _training_lines(datasets: dict[str, Any], record: dict[str, Any] | None) -> 
         lines.append("  only synthetic data: its masks and captions on real imagery mean little")
     sel = record.get("selected_on")
     chosen = (f"; chosen on {sel['split']} {sel['select']} = {sel['score']:.4f}" if sel else "")
-    lines.append(f"steps: {record.get('steps')}{chosen}")
-    if record.get("run"):
-        lines.append(f"run: {record['run']}")
+    steps = record.get("steps")
+    lines.append(f"steps: {steps if steps is not None else 'not recorded'}{chosen}")
+    for key in ("run", "source"):
+        if record.get(key):
+            lines.append(f"{key}: {record[key]}")
     return lines
 
 
