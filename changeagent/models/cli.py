@@ -69,7 +69,7 @@ def _saved_model(path: str) -> tuple[dict[str, Any], int, dict[str, Any], dict[s
 def _training_lines(datasets: dict[str, Any], record: dict[str, Any] | None) -> list[str]:
     if record is None:
         names = ", ".join(datasets) or "not recorded"
-        return [f"trained on: {names} (no training record: a converted or older model folder)"]
+        return [f"trained on: {names} (no training record: a model folder written before it existed)"]
     parts = [f"{n} ({'synthetic' if d.get('synthetic') else 'real'}"
              + (f", {d['root']}" if d.get("root") else "") + ")" for n, d in record["datasets"].items()]
     lines = [f"trained on: {'; '.join(parts)}"]
