@@ -154,7 +154,9 @@ def load_config(
     elif isinstance(spec, dict):
         file_cfg["model"], recipe = split_recipe(spec)
     if edits:
-        file_cfg["model"] = to_dict(OmegaConf.merge(OmegaConf.create(file_cfg["model"]), OmegaConf.create(edits)))
+        merged_model = OmegaConf.merge(OmegaConf.create(file_cfg["model"]), OmegaConf.create(edits))
+        assert isinstance(merged_model, DictConfig)  # a mapping merged into a mapping stays a mapping
+        file_cfg["model"] = to_dict(merged_model)
     for layer in (recipe, file_cfg):  # the model's recipe sits under the run file
         merged = OmegaConf.merge(base, OmegaConf.create(layer))
         assert isinstance(merged, DictConfig)  # a mapping merged into a mapping stays a mapping

@@ -42,3 +42,15 @@ def test_licence_and_torch_requirement():
     assert torch_reqs and not any("==" in d for d in torch_reqs)  # no exact pin in the package
     pins = (ROOT / "constraints.txt").read_text()
     assert "torch==" in pins and "-c constraints.txt" in (ROOT / "Makefile").read_text()
+
+
+def test_docs_reference_only_what_ships():
+    """The docs stand alone: no sections of the project's internal specification, no sample folders
+    outside the repository (`shared/`), no run-config key that does not exist (the old `train.lr`)."""
+    import re
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for page in pages:
+        text = page.read_text()
+        for bad in (r"SPEC §", r"SPEC\.md", r"\bshared/", r"\btrain\.lr="):
+            assert not re.search(bad, text), f"{page.name}: {bad}"

@@ -54,7 +54,8 @@ class QueryEncoder:
             self.vocab = Vocabulary.load(folder / VOCAB)
             self.max_len = int(cfg.get("max_len", DECODE.max_len))
             self.dim = int(cfg["retrieval"]["dim"])
-            self._session, self.encoder = None, None
+            self._session: Any = None
+            self.encoder: Any = None
             if (folder / TEXT_ONNX).is_file():
                 import onnxruntime
 

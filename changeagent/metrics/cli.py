@@ -164,6 +164,7 @@ def run_score(args: argparse.Namespace) -> int:
     result = score_folder(args.pred, args.labels, args.format, args.classes)
     pooled = result["pooled"]
     print(f"{result['files']} file(s), {result['pixels']:,} scored pixels, labels read as {result['format']}")
+    keys: tuple[tuple[str, str], ...]
     if len(result["classes"]) == 2:
         keys = (("precision", "P"), ("recall", "R"), ("f1", "F1"), ("iou", "IoU"), ("oa", "OA"))
     else:

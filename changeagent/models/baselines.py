@@ -80,6 +80,10 @@ class SiameseUnet(nn.Module):
         except (KeyError, ValueError, RuntimeError) as e:
             raise ChangeAgentError(f"model.encoder={config['encoder']!r} (weights "
                                    f"{config['encoder_weights']!r}): {e}") from None
+        except OSError as e:  # the download of pretrained weights failed (offline, proxy, ...)
+            from changeagent.models.encoder import download_error
+
+            raise download_error(config["encoder"], config["encoder_weights"], e) from None
         widths = list(self.encoder.out_channels)
         fused = [2 * c for c in widths] if config["fusion"] == "concat" else widths
         self.mask_decoder = UnetDecoder(encoder_channels=fused, decoder_channels=list(config["decoder_channels"]),

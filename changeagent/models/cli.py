@@ -67,7 +67,7 @@ def _saved_model(path: str) -> tuple[dict[str, Any], int, dict[str, Any], dict[s
 def _training_lines(datasets: dict[str, Any], record: dict[str, Any] | None) -> list[str]:
     if record is None:
         names = ", ".join(datasets) or "not recorded"
-        return [f"trained on: {names} (no training record: a converted or older model folder)"]
+        return [f"trained on: {names} (no training record: a model folder written before it existed)"]
     parts = [f"{n} ({'synthetic' if d.get('synthetic') else 'real'}"
              + (f", {d['root']}" if d.get("root") else "") + ")" for n, d in record["datasets"].items()]
     lines = [f"trained on: {'; '.join(parts)}"]
@@ -75,9 +75,11 @@ def _training_lines(datasets: dict[str, Any], record: dict[str, Any] | None) -> 
         lines.append("  only synthetic data: its masks and captions on real imagery mean little")
     sel = record.get("selected_on")
     chosen = (f"; chosen on {sel['split']} {sel['select']} = {sel['score']:.4f}" if sel else "")
-    lines.append(f"steps: {record.get('steps')}{chosen}")
-    if record.get("run"):
-        lines.append(f"run: {record['run']}")
+    steps = record.get("steps")
+    lines.append(f"steps: {steps if steps is not None else 'not recorded'}{chosen}")
+    for key in ("run", "source"):
+        if record.get(key):
+            lines.append(f"{key}: {record[key]}")
     return lines
 
 

@@ -27,6 +27,17 @@ finally:
         del sys.modules["wandb"]
 
 
+def download_error(name: str, weights: Any, e: BaseException) -> ChangeAgentError:
+    """The error for pretrained encoder weights that could not be downloaded, with what to do instead."""
+    reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    return ChangeAgentError(
+        f"model.encoder_weights={weights}: cannot download the pretrained weights of encoder {name!r} "
+        f"({type(e).__name__}: {reason}); on a machine without internet set model.encoder_weights=null "
+        "to train from scratch, or model.encoder_weights=PATH to a local weights file (with "
+        "HF_HUB_OFFLINE=1 a weights cache copied from another machine is used)"
+    )
+
+
 class _BuildOn(TorchFunctionMode):
     """`with torch.device(device)` for building modules, except that `torch.linspace` stays on the
     CPU: smp's mit_* constructors read their drop-path rates from it with `.item()`, which a meta
@@ -148,13 +159,7 @@ class Encoder(nn.Module):
         except Exception as e:  # noqa: BLE001 - the download (huggingface_hub) failed: offline, proxy, ...
             if remote is None:
                 raise
-            reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-            raise ChangeAgentError(
-                f"model.encoder_weights={weights}: cannot download the pretrained weights of encoder {name!r} "
-                f"({type(e).__name__}: {reason}); on a machine without internet set model.encoder_weights=null "
-                "to train from scratch, or model.encoder_weights=PATH to a local weights file (with "
-                "HF_HUB_OFFLINE=1 a weights cache copied from another machine is used)"
-            ) from None
+            raise download_error(name, weights, e) from None
         if name.startswith("efficientnet-"):
             # smp keeps the classifier's head conv, which its forward never calls: dead weights
             # would only cost memory and make DDP complain about unused parameters

@@ -54,7 +54,7 @@ def test_train_eval_index_with_retrieval(tmp_path, synth_roots, capsys, weightin
     model = load_model(out / "best").eval()
     refs = [i["references"] for i in items]
     with torch.no_grad():
-        text = model.embed_text(encode_texts(model.vocab, [r for rs in refs for r in rs])).numpy()
+        text = model.head("retrieval").text(encode_texts(model.vocab, [r for rs in refs for r in rs])).numpy()
     again = retrieval_report(refs, [i["changeflag"] for i in items], None, np.asarray(store.embeddings()),
                              text)["retrieval"]
     for key in ("r1", "r5", "r10", "mrr10", "change_r1", "change_mrr10"):

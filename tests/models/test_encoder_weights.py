@@ -55,6 +55,12 @@ def test_download_failure_is_a_clear_error(offline, encoder):
     assert "set model.encoder_weights=null to train from scratch" in msg
 
 
+def test_download_failure_of_the_smp_unet_baseline(offline):
+    with pytest.raises(ChangeAgentError, match="set model.encoder_weights=null to train from scratch"):
+        create_model({"type": "smp_unet", "encoder": "resnet18", "encoder_weights": "imagenet",
+                      "datasets": ["levir_cd"]}, 10)
+
+
 def test_download_failure_through_the_cli(offline, capsys):
     code = main(["model-info", "model=fast", "model.encoder_weights=imagenet"])
     err = capsys.readouterr().err

@@ -45,6 +45,9 @@ def test_converted_reference_checkpoint_reproduces_the_reference_outputs(tmp_pat
     assert config["model"]["type"] == "mci"
     assert config["norm"] == {"levir_mci": {"mean": [0.39073, 0.38623, 0.32989], "std": [0.15329, 0.14628, 0.13648]}}
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "vocab.json"]
+    # what it learnt from travels with it: real LEVIR-MCI (model-info -k shows it; predict has no note)
+    assert config["training"]["datasets"] == {"levir_mci": {"synthetic": False, "root": None}}
+    assert config["training"]["synthetic_only"] is False and "MCI_ref.pth" in config["training"]["source"]
 
     result = compare_to_fixture(out, REFERENCE, device="cpu")
     assert result["mask_max_abs_err"] <= 1e-4, result

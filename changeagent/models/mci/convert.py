@@ -160,7 +160,12 @@ def convert_change_agent(checkpoint: Path, vocab_path: Path, out: Path) -> dict[
     except OSError as e:
         raise ChangeAgentError(f"cannot create the output folder next to {out}: {e.strerror}") from None
     try:
-        save_pretrained(model, tmp, vocab=vocab, norm={"levir_mci": DATA_NORM}, datasets=["levir_mci"])
+        # what it learnt from: the real LEVIR-MCI train split (Change-Agent's release); its own selection
+        # score is not in the file
+        training = {"datasets": {"levir_mci": {"synthetic": False, "root": None}}, "steps": None,
+                    "selected_on": None, "run": None, "source": f"converted from {Path(checkpoint).name} (Change-Agent)"}
+        save_pretrained(model, tmp, vocab=vocab, norm={"levir_mci": DATA_NORM}, datasets=["levir_mci"],
+                        training=training)
         swap_dir_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
