@@ -123,7 +123,7 @@ def run_benchmark(cfg: dict[str, Any], vocab_size: int = 468, batch: int = 8, si
         ids = [model.datasets[i % len(model.datasets)] for i in range(b)]
 
         extra = {k: v for k, v in random_inputs(model, b, caption_len, gen, dev).items()
-                 if any(k in model.head(t).inputs for t in model.tasks)
+                 if any(k in (*model.head(t).inputs, *getattr(model.head(t), "extra_inputs", ())) for t in model.tasks)
                  and k not in ("captions", "retrieval_captions")}  # inputs a head needs at inference (questions)
 
         def infer(image: torch.Tensor = pairs, names: list[str] = ids, tasks: list[str] | None = None,

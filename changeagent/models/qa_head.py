@@ -199,6 +199,15 @@ class QATaskHead(nn.Module):
         self.question_only = QAHead(len(self.qvocab), memory_dim, len(self.avocab), cfg, question_only=True)
         self.register_buffer("answer_counts", torch.zeros(len(self.types), len(self.avocab), dtype=torch.long))
 
+    def example_inputs(self, batch: int, length: int, gen: torch.Generator) -> dict[str, Any]:
+        """`models.bench`: four random questions of up to `length` words per pair, of random types."""
+        words = list(self.qvocab.words[2:])
+        n = 4 * batch
+        ids = torch.randint(len(words), (n, min(length, self.cfg.max_len)), generator=gen).tolist()
+        kinds = torch.randint(len(self.types), (n,), generator=gen).tolist()
+        return {"qa_questions": [" ".join(words[i] for i in row) for row in ids],
+                "qa_types": [self.types[k] for k in kinds], "qa_item": torch.arange(batch).repeat_interleave(4)}
+
     def _encode(self, inputs: Mapping[str, Any], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
         texts, types, item = list(inputs["qa_questions"]), list(inputs["qa_types"]), inputs["qa_item"]
         if not isinstance(item, Tensor) or item.ndim != 1 or len(texts) != len(types) or item.shape[0] != len(texts):
@@ -216,7 +225,7 @@ class QATaskHead(nn.Module):
         """{"qa_logits", "qa_qonly_logits": float [N, A] (disallowed answers at the dtype's min), and
         with qa_answers "qa_target" int64 [N]}; {} without questions."""
         memory = feats["memory"]
-        if not len(inputs["qa_questions"]):
+        if not len(inputs.get("qa_questions") or ()):  # no question asked (predict without --question)
             return {}
         ids, allowed, item = self._encode(inputs, memory.device)
         out: dict[str, Any] = {}

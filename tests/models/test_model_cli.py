@@ -14,8 +14,9 @@ def test_model_info_writes_param_counts(tmp_path, capsys):
     assert main(["model-info", "model=fast", "model.neck.depth=2", "--vocab-size", "100", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     params = data["params"]
-    assert set(params) == {"total", "encoder", "neck", "memory", "mask_decoder", "caption_decoder", "retrieval", "grounding_head"}
-    assert data["tasks"] == ["mask", "caption", "retrieval", "grounding"]
+    assert set(params) == {"total", "encoder", "neck", "memory", "mask_decoder", "caption_decoder", "retrieval", "qa",
+                           "grounding_head"}
+    assert data["tasks"] == ["mask", "caption", "retrieval", "qa", "grounding"]
     assert params["total"] == sum(v for k, v in params.items() if k != "total")
     assert data["config"]["neck"]["depth"] == 2 and data["vocab_size"] == 100
     printed = capsys.readouterr().out

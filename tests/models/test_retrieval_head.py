@@ -73,7 +73,7 @@ def test_fast_lists_the_head_and_old_configs_keep_their_meaning() -> None:
     from changeagent.config import load_model_config
 
     fast = resolve_config(load_model_config("fast"))
-    assert fast["tasks"] == ["mask", "caption", "retrieval"] and fast["retrieval"]["enabled"] is True
+    assert fast["tasks"] == ["mask", "caption", "retrieval", "qa", "grounding"] and fast["retrieval"]["enabled"] is True
     assert resolve_config({})["tasks"] == ["mask", "caption"] and resolve_config({})["retrieval"]["enabled"] is False
     # a config written before model.tasks: its retrieval.enabled decides, as it did
     assert resolve_config({"retrieval": {"enabled": True}})["tasks"] == ["mask", "caption", "retrieval"]
