@@ -132,19 +132,10 @@ class ChangeService:
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, **kwargs: Any) -> ChangeService:
         """Load a model folder (a run's best/), a run folder or a last.pt once, for every request."""
-        p = Path(checkpoint)
-        if not p.exists():
-            raise ChangeAgentError(f"checkpoint {p} does not exist (expected a save_pretrained folder "
-                                   f"such as a training run's best/)")
-        from changeagent.models import load
+        from changeagent.inference.predictor import load_checkpoint
 
-        try:
-            model, _, norm, datasets = load(p, map_location="cpu")
-        except ChangeAgentError:
-            raise
-        except Exception as e:  # a foreign or damaged checkpoint: name it, no traceback
-            raise ChangeAgentError(f"checkpoint {p} is incompatible with this model code: {e}") from None
-        return cls(model, norm=norm, datasets=datasets, source=str(p), **kwargs)
+        model, norm, datasets = load_checkpoint(checkpoint)
+        return cls(model, norm=norm, datasets=datasets, source=str(checkpoint), **kwargs)
 
     # ---- what is offered -----------------------------------------------------------------------
     def offers(self, tool: str) -> bool:

@@ -89,6 +89,28 @@ def trained_tasks(names: list[str], trained: dict[str, dict[str, Any]] | None) -
     return [t for t in tasks if any(t.enabled_for(sp) for sp in specs)]
 
 
+def load_checkpoint(path: str | Path) -> tuple[Any, dict[str, Any] | None, dict[str, dict[str, Any]] | None]:
+    """The one way inference opens a checkpoint: a model folder (`save_pretrained`), a training run
+    folder (its best/) or a last.pt -> (model on the CPU, per-dataset norm record, trained datasets).
+    Anything else, or a damaged/foreign file, is a `ChangeAgentError` naming the path."""
+    p = Path(path)
+    if not p.exists():
+        raise ChangeAgentError(f"checkpoint {p} does not exist (expected a save_pretrained folder "
+                               f"such as a training run's best/)")
+    if p.is_dir() and not (p / "config.json").is_file() and not (p / "best" / "config.json").is_file() \
+            and not (p / "last.pt").is_file():
+        raise ChangeAgentError(f"checkpoint {p} has no config.json (expected a save_pretrained folder)")
+    from changeagent.models import load
+
+    try:
+        model, _, norm, datasets = load(p, map_location="cpu")
+    except ChangeAgentError:
+        raise
+    except Exception as e:  # a foreign or damaged checkpoint: name it, no traceback
+        raise ChangeAgentError(f"checkpoint {p} is incompatible with this model code: {e}") from None
+    return model, norm, datasets
+
+
 class Predictor:
     """Runs a ChangeCaptioner on tile pairs of any size (tiled with blended logits when large)."""
 
@@ -137,24 +159,10 @@ class Predictor:
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", **kwargs: Any) -> Predictor:
         """Load a model folder (`save_pretrained`), a training run folder (its best/) or a last.pt."""
-        p = Path(path)
-        if not p.exists():
-            raise ChangeAgentError(f"checkpoint {p} does not exist (expected a save_pretrained folder "
-                                   f"such as a training run's best/)")
-        if p.is_dir() and not (p / "config.json").is_file() and not (p / "best" / "config.json").is_file() \
-                and not (p / "last.pt").is_file():
-            raise ChangeAgentError(f"checkpoint {p} has no config.json (expected a save_pretrained folder)")
-        from changeagent.models import load
-
-        try:
-            model, _, norm, datasets = load(p, map_location="cpu")
-        except ChangeAgentError:
-            raise
-        except Exception as e:  # a foreign or damaged checkpoint: name it, no traceback
-            raise ChangeAgentError(f"checkpoint {p} is incompatible with this model code: {e}") from None
+        model, norm, datasets = load_checkpoint(path)
         kwargs.setdefault("norm", norm)
         kwargs.setdefault("datasets", datasets)
-        return cls(model, device=device, source=str(p), **kwargs)
+        return cls(model, device=device, source=str(path), **kwargs)
 
     @classmethod
     def from_onnx(cls, folder: str | Path, device: str = "cpu", threads: int | None = None,

@@ -148,3 +148,12 @@ def test_scene_index_thumbnails_and_footprints(svc, app_ckpt, root, tmp_path):
     assert Image.open(extra["footprints_paths"][0]).size == (96, 96)
     gj = json.loads(Path(extra["geojson_path"]).read_text())
     assert len(gj["features"]) == 4 and gj["crs"]["properties"]["name"].endswith("3857")
+
+
+def test_from_checkpoint_uses_the_one_loader(tmp_path):
+    """The app opens a checkpoint exactly as `predict` does: a folder without config.json is named."""
+    (tmp_path / "weights.bin").write_bytes(b"not a model")
+    with pytest.raises(ChangeAgentError, match="has no config.json"):
+        ChangeService.from_checkpoint(tmp_path)
+    with pytest.raises(ChangeAgentError, match="does not exist"):
+        ChangeService.from_checkpoint(tmp_path / "missing")
