@@ -105,9 +105,9 @@ def read_split(root: Path, split: str) -> CdvqaSplit:
             continue
         text = None
         for aid in q.get("answers_ids") or []:
-            a = ans.get(aid)
-            if a is not None and a.get("active", True) is not False and a["question_id"] == q["id"]:
-                text = str(a["answer"])
+            hit = ans.get(aid)
+            if hit is not None and hit.get("active", True) is not False and hit["question_id"] == q["id"]:
+                text = str(hit["answer"])
                 break
         records.append(QARecord(int(q["id"]), str(entry["file_name"]), str(q["type"]), str(q["question"]), text,
                                 int(entry["id"])))
@@ -175,7 +175,9 @@ def write_split(out: Path, split: str, tiles: Iterable[tuple[str, list[list[tupl
                 res: str | None = None) -> dict[str, int]:
     """Write `{Split}_{images,questions,answers}.json` for tiles of (file name, groups of (type, question,
     answer)): one image entry per group, ids counted from 0 in order. Returns counts."""
-    images, questions, answers = [], [], []
+    images: list[dict[str, Any]] = []
+    questions: list[dict[str, Any]] = []
+    answers: list[dict[str, Any]] = []
     for name, groups in tiles:
         for group in groups:
             ids = []

@@ -112,8 +112,8 @@ def _apply(raw: dict[str, Any], norms: dict[str, Norm], what: str, by: str) -> N
             continue  # not trained on it: the command says so itself (eval, init_from: no head for it)
         sec = _section(raw, "data", name)
         spec = get_spec(name)
-        mean = sec.get("mean") if sec.get("mean") is not None else list(spec.mean)
-        std = sec.get("std") if sec.get("std") is not None else list(spec.std)
+        mean: list[float] = list(sec["mean"] if sec.get("mean") is not None else spec.mean)
+        std: list[float] = list(sec["std"] if sec.get("std") is not None else spec.std)
         new = norms[name]
         if not (_same(list(mean), new["mean"]) and _same(list(std), new["std"])):
             note(f"note: data.{name}.mean/std: {by} uses {what} (mean {_fmt(new['mean'])}, std {_fmt(new['std'])}), "

@@ -5,7 +5,6 @@ registry, `TaskSpec.columns` / `tables`)."""
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import json
 import math
@@ -75,7 +74,9 @@ def _extra_table(table: TaskTable, metrics: dict[str, dict[str, Any]]) -> str:
     order = {k: i for i, (k, _) in enumerate(table.rows)}
     for name, m in metrics.items():
         for key, label in sorted(table.rows, key=lambda r: order[r[0]]):
-            r = functools.reduce(lambda d, k: d.get(k) if isinstance(d, dict) else None, key.split("."), m)
+            r: Any = m
+            for k in key.split("."):  # a row key "a.b" reads m["a"]["b"]
+                r = r.get(k) if isinstance(r, dict) else None
             if isinstance(r, dict):  # a row key "a.b" reads m["a"]["b"]
                 count = [str(r.get(table.count[0], "-"))] if table.count else []
                 rows.append([name, label, *[_fmt(r.get(k)) for k, _ in table.columns], *count])

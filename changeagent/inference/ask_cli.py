@@ -54,8 +54,11 @@ def run_ask(args: argparse.Namespace) -> int:
     if args.scene:
         if bool(args.window) == bool(args.point):
             raise ChangeAgentError("--scene needs one of --window x,y,w,h or --point x,y")
-        win = (_ints(args.window, 4, "--window") if args.window else
-               point_window(args.a, *_ints(args.point, 2, "--point"), args.tile))
+        if args.window:
+            win = _ints(args.window, 4, "--window")
+        else:
+            px, py = _ints(args.point, 2, "--point")
+            win = point_window(args.a, px, py, args.tile)
         a, b = read_window(args.a, args.b, win)  # type: ignore[arg-type]
     elif args.window or args.point:
         raise ChangeAgentError("--window / --point need --scene")

@@ -43,6 +43,8 @@ class QAMetrics(Metric):
     """Per-type answer accuracy; `update(types, pred, target)` with answer strings or ids (one kind per call)."""
 
     full_state_update = False
+    correct: torch.Tensor
+    total: torch.Tensor
 
     def __init__(self, types: Sequence[str] = QUESTION_TYPES, **kwargs: Any) -> None:
         super().__init__(**kwargs)

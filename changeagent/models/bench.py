@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import resource
 import statistics
 import sys
@@ -136,7 +137,7 @@ def run_benchmark(cfg: dict[str, Any], vocab_size: int = 468, batch: int = 8, si
         result[f"infer_s_per_pair_b{b}"] = s / b
         if per_task:
             result[f"tasks_s_per_pair_b{b}"] = {
-                t: _timed(lambda t=t: infer(tasks=[t]), steps, max(1, warmup // 2), dev, f"{t} b{b}") / b
+                t: _timed(functools.partial(infer, tasks=[t]), steps, max(1, warmup // 2), dev, f"{t} b{b}") / b
                 for t in model.tasks}
     result["peak_rss_mb"] = _peak_rss_mb()
     return result

@@ -160,8 +160,8 @@ def _session(path: Path) -> Any:
 def _max_diff(sess: Any, feeds: dict[str, np.ndarray], eager: list[Tensor]) -> float:
     got = sess.run(None, {k: v for k, v in feeds.items() if k in {i.name for i in sess.get_inputs()}})
     diffs = []
-    for g, e in zip(got, eager):
-        e = e.detach().float().cpu().numpy()
+    for g, t in zip(got, eager):
+        e = t.detach().float().cpu().numpy()
         if g.shape != e.shape:
             return float("inf")
         diffs.append(float(np.abs(g - e).max()) if g.size else 0.0)

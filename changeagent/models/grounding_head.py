@@ -261,7 +261,7 @@ class GroundingModule(nn.Module):
         return {"expressions": [" ".join(words[i] for i in row) for row in ids],
                 "expression_pairs": torch.arange(batch).repeat_interleave(2)}
 
-    def outputs(self, feats: Any, inputs: Mapping[str, Tensor]) -> dict[str, Any]:
+    def outputs(self, feats: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
         pairs = inputs.get("expression_pairs")
         ids = self.encode(inputs["expressions"], feats["levels"][0].device)
         tokens, padding = self.text(ids)

@@ -186,6 +186,7 @@ class QATaskHead(nn.Module):
 
     inputs = ("qa_questions", "qa_item", "qa_types")
     extra_inputs = ("qa_answers",)
+    answer_counts: Tensor
 
     def __init__(self, memory_dim: int, cfg: QAConfig) -> None:
         super().__init__()

@@ -111,7 +111,9 @@ def export_expressions(root: str | Path, dataset: str, out: str | Path, splits: 
         for split, ds in readers.items():
             (tmp / split / "json").mkdir(parents=True)
             (tmp / split / "mask").mkdir()
-            entries, types, empty_pairs = [], Counter(), 0
+            entries: list[dict[str, Any]] = []
+            types: Counter[str] = Counter()
+            empty_pairs = 0
             for i in range(len(ds)):
                 files = ds.files(i)
                 a_path, b_path = (files[k] for k in IMAGE_KEYS[dataset])
@@ -119,11 +121,11 @@ def export_expressions(root: str | Path, dataset: str, out: str | Path, splits: 
                 exprs = derive(_maps(ds, dataset, i), dataset, sample_seed(seed, f"{split}/{name}"), n=per_pair,
                                empty_share=empty_share)
                 empty_pairs += all(e.type == "empty" for e in exprs)
-                for e in exprs:
-                    Image.fromarray(e.mask.astype(np.uint8) * 255, mode="L").save(tmp / split / "mask" / f"{next_id}.png")
-                    entries.append({"id": next_id, "img_id": name, **e.record(),
+                for ex in exprs:
+                    Image.fromarray(ex.mask.astype(np.uint8) * 255, mode="L").save(tmp / split / "mask" / f"{next_id}.png")
+                    entries.append({"id": next_id, "img_id": name, **ex.record(),
                                     "image_a": str(a_path.relative_to(root)), "image_b": str(b_path.relative_to(root))})
-                    types[e.type] += 1
+                    types[ex.type] += 1
                     next_id += 1
                 if images == "copy":
                     for sub, src in (("im1", a_path), ("im2", b_path)):

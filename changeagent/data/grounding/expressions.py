@@ -81,7 +81,7 @@ class _Pair:
         count = lambda m: np.bincount(np.where((m >= 0) & (m <= self.k), m, 0).ravel(), minlength=self.k + 1)  # noqa: E731
         if self.two:
             a, b = maps[0], maps[1]
-            self.count = {1: count(a), 2: count(b)}
+            self.count: dict[int | None, np.ndarray] = {1: count(a), 2: count(b)}
             valid = (a >= 1) & (a <= self.k) & (b >= 1) & (b <= self.k)
             pairs = np.bincount((a[valid] * (self.k + 1) + b[valid]).ravel(), minlength=(self.k + 1) ** 2)
             self.transitions = pairs.reshape(self.k + 1, self.k + 1)
@@ -217,7 +217,7 @@ def _empty_generator(pair: _Pair, rng: np.random.Generator) -> Generator:
 
 
 def _replace(q: Query, **changes: Any) -> Query:
-    d = {"space": q.space, "cls": q.cls, "transition": q.transition, "position": q.position,
+    d: dict[str, Any] = {"space": q.space, "cls": q.cls, "transition": q.transition, "position": q.position,
          "instance": q.instance, "date": q.date}
     d.update(changes)
     return Query(**d)

@@ -82,6 +82,7 @@ def _what(query: Query, rng: np.random.Generator) -> str:
     if query.cls is None:
         return _pick(rng, _ANY_TEMPLATES)
     c = _pick(rng, forms[query.cls][0])
+    templates: tuple[str, ...]
     if query.space == "levir":
         templates = _LEVIR_CLASS_TEMPLATES
     else:

@@ -182,7 +182,7 @@ class Evidence:
     def class_mask(self, c: int | None, date: int | None) -> np.ndarray:
         """bool [H, W]: pixels of class c (None: any change) in the map of `date` (None: either map)."""
         maps = self.maps if self.dates == 1 or date is None else self.maps[date - 1 : date]
-        return (maps > 0).any(0) if c is None else (maps == c).any(0)
+        return np.asarray((maps > 0).any(0) if c is None else (maps == c).any(0))
 
     def objects(self, c: int | None, date: int | None) -> list[Any]:
         """lexicon.components of class_mask(c, date), area > 5 px (cached)."""
