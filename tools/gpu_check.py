@@ -103,11 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     text = table(doc)
     print("\n" + text)
     if args.json:
-        from changeagent.engine.checkpoint import atomic_write_json
+        from changeagent.fileio import write_json_atomic
 
-        atomic_write_json(Path(args.json), doc)
+        write_json_atomic(Path(args.json), doc)
     if args.table:
-        from changeagent.data.io import write_text_atomic
+        from changeagent.fileio import write_text_atomic
 
         write_text_atomic(Path(args.table), text + "\n")
     return 0 if doc["summary"]["ok"] else 1

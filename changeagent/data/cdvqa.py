@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from changeagent.data.constants import SECOND_CLASSES
-from changeagent.data.io import write_text_atomic
 from changeagent.data.lexicon import lexicon_for
 from changeagent.data.qa.answers import AnswerVocab
 from changeagent.data.qa.reader import Problem, QARecord, QuestionPairDataset, check_records, raise_problems
 from changeagent.data.second_cc import SECOND_COLOURS, SECOND_MEAN, SECOND_STD
 from changeagent.data.spec import DatasetCfg, DatasetSpec
 from changeagent.errors import ChangeAgentError
+from changeagent.fileio import write_text_atomic
 from changeagent.typed import opt
 
 SPLITS = ("train", "val", "test", "test2")

@@ -7,12 +7,12 @@ import json
 import sys
 from typing import Any
 
-from changeagent.data.io import write_text_atomic
 from changeagent.data.labels import MASK_MODES
 from changeagent.data.qa import QA_FORMATS
 from changeagent.data.registry import dataset_ids
 from changeagent.data.vocab import REFERENCE_SPLITS, SPLITS, Vocabulary, iter_split_tokens
 from changeagent.errors import ChangeAgentError
+from changeagent.fileio import write_text_atomic
 
 
 def _write_json(path: str | None, data: dict[str, Any]) -> None:

@@ -17,17 +17,45 @@ from changeagent.errors import ChangeAgentError
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error)
 
 
-def _open(path: str | Path, what: str) -> Image.Image:
-    """Open and fully decode `path` (PIL is lazy: truncation only shows on load)."""
+def _open(path: str | Path, what: str, max_pixels: int | None = None, too_big: str = "") -> Image.Image:
+    """Open and fully decode `path` (PIL is lazy: truncation only shows on load).
+
+    `max_pixels` refuses larger images from the header alone, before any pixel is decoded; `too_big`
+    is the hint that message ends with."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ChangeAgentError(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise ChangeAgentError(f"{what} {path} is not a file")
     try:
         im = Image.open(path)
+        if max_pixels is not None and im.width * im.height > max_pixels:
+            im.close()
+            raise ChangeAgentError(f"{what} {path} is {im.width}x{im.height}: more than {max_pixels:,} pixels{too_big}")
         im.load()
+    except Image.DecompressionBombError:
+        raise ChangeAgentError(f"{what} {path} is too big to decode as one image{too_big}") from None
     except _DECODE_ERRORS as e:
-        raise ChangeAgentError(f"{what} {path} cannot be read (truncated or not an image): {e}") from None
+        raise ChangeAgentError(f"cannot read {what} {path} (truncated or not an image): {e}") from None
     return im
+
+
+def decode_image(path: str | Path, what: str = "image", max_pixels: int | None = None,
+                 too_big: str = "") -> tuple[np.ndarray, str]:
+    """The one decoder of plain (non-GeoTIFF) image files: -> (pixels [H, W, C], mode).
+
+    Palette images are expanded (to RGBA when they carry transparency, else RGB); every other mode
+    keeps its bands and dtype (8- or 16-bit), `mode` says what they are. The dataset readers
+    (`read_image`) and `predict` (`inference.raster.read_plain`) both start here, so a file reads the
+    same everywhere; they differ only in what they accept next (datasets: 8-bit RGB).
+    """
+    with _open(path, what, max_pixels, too_big) as src:
+        im: Image.Image = src
+        if src.mode == "P":
+            im = src.convert("RGBA" if "transparency" in src.info else "RGB")
+        mode = im.mode
+        arr = np.asarray(im)
+    return (arr[..., None] if arr.ndim == 2 else arr), mode
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -37,14 +65,12 @@ def read_image(path: str | Path) -> np.ndarray:
     without alpha) are repeated to three channels, the rule `predict` follows too
     (`inference.raster.select_bands`); 16-bit, float, CMYK and other modes are rejected.
     """
-    with _open(path, "image") as im:
-        if im.mode in ("RGB", "RGBA", "P", "L", "LA"):
-            rgb = im.convert("RGB")
-        else:
-            raise ChangeAgentError(
-                f"image {path} has PIL mode {im.mode!r}; expected 8-bit RGB, RGBA, palette or grey"
-            )
-    return np.asarray(rgb, dtype=np.uint8)
+    arr, mode = decode_image(path)
+    if mode in ("RGB", "RGBA"):
+        return np.ascontiguousarray(arr[..., :3])
+    if mode in ("L", "LA"):
+        return np.ascontiguousarray(np.repeat(arr[..., :1], 3, axis=-1))
+    raise ChangeAgentError(f"image {path} has PIL mode {mode!r}; expected 8-bit RGB, RGBA, palette or grey")
 
 
 def read_label(path: str | Path) -> np.ndarray:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from changeagent.data.constants import END, NULL, SPECIALS, START, UNK
-from changeagent.data.io import write_text_atomic
 from changeagent.errors import ChangeAgentError
+from changeagent.fileio import write_text_atomic
 
 SPLITS = ("train", "val", "test")
 REFERENCE_SPLITS = SPLITS  # the reference vocabulary counts every split (test included)

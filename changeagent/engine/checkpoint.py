@@ -1,85 +1,29 @@
 """Checkpoints: `last.pt` (everything needed to resume exactly) and the `best/` export folder.
 
 `last.pt` is a `torch.save` dict of tensors and plain Python values only, loaded with
-`weights_only=True` (nothing is unpickled beyond that). Writes go to a temporary file in the same
-folder and are moved into place with `os.replace`, so a crash never leaves a half-written file.
+`weights_only=True` (nothing is unpickled beyond that). Every write goes through `changeagent.fileio`
+(unique temp file, fsync, rename, fsync of the folder), so a crash never leaves a half-written file.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from changeagent.data.io import swap_dir_into_place, write_text_atomic
 from changeagent.errors import ChangeAgentError
+from changeagent.fileio import atomic_dir, atomic_path, write_json_atomic
 
 FORMAT_VERSION = 1
 REQUIRED = ("format", "model", "optimizer", "scheduler", "step", "stage", "config", "vocab", "rng")
 
 
-def _umask() -> int:
-    old = os.umask(0)
-    os.umask(old)
-    return old
-
-
-def _public(path: str | Path, directory: bool = False) -> None:
-    """mkstemp/mkdtemp create private files; give the final ones the usual umask permissions."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        _public(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def json_safe(obj: Any) -> Any:
-    """NaN/inf -> None and tensors/numpy scalars -> numbers, so the file is strict JSON."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if hasattr(obj, "tolist"):
-        return json_safe(obj.tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
-
-
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write `state` (see `REQUIRED`) atomically to `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save({"format": FORMAT_VERSION, **state}, tmp)
-        _public(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:
@@ -173,15 +117,7 @@ def export_best(model: Any, out_dir: Path, norm: dict[str, dict[str, list[float]
     from changeagent.models import save_pretrained
 
     final = Path(out_dir) / "best"
-    tmp = Path(tempfile.mkdtemp(prefix=".best.", dir=out_dir))
-    try:
+    with atomic_dir(final) as tmp:
         save_pretrained(model, tmp, norm=norm, datasets=datasets, training=training)
-        atomic_write_json(tmp / "metrics.json", metrics)
-        _public(tmp, directory=True)
-        for f in tmp.iterdir():
-            _public(f)
-        swap_dir_into_place(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_json_atomic(tmp / "metrics.json", metrics)
     return final

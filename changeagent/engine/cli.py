@@ -24,15 +24,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from changeagent.engine.checkpoint import atomic_write_json
     from changeagent.engine.schema import load_run_config
     from changeagent.engine.trainer import train
+    from changeagent.fileio import write_json_atomic
 
     overrides = list(args.overrides) + ([f"resume={args.resume}"] if args.resume else [])
     cfg = load_run_config(args.config, overrides)
     summary = train(cfg)
     if args.json:
-        atomic_write_json(Path(args.json), summary)
+        write_json_atomic(Path(args.json), summary)
     print(best_line(summary, cfg.eval.select))
     return 0
 
@@ -55,10 +55,10 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from changeagent.engine.checkpoint import atomic_write_json
     from changeagent.engine.runs import evaluate_checkpoint
     from changeagent.engine.schema import load_run_config
     from changeagent.errors import ChangeAgentError
+    from changeagent.fileio import write_json_atomic
 
     if args.save_predictions and not args.out:
         raise ChangeAgentError("--save-predictions needs --out")
@@ -66,7 +66,7 @@ def run_eval(args: argparse.Namespace) -> int:
     results = evaluate_checkpoint(cfg, Path(args.checkpoint), args.split, Path(args.out) if args.out else None,
                                   save_predictions=args.save_predictions)
     if args.json:
-        atomic_write_json(Path(args.json), results)
+        write_json_atomic(Path(args.json), results)
     return 0
 
 
@@ -77,12 +77,12 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from changeagent.engine.checkpoint import atomic_write_json
     from changeagent.engine.runs import run_demo as demo
+    from changeagent.fileio import write_json_atomic
 
     report = demo(Path(args.out), list(args.overrides))
     if args.json:
-        atomic_write_json(Path(args.json), report)
+        write_json_atomic(Path(args.json), report)
     return 0
 
 
@@ -100,11 +100,11 @@ def run_config_show(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
     from changeagent.config import to_dict
-    from changeagent.engine.checkpoint import atomic_write_json
     from changeagent.engine.schema import load_run_config
+    from changeagent.fileio import write_json_atomic
 
     cfg = load_run_config(args.config, args.overrides, checkpoint=args.checkpoint, out=args.out)
     print(OmegaConf.to_yaml(cfg), end="")
     if args.json:
-        atomic_write_json(Path(args.json), to_dict(cfg))
+        write_json_atomic(Path(args.json), to_dict(cfg))
     return 0

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from changeagent.data.io import write_text_atomic
-from changeagent.engine.checkpoint import json_safe
+from changeagent.fileio import json_safe, write_text_atomic
 from changeagent.tasks.registry import get_task, task_ids
 from changeagent.tasks.spec import TaskTable
 

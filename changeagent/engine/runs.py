@@ -10,9 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from changeagent.config import config_dir
-from changeagent.data.io import write_text_atomic
 from changeagent.data.vocab import Vocabulary
-from changeagent.engine.checkpoint import atomic_write_json
 from changeagent.engine.device import set_threads
 from changeagent.engine.distributed import DistInfo, cleanup, init_distributed
 from changeagent.engine.evaluator import EvalOptions, evaluate
@@ -22,6 +20,7 @@ from changeagent.engine.runlog import format_table, table_notes
 from changeagent.engine.schema import load_run_config
 from changeagent.engine.selection import check_meteor
 from changeagent.errors import ChangeAgentError
+from changeagent.fileio import write_json_atomic, write_text_atomic
 
 
 def load_for_eval(checkpoint: Path, device: torch.device) -> tuple[torch.nn.Module, Vocabulary, dict[str, Any] | None]:
@@ -74,7 +73,7 @@ def _evaluate(cfg: DictConfig, info: DistInfo, checkpoint: Path, split: str, out
     if info.is_main:
         print(format_table(results, f"{split} split, {checkpoint}", notes=table_notes(opts, results)))
         if out is not None:  # the options that shape the caption numbers go with them
-            atomic_write_json(Path(out) / "metrics.json", {**results, "eval": opts.record()})
+            write_json_atomic(Path(out) / "metrics.json", {**results, "eval": opts.record()})
             write_text_atomic(Path(out) / "config.yaml", OmegaConf.to_yaml(cfg))  # the config that ran
     return results
 
@@ -98,7 +97,7 @@ def run_demo(out: Path, overrides: list[str], progress: bool = True) -> dict[str
     results = evaluate_checkpoint(test_cfg, out / "best", "test", out / "test", progress=progress)
     minutes = (time.monotonic() - t0) / 60
     report = {"test": results, "train": {k: v for k, v in summary.items() if k != "metrics"}, "minutes": minutes}
-    atomic_write_json(out / "metrics.json", {**results, "eval": EvalOptions.from_config(test_cfg).record()})
-    atomic_write_json(out / "demo.json", report)
+    write_json_atomic(out / "metrics.json", {**results, "eval": EvalOptions.from_config(test_cfg).record()})
+    write_json_atomic(out / "demo.json", report)
     print(f"\ndemo finished in {minutes:.1f} min; model in {out / 'best'}, metrics in {out / 'metrics.json'}")
     return report

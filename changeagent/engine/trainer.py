@@ -18,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from changeagent.config import to_dict
-from changeagent.data.io import write_text_atomic
 from changeagent.engine.batches import to_device
 from changeagent.engine.checkpoint import (
     check_run_folder,
@@ -63,6 +62,7 @@ from changeagent.engine.seeding import seed_everything
 from changeagent.engine.selection import check_meteor, selection_score
 from changeagent.engine.wandb_logger import WandbLogger
 from changeagent.errors import ChangeAgentError
+from changeagent.fileio import write_text_atomic
 from changeagent.tasks.config import loss_config
 from changeagent.tasks.losses import compute_losses
 from changeagent.tasks.registry import get_task

@@ -25,6 +25,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from changeagent.fileio import atomic_path, write_json_atomic
 from changeagent.models.decode_cfg import DECODE
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -99,10 +100,8 @@ def bench_scene(ckpt: Path, work: Path, size: int, batch: int, extra: Sequence[s
     a, b = work / f"scene{size}_a.tif", work / f"scene{size}_b.tif"
     t0 = time.perf_counter()
     if not (a.is_file() and b.is_file()):  # generated under temp names: a killed run leaves no half scene
-        ta, tb = a.with_name(f".{a.name}.tmp.tif"), b.with_name(f".{b.name}.tmp.tif")
-        make_scene(ta, tb, size)
-        os.replace(ta, a)
-        os.replace(tb, b)
+        with atomic_path(a) as ta, atomic_path(b) as tb:
+            make_scene(ta, tb, size)
     t_gen = time.perf_counter() - t0
     result = work / f"scene{size}.json"
     cmd = [sys.executable, "-m", "changeagent", "predict", "-k", str(ckpt), "--scene", str(a), str(b),
@@ -157,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             res["scene"].append(s)
             print(f"scene mode: {size}x{size} ({s['megapixels']:.1f} MP, {s['windows']} windows): "
                   f"{s['megapixels_per_s']} MP/s, peak RSS {s['peak_rss_gib']} GiB")
-    (Path(args.out) / "inference_bench.json").write_text(json.dumps(res, indent=2) + "\n")
+    write_json_atomic(Path(args.out) / "inference_bench.json", res)
     return 0
 
 

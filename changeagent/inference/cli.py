@@ -319,7 +319,7 @@ def _write_json(path: str | None, obj: Any) -> None:
     if path:
         import json
 
-        from changeagent.data.io import write_text_atomic  # not inference.outputs: rasterio slows `search`
+        from changeagent.fileio import write_text_atomic  # not inference.outputs: rasterio slows `search`
 
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps(obj, indent=2) + "\n")

@@ -18,9 +18,6 @@ all staged in a temporary folder and moved into place at the end: an error leave
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +29,7 @@ from tqdm import tqdm
 
 from changeagent.data.grounding.query import DATASET_SPACE, Query, cut
 from changeagent.errors import ChangeAgentError
+from changeagent.fileio import staged_files
 from changeagent.inference import outputs as out
 from changeagent.inference.raster import Picture
 from changeagent.inference.tiling import Grid, StripBlender, ceil_to, pad_to
@@ -200,26 +198,6 @@ def ground_pictures(pred: Any, pa: Picture, pb: Picture, expression: str, route:
 
 
 # ---- writing --------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def staged_folder(final: str | Path) -> Any:
-    """A temporary sibling folder; on success its files are moved into `final` (created), on error
-    it is deleted, so nothing partial is ever left under `final`."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-        if not final.exists():
-            os.replace(tmp, final)
-        else:
-            for p in tmp.iterdir():
-                os.replace(p, final / p.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _mask_u8(g: Grounding) -> np.ndarray:
     m = g.mask.astype(np.uint8)
     if g.valid is not None:
@@ -263,7 +241,7 @@ def write_ground(pred: Any, g: Grounding, out_dir: str | Path, name: str | None 
     if scene:
         files["geojson"] = f"{name}_ground.geojson"
     rec.update({"a": str(pa.path), "b": str(pb.path), **{k: str(out_dir / v) for k, v in files.items()}})
-    with staged_folder(out_dir) as tmp:
+    with staged_files(out_dir) as tmp:
         if scene:
             out.write_geotiff(tmp / mask_name, _mask_u8(g), pa.crs, pa.transform, GROUND_PALETTE)
             feats = _polygons(g, pa.transform)

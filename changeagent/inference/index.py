@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from changeagent.errors import ChangeAgentError
+from changeagent.fileio import atomic_path
 from changeagent.inference import outputs as out
 from changeagent.inference import postprocess as post
 from changeagent.inference.index_store import TEXT_CONFIG, TEXT_ONNX, TEXT_WEIGHTS, VOCAB, IndexStore
@@ -47,17 +48,14 @@ def save_text_encoder(pred: Predictor, folder: Path) -> None:
 
     text = pred.model.retrieval.text
     if not (folder / TEXT_WEIGHTS).is_file():
-        tmp = folder / f".{TEXT_WEIGHTS}.tmp"
-        save_file({k: v.detach().cpu().contiguous() for k, v in text.state_dict().items()}, str(tmp))
-        tmp.replace(folder / TEXT_WEIGHTS)
+        with atomic_path(folder / TEXT_WEIGHTS) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in text.state_dict().items()}, str(tmp))
     cfg = {"vocab_size": int(text.vocab_size), "retrieval": pred.model.retrieval.cfg.to_dict(),
            "max_len": int(pred.decode["max_len"])}  # type: ignore[call-overload]
     if not (folder / TEXT_ONNX).is_file():
         export_text_encoder(text, cfg["max_len"], folder / TEXT_ONNX)
     out.write_json(folder / TEXT_CONFIG, cfg)
-    tmp_vocab = folder / f".{VOCAB}.tmp"
-    pred.vocab.save(tmp_vocab)
-    tmp_vocab.replace(folder / VOCAB)
+    pred.vocab.save(folder / VOCAB)
 
 
 def export_text_encoder(text: Any, max_len: int, path: Path) -> None:
@@ -66,17 +64,14 @@ def export_text_encoder(text: Any, max_len: int, path: Path) -> None:
     (the TorchScript exporter bakes sequence lengths into the attention's reshapes)."""
     import warnings
 
-    tmp = path.with_name(f".{path.name}.tmp")
     was_training = text.training
     text.eval()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), atomic_path(path) as tmp:
             warnings.simplefilter("ignore")  # the exporter's notes on constant folding and tracing
             torch.onnx.export(text.cpu(), (torch.ones(1, max_len, dtype=torch.long),), str(tmp),
                               input_names=["ids"], output_names=["embedding"], dynamo=False, opset_version=17)
-        tmp.replace(path)
     finally:
-        tmp.unlink(missing_ok=True)
         text.train(was_training)
 
 

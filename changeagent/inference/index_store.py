@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from changeagent.errors import ChangeAgentError
+from changeagent.fileio import write_json_atomic
 
 FORMAT = "changeagent-retrieval-index"
 VERSION = 1
@@ -43,15 +44,6 @@ def file_sha256(path: Path, block: int = 1 << 22) -> str:
         while chunk := f.read(block):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class IndexStore:
@@ -87,7 +79,7 @@ class IndexStore:
         (path / EMB).touch()
         (path / ITEMS).touch()
         header = {"format": FORMAT, "version": VERSION, **header, "count": 0, "complete": False, "ann": None}
-        _write_json_atomic(head_file, header)
+        write_json_atomic(head_file, header)
         return cls(path, header)
 
     def repair(self) -> int:
@@ -108,7 +100,7 @@ class IndexStore:
             f.truncate(n * 4 * self.dim)
         if self.header.get("count") != n:  # rows went missing or were added after the last header write
             self.header.update(count=n, complete=False)
-            _write_json_atomic(self.path / HEADER, self.header)
+            write_json_atomic(self.path / HEADER, self.header)
         return n
 
     def done_names(self) -> set[str]:
@@ -129,11 +121,11 @@ class IndexStore:
 
     def finish(self, **extra: Any) -> None:
         self.header.update(count=self.rows(), complete=True, **extra)
-        _write_json_atomic(self.path / HEADER, self.header)
+        write_json_atomic(self.path / HEADER, self.header)
 
     def set_ann(self, ann: dict[str, Any] | None) -> None:
         self.header["ann"] = ann
-        _write_json_atomic(self.path / HEADER, self.header)
+        write_json_atomic(self.path / HEADER, self.header)
 
     # ---- reading ----------------------------------------------------------------------------
     @classmethod

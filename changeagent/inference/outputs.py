@@ -1,18 +1,16 @@
 """Output writers: palette PNG, GeoTIFF (whole or windowed), visualisation PNG, JSON, GeoJSON, CSV.
 
-Every file is written under a temporary name in its final folder and moved into place with
-`os.replace`, so an error or a kill never leaves a half-written file under a final name. Temporary
-names look like `.<final name>.<pid>.tmp<suffix>`; `clean_stale_temps` removes those of dead runs.
+Every file is written through `changeagent.fileio.atomic_path` (a unique temporary name in its final
+folder, fsync, rename), so an error or a kill never leaves a half-written file under a final name;
+`changeagent.fileio.clean_stale_temps` removes the temporary files of dead runs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
-import os
 import textwrap
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,54 +18,11 @@ import numpy as np
 import rasterio
 from PIL import Image, ImageDraw, ImageFont
 
+from changeagent.fileio import atomic_path
+
 NODATA = 255  # class id of nodata pixels in every written mask (= IGNORE_INDEX)
 NODATA_COLOUR = (64, 64, 64)
 VIS_PANEL = 384  # visualisation panels are scaled down to this many pixels at most
-
-
-def temp_path(final: Path) -> Path:
-    return final.with_name(f".{final.name}.{os.getpid()}.tmp{final.suffix}")
-
-
-@contextlib.contextmanager
-def atomic_path(final: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `final`; on success move it to `final`, on error delete it."""
-    final = Path(final)
-    tmp = temp_path(final)
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        aux = tmp.with_name(tmp.name + ".aux.xml")  # GDAL side-car, never wanted
-        with contextlib.suppress(FileNotFoundError):
-            aux.unlink()
-
-
-def clean_stale_temps(folder: Path) -> int:
-    """Delete temporary files left in `folder` by runs that no longer exist; returns how many."""
-    removed = 0
-    for p in folder.glob(".*.tmp*"):
-        parts = p.name.rsplit(".tmp", 1)[0].rsplit(".", 1)
-        if len(parts) != 2 or not parts[1].isdigit():
-            continue
-        pid = int(parts[1])
-        if pid != os.getpid() and not _alive(pid):
-            with contextlib.suppress(OSError):
-                p.unlink()
-                removed += 1
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _flat_palette(colours: Sequence[tuple[int, int, int]]) -> list[int]:
@@ -187,12 +142,10 @@ def window_polygon(transform: Any, row: int, col: int, h: int, w: int) -> list[l
 
 
 class GeoJSONWriter:
-    """Streams Features to a temporary file; `commit()` moves it into place, `abort()` deletes it."""
+    """Streams Features to `path` (a temporary file from `fileio.atomic_path`; its owner renames it)."""
 
     def __init__(self, path: str | Path, crs: Any) -> None:
-        self.final = Path(path)
-        self.tmp = temp_path(self.final)
-        self.f = open(self.tmp, "w")
+        self.f = open(path, "w")
         head: dict[str, Any] = {"type": "FeatureCollection"}
         if crs is not None:  # RFC 7946 drops `crs`, but GDAL/QGIS read it for projected CRSs
             head["crs"] = {"type": "name", "properties": {"name": crs.to_string()}}
@@ -205,12 +158,11 @@ class GeoJSONWriter:
         self.f.write((",\n" if self.n else "") + json.dumps(feat))
         self.n += 1
 
-    def commit(self) -> None:
+    def finish(self) -> None:
+        """Close the collection (the file is complete)."""
         self.f.write("\n]}\n")
         self.f.close()
-        os.replace(self.tmp, self.final)
 
-    def abort(self) -> None:
+    def close(self) -> None:
+        """Close without finishing (on error: the owner discards the file)."""
         self.f.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.tmp.unlink()

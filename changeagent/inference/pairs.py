@@ -19,6 +19,7 @@ from typing import Any
 from tqdm import tqdm
 
 from changeagent.errors import ChangeAgentError
+from changeagent.fileio import clean_stale_temps
 from changeagent.inference import outputs as out
 from changeagent.inference import postprocess as post
 from changeagent.inference import provenance
@@ -70,7 +71,7 @@ def predict_pair(predictor: Predictor, a: str, b: str, out_dir: str | Path, *, a
     pa, pb = read_pair(a, b, predictor.bands, predictor.in_channels, align)
     pred = predictor.predict_pictures([(pa, pb)], t_read=time.perf_counter() - t0)[0]
     out_dir.mkdir(parents=True, exist_ok=True)
-    out.clean_stale_temps(out_dir)
+    clean_stale_temps(out_dir)
     return write_pair(predictor, pred, pa, pb, out_dir, Path(a).stem, vis)
 
 
@@ -124,7 +125,7 @@ def predict_folder(predictor: Predictor, a_dir: str | Path, b_dir: str | Path, o
     pairs = list_pairs(a_dir, b_dir)
     out_dir = Path(out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
-    out.clean_stale_temps(out_dir)
+    clean_stale_temps(out_dir)
     settings = {"model": provenance.model_fingerprint(predictor.source, predictor.model),
                 "options": provenance.prediction_options(predictor, align)}
     check_resume(out_dir, [p[0] for p in pairs], settings, overwrite)

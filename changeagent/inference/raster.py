@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
+from changeagent.data.images import decode_image
 from changeagent.errors import ChangeAgentError
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
@@ -73,7 +74,7 @@ def select_bands(count: int, bands: Sequence[int] | None, in_channels: int, path
     """1-based band numbers to read from a file with `count` bands for a model of `in_channels`.
 
     One band (a grey file, or `--bands N`) is repeated to every band of the model: the rule the dataset
-    readers follow for grey images (`changeagent.data.io.read_image`), so a grey pair is seen as in training.
+    readers follow for grey images (`changeagent.data.images.read_image`), so a grey pair is seen as in training.
     """
     if bands is None:
         if count == 1:
@@ -172,22 +173,10 @@ def _check_file(path: str | Path) -> Path:
 
 
 def read_plain(path: str | Path, bands: Sequence[int] | None, in_channels: int) -> Picture:
-    """PNG/JPEG/...: [C, H, W]; palette images become RGB(A); an alpha band marks validity."""
+    """PNG/JPEG/...: [C, H, W] through the dataset readers' decoder (`data.images.decode_image`);
+    an alpha band marks validity."""
     p = _check_file(path)
-    try:
-        with Image.open(p) as src:
-            if src.width * src.height > MAX_PAIR_PIXELS:
-                raise ChangeAgentError(f"{p} is {src.width}x{src.height}: too big for pair mode, use --scene")
-            im: Image.Image = src
-            if src.mode == "P":
-                im = src.convert("RGBA" if "transparency" in src.info else "RGB")
-            mode = im.mode
-            arr = np.asarray(im)
-    except Image.DecompressionBombError:
-        raise ChangeAgentError(f"{p} is too big for pair mode, use --scene") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ChangeAgentError(f"cannot read image {p}: {e}") from None
-    arr = arr[..., None] if arr.ndim == 2 else arr
+    arr, mode = decode_image(p, "image", MAX_PAIR_PIXELS, too_big=": too big for pair mode, use --scene")
     data = np.ascontiguousarray(arr.transpose(2, 0, 1))
     valid = None
     if mode in ("RGBA", "LA") and bands is None:

@@ -9,7 +9,6 @@ Every window gets its own caption, written as a GeoJSON Feature with the window'
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from rasterio.windows import Window
 from tqdm import tqdm
 
 from changeagent.errors import ChangeAgentError
+from changeagent.fileio import atomic_path, clean_stale_temps
 from changeagent.inference import outputs as out
 from changeagent.inference import postprocess as post
 from changeagent.inference.predictor import Predictor
@@ -49,7 +49,7 @@ def predict_scene(pred: Predictor, a_path: str, b_path: str, out_dir: str | Path
     t_start = time.perf_counter()
     out_dir = Path(out_dir).absolute()  # every path in the record is absolute
     out_dir.mkdir(parents=True, exist_ok=True)
-    out.clean_stale_temps(out_dir)
+    clean_stale_temps(out_dir)
     name = name or Path(a_path).stem
     paths = scene_paths(out_dir, name, pred.head)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), open_pair(a_path, b_path, align) as (a, b):
@@ -61,31 +61,29 @@ def predict_scene(pred: Predictor, a_path: str, b_path: str, out_dir: str | Path
         lo_hi = raster_stats(a, bands_a, b, bands_b, pred.scaler)  # one stretch for both dates
         stats = (lo_hi, lo_hi)
         writers: dict[str, Any] = {}
-        gj = out.GeoJSONWriter(paths["geojson"], a.crs)
-        try:
-            for key, path in paths.items():
-                if key in ("geojson", "record"):
-                    continue
-                dst = rasterio.open(out.temp_path(path), "w",
-                                    **out.geotiff_profile(grid.width, grid.height, a.crs, a.transform))
-                dst.write_colormap(1, out.colormap(post.palettes(pred.head)[key]))
-                writers[key] = dst
-            summary = _stream(pred, (a, b), (bands_a, bands_b), stats, grid, col_bands, writers, gj, progress)
-            if summary["valid_pixels"] == 0:
-                raise ChangeAgentError(f"{a_path} / {b_path}: every pixel is nodata in one of the inputs")
-            for dst in writers.values():
-                dst.close()
-            for key, dst in writers.items():
-                os.replace(dst.name, paths[key])
-            gj.commit()
-        except BaseException:
-            gj.abort()
-            for dst in writers.values():
-                with contextlib.suppress(Exception):
+        # every output is a fileio temp file: renamed into place together at the end, discarded on error
+        with contextlib.ExitStack() as files:
+            gj = out.GeoJSONWriter(files.enter_context(atomic_path(paths["geojson"])), a.crs)
+            try:
+                for key, path in paths.items():
+                    if key in ("geojson", "record"):
+                        continue
+                    dst = rasterio.open(files.enter_context(atomic_path(path)), "w",
+                                        **out.geotiff_profile(grid.width, grid.height, a.crs, a.transform))
+                    dst.write_colormap(1, out.colormap(post.palettes(pred.head)[key]))
+                    writers[key] = dst
+                summary = _stream(pred, (a, b), (bands_a, bands_b), stats, grid, col_bands, writers, gj, progress)
+                if summary["valid_pixels"] == 0:
+                    raise ChangeAgentError(f"{a_path} / {b_path}: every pixel is nodata in one of the inputs")
+                for dst in writers.values():
                     dst.close()
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(dst.name)
-            raise
+                gj.finish()
+            except BaseException:
+                gj.close()
+                for dst in writers.values():
+                    with contextlib.suppress(Exception):
+                        dst.close()
+                raise
         record = {
             "a": str(Path(a_path).absolute()), "b": str(Path(b_path).absolute()), "head": post.spec_of(pred.head).id,
             **{k: str(p) for k, p in paths.items() if k != "record"},

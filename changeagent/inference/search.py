@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from changeagent.errors import ChangeAgentError
+from changeagent.fileio import atomic_path
 from changeagent.inference.index_store import ANN, TEXT_CONFIG, TEXT_ONNX, TEXT_WEIGHTS, VOCAB, IndexStore
 from changeagent.models.decode_cfg import DECODE
 
@@ -131,9 +132,8 @@ def build_ann(store: IndexStore, kind: str, m: int = 32, nlist: int | None = Non
         params = {"type": "ivf", "nlist": nlist, "nprobe": int(index.nprobe)}
     for s in range(0, n, CHUNK_ROWS):
         index.add(np.ascontiguousarray(emb[s : s + CHUNK_ROWS]))
-    tmp = store.path / f".{ANN}.tmp"
-    faiss.write_index(index, str(tmp))
-    tmp.replace(store.path / ANN)
+    with atomic_path(store.path / ANN) as tmp:
+        faiss.write_index(index, str(tmp))
     params["rows"] = n
     store.set_ann(params)
     return params

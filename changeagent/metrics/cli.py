@@ -10,8 +10,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from changeagent.data.io import write_text_atomic
 from changeagent.errors import ChangeAgentError
+from changeagent.fileio import write_text_atomic
 
 
 def add_score_captions_arguments(parser: argparse.ArgumentParser) -> None:

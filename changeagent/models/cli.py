@@ -27,7 +27,7 @@ def _model_config(overrides: list[str]) -> dict[str, Any]:
 
 
 def write_json(path: str, data: dict[str, Any]) -> None:
-    from changeagent.data.io import write_text_atomic
+    from changeagent.fileio import write_text_atomic
 
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 

@@ -26,9 +26,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from changeagent.data.constants import END, NULL, START
-from changeagent.data.io import swap_dir_into_place, write_text_atomic
 from changeagent.errors import ChangeAgentError
+from changeagent.fileio import atomic_dir, write_text_atomic
 
 OPSET = 17
 MANIFEST = "manifest.json"
@@ -188,18 +185,9 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, size: int | None = N
     final = Path(out)
     if final.exists() and not final.is_dir():
         raise ChangeAgentError(f"export: {final} exists and is not a folder")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes a 0700 folder; an export should read like any other
-    try:
+    with atomic_dir(final) as tmp:
         manifest = _export_all(model, vocab, norm, datasets, src, tmp, size, batch, caption, seed)
         write_text_atomic(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
-        swap_dir_into_place(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 

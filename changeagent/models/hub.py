@@ -11,9 +11,8 @@ through `torch.load(weights_only=True)`). This module imports the model code, ne
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,6 +23,7 @@ from changeagent.data.registry import get_spec
 from changeagent.data.spec import DatasetSpec
 from changeagent.data.vocab import Vocabulary
 from changeagent.errors import ChangeAgentError
+from changeagent.fileio import atomic_path
 from changeagent.models.change_captioner import ChangeCaptioner
 from changeagent.models.factory import compile_model, create_model, resolve_config
 
@@ -66,12 +66,6 @@ def dataset_summaries(datasets: Mapping[str, Any] | Sequence[str] | None) -> dic
     return out
 
 
-def _temp_path(directory: Path, name: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    return Path(tmp)
-
-
 def save_pretrained(model: Any, directory: str | Path, *, vocab: Vocabulary | None = None,
                     norm: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
                     datasets: Mapping[str, Any] | Sequence[str] | None = None,
@@ -102,24 +96,20 @@ def save_pretrained(model: Any, directory: str | Path, *, vocab: Vocabulary | No
     if vocab is not None:
         texts[VOCAB] = vocab.dumps()
     texts.update({name: json.dumps(v.to_json()) + "\n" for name, v in head_vocabularies(model).items()})
-    temps: dict[str, Path] = {}
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        temps[WEIGHTS] = _temp_path(directory, WEIGHTS)
-        # save_model drops the duplicate names of shared tensors (tied embeddings)
-        save_model(model, str(temps[WEIGHTS]), force_contiguous=True)  # channels_last weights too
-        for name, text in texts.items():
-            temps[name] = _temp_path(directory, name)
-            temps[name].write_text(text, encoding="utf-8")
-        for name, tmp in temps.items():
-            os.replace(tmp, directory / name)
+        # every file to its own temp name first (changeagent.fileio); all are renamed at the end
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(atomic_path(directory / WEIGHTS))
+            # save_model drops the duplicate names of shared tensors (tied embeddings)
+            save_model(model, str(tmp), force_contiguous=True)  # channels_last weights too
+            for name, text in texts.items():
+                stack.enter_context(atomic_path(directory / name)).write_text(text, encoding="utf-8")
         if vocab is None:  # a stale vocabulary of an earlier save would not match these weights
             (directory / VOCAB).unlink(missing_ok=True)
+    except ChangeAgentError as e:
+        raise ChangeAgentError(f"cannot write model folder {directory}: {e}") from None
     except OSError as e:
         raise ChangeAgentError(f"cannot write model folder {directory}: {e.strerror or e}") from None
-    finally:
-        for tmp in temps.values():
-            tmp.unlink(missing_ok=True)
     return directory
 
 

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from changeagent.data.io import write_text_atomic
 from changeagent.data.spec import DatasetSpec
+from changeagent.fileio import write_text_atomic
 from changeagent.losses.caption import CaptionLossCfg, caption_loss
 from changeagent.tasks.spec import EvalContext, StepKey, TaskContext, TaskSpec, TaskTable, VisText
 

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from changeagent.data.constants import IGNORE_INDEX
 from changeagent.data.spec import DatasetSpec
+from changeagent.fileio import atomic_path
 from changeagent.losses.mask import MaskLossCfg, mask_task_loss
 from changeagent.metrics import SegmentationMetrics, SemanticChangeMetrics
 from changeagent.metrics.segmentation import binary_scores
@@ -87,9 +88,8 @@ def save_masks(folder: Path, names: list[str], maps: Tensor, spec: DatasetSpec) 
         for fname, arr in items:
             img = Image.fromarray(arr, mode="P")
             img.putpalette(pal)
-            tmp = folder / f".{fname}.tmp"
-            img.save(tmp, format="PNG")
-            tmp.replace(folder / fname)
+            with atomic_path(folder / fname) as tmp:
+                img.save(tmp, format="PNG")
 
 
 class MaskTask(TaskSpec):

@@ -61,7 +61,7 @@ def test_every_problem_is_reported(levir_root, tmp_path, capsys):
     assert "missing file" in errors and "train/B/train_000002.png" in errors
     assert "label/train_000004.png has illegal colour (0, 255, 0)" in errors
     assert "differ in size" in errors and "A/train_000005.png is 32x16" in errors
-    assert "A/train_000008.png cannot be read" in errors
+    assert "cannot read image " in errors and "A/train_000008.png (truncated or not an image)" in errors
     assert "images/test" in errors and "2 test pairs listed" in errors
     assert "entry 6 (val_000001.png) has no sentences" in errors
     train = report["splits"]["train"]

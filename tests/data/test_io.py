@@ -8,7 +8,6 @@ from PIL import Image
 from shared_data import DATA
 
 from changeagent.data.images import check_same_size, image_size, read_image, read_label
-from changeagent.data.io import write_text_atomic
 from changeagent.data.labels import SECOND_PALETTE, decode_levir_mask, decode_second_sem, levir_mask_encoding
 from changeagent.errors import ChangeAgentError
 
@@ -136,12 +135,3 @@ def test_check_same_size_names_files():
     with pytest.raises(ChangeAgentError, match=r"a\.png is 4x3.*b\.png is 5x3"):
         check_same_size({"A": np.zeros((3, 4, 3)), "B": np.zeros((3, 5, 3))}, {"A": "a.png", "B": "b.png"})
     check_same_size({"A": np.zeros((3, 4, 3)), "label": np.zeros((3, 4))}, {"A": "a", "label": "l"})
-
-
-def test_write_text_atomic_leaves_nothing_on_failure(tmp_path):
-    write_text_atomic(tmp_path / "sub" / "out.json", "{}")
-    assert (tmp_path / "sub" / "out.json").read_text() == "{}"
-    (tmp_path / "dir.json").mkdir()
-    with pytest.raises(ChangeAgentError, match=r"dir\.json"):
-        write_text_atomic(tmp_path / "dir.json", "{}")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.json", "sub"]

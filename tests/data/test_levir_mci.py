@@ -129,7 +129,7 @@ def test_bad_inputs_name_the_path(levir_root, tmp_path):
         LevirMCI(levir_root, "train")[1]
     path = levir_root / "images/train/A/train_000004.png"
     path.write_bytes(path.read_bytes()[:200])
-    with pytest.raises(ChangeAgentError, match=r"A/train_000004\.png cannot be read"):
+    with pytest.raises(ChangeAgentError, match=r"cannot read image .*A/train_000004\.png"):
         LevirMCI(levir_root, "train")[2]
     caption_file = levir_root / "LevirCCcaptions.json"
     data = json.loads(caption_file.read_text())

@@ -240,7 +240,8 @@ def test_failure_leaves_nothing(tmp_path, monkeypatch):
         real(path, arr)
 
     monkeypatch.setattr(writer, "_save_png", flaky)
-    with pytest.raises(OSError):
+    # an OSError mid-way is the one `error:` line (exit 2) naming the output, and leaves nothing
+    with pytest.raises(ChangeAgentError, match=r"cannot write .*out: disk full"):
         generate("levir-mci", tmp_path / "out", 4, 1, 1, size=32)
     assert list(tmp_path.iterdir()) == []
 

@@ -1,7 +1,6 @@
 """`changeagent predict` pair mode on real tiles and GeoTIFFs, and every bad input."""
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -11,7 +10,6 @@ from PIL import Image
 from rasterio.windows import Window
 
 from changeagent.errors import ChangeAgentError
-from changeagent.inference import outputs
 
 A = TILES / "LEVIR-CD/A/test_55_0256_0000.png"
 B = TILES / "LEVIR-CD/B/test_55_0256_0000.png"
@@ -151,21 +149,6 @@ def test_bad_checkpoint_and_arguments(ckpt, tmp_path, run_cli):
     assert code == 2 and "not both" in err
     code, _, err = run_cli("predict", "-k", ckpt, A, B, "-o", tmp_path / "out", "--tile", "100")
     assert code == 2 and "multiple of 32" in err
-
-
-def test_atomic_writes_leave_nothing_on_error(tmp_path):
-    final = tmp_path / "x.json"
-    with pytest.raises(RuntimeError):
-        with outputs.atomic_path(final) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed")
-    assert listing(tmp_path) == []
-    # a temp file of a dead run is cleaned, one of a live run is kept
-    dead = tmp_path / ".y.json.999999999.tmp.json"
-    live = tmp_path / f".z.json.{os.getpid()}.tmp.json"
-    dead.write_text("")
-    live.write_text("")
-    assert outputs.clean_stale_temps(tmp_path) == 1 and listing(tmp_path) == [live.name]
 
 
 def test_predictor_rejects_bad_arrays(ckpt):

@@ -29,7 +29,7 @@ def add_ground_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_ground(args: argparse.Namespace) -> int:
     from changeagent.data.grounding.export import export_expressions
-    from changeagent.data.io import write_text_atomic
+    from changeagent.fileio import write_text_atomic
 
     summary = export_expressions(args.root, args.format, args.out, splits=args.splits, per_pair=args.per_pair,
                                  empty_share=args.empty_share, seed=args.seed, images=args.images,

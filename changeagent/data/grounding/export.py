@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -31,8 +30,8 @@ from tqdm import tqdm
 
 from changeagent.data.grounding.expressions import derive, sample_seed
 from changeagent.data.grounding.query import EXPRESSION_TYPES
-from changeagent.data.io import swap_dir_into_place
 from changeagent.errors import ChangeAgentError
+from changeagent.fileio import atomic_dir
 
 FORMAT = "changeagent-grounding/1"
 DATASETS = ("levir_mci", "second_cc", "second")
@@ -98,13 +97,8 @@ def export_expressions(root: str | Path, dataset: str, out: str | Path, splits: 
         raise ChangeAgentError(f"data ground: write the export outside the dataset root {root}")
     _check_out(out, overwrite)
     readers = {s: spec.reader(root, split=s) for s in splits}  # layout errors before any writing
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    except OSError as e:
-        raise ChangeAgentError(f"cannot create a folder beside {out}: {e.strerror}") from None
     per_split: dict[str, Any] = {}
-    try:
+    with atomic_dir(out) as tmp:
         next_id = 0
         bar = tqdm(total=sum(len(d) for d in readers.values()), desc=f"ground {dataset}", unit="pair",
                    disable=None if progress else True)
@@ -143,11 +137,4 @@ def export_expressions(root: str | Path, dataset: str, out: str | Path, splits: 
                    "per_pair": per_pair, "empty_share": empty_share, "images": images,
                    "seconds": round(time.perf_counter() - t0, 3)}
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        swap_dir_into_place(tmp, out)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ChangeAgentError(f"cannot write the export to {out}: {e.strerror or e}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return summary

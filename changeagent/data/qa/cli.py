@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +62,12 @@ def derive_root(root: str | Path, name: str, out: str | Path, splits: list[str] 
     from tqdm import tqdm
 
     from changeagent.data.cdvqa import SPLIT_FILES, write_split
-    from changeagent.data.io import swap_dir_into_place, write_text_atomic
     from changeagent.data.lexicon import lexicon_for
     from changeagent.data.qa.derive import as_rows, derive, tally
     from changeagent.data.qa.rules import CDVQA_TYPES
     from changeagent.data.registry import get_spec
     from changeagent.errors import ChangeAgentError
+    from changeagent.fileio import atomic_dir, write_text_atomic
 
     if name not in SOURCES:
         raise ChangeAgentError(f"data qa: --format must be one of {', '.join(SOURCES)}, got {name!r}")
@@ -82,11 +80,9 @@ def derive_root(root: str | Path, name: str, out: str | Path, splits: list[str] 
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ChangeAgentError(f"output folder {out} is not empty (use --overwrite to replace it)")
     types = (*CDVQA_TYPES, "change_from_what") if with_from_what else CDVQA_TYPES
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     summary: dict[str, Any] = {"source": str(Path(root).absolute()), "format": name, "seed": seed,
                                "types": list(types) if spec.dates == 2 else "levir", "splits": {}}
-    try:
+    with atomic_dir(out) as work:
         linked: dict[str, str] = {}
         for split in splits:
             ds = spec.reader(root, split=split)
@@ -109,15 +105,12 @@ def derive_root(root: str | Path, name: str, out: str | Path, splits: list[str] 
             counts = write_split(work, split, tiles)
             summary["splits"][split] = {**tally(all_groups), "image_entries": counts["image_entries"]}
         write_text_atomic(work / "qa_summary.json", json.dumps(summary, indent=2) + "\n")
-        swap_dir_into_place(work, out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     summary["out"] = str(out)
     return summary
 
 
 def run_qa(args: argparse.Namespace) -> int:
-    from changeagent.data.io import write_text_atomic
+    from changeagent.fileio import write_text_atomic
 
     name = args.format.replace("-", "_")
     summary = derive_root(args.root, name, args.out, args.splits, args.seed, args.with_from_what, args.link_images,

@@ -19,9 +19,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from changeagent.data.io import write_text_atomic
 from changeagent.data.lexicon import lexicon_for
 from changeagent.errors import ChangeAgentError
+from changeagent.fileio import write_text_atomic
 
 PAD, UNK = 0, 1
 Q_SPECIALS = ("<pad>", "<unk>")

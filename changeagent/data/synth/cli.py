@@ -58,7 +58,7 @@ def run_synth(args: argparse.Namespace) -> int:
         + f"  change fraction {summary['change_fraction']:.2f}, {summary['distinct_words']} distinct caption words"
     )
     if args.json:
-        from changeagent.data.io import write_text_atomic
+        from changeagent.fileio import write_text_atomic
 
         write_text_atomic(args.json, json.dumps(summary, indent=2) + "\n")
     return 0

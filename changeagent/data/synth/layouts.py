@@ -14,10 +14,10 @@ import numpy as np
 from PIL import Image
 
 from changeagent.data.images import read_image, read_label
-from changeagent.data.io import swap_dir_into_place
 from changeagent.data.synth.writer import generate_with_summary
 from changeagent.data.vocab import read_karpathy
 from changeagent.errors import ChangeAgentError
+from changeagent.fileio import swap_dir_into_place
 
 # one pair as the target writer sees it: split, file name, A, B, labels (class ids), 5 captions
 Pair = dict[str, Any]

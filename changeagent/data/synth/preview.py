@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from changeagent.data.synth.writer import CAPTION_FILE
 from changeagent.errors import ChangeAgentError
+from changeagent.fileio import atomic_path
 
 
 def _tiles(root: Path, fmt: str, rec: dict) -> list[Path]:
@@ -62,6 +63,6 @@ def montage(root: str | Path, fmt: str, out: str | Path, n: int = 6, tile: int =
         lines = lines[: max(2, tile // 16)]  # never spill into the next row
         draw.multiline_text((ncol * (tile + pad) + 4, y + 4), "\n".join(lines), fill=(0, 0, 0), font=font)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out, format="PNG", optimize=True)
+    with atomic_path(out) as tmp:
+        canvas.save(tmp, format="PNG", optimize=True)
     return out

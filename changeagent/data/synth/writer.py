@@ -7,8 +7,6 @@ an interrupted or failed run leaves nothing behind. Same arguments -> byte-ident
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,10 +15,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from changeagent.data.io import swap_dir_into_place
 from changeagent.data.synth import captions as cap
 from changeagent.data.synth import scenes
 from changeagent.errors import ChangeAgentError
+from changeagent.fileio import atomic_dir
 
 FORMATS = ("levir-mci", "second-cc")
 MASK_VARIANTS = ("grey", "colour")
@@ -174,18 +172,9 @@ def generate_with_summary(
     _validate(format, counts, size, mask_variant, int(seed), difficulty)
     out = Path(out).expanduser().absolute()
     _check_out(out, overwrite)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    except OSError as e:
-        raise ChangeAgentError(f"cannot create a folder beside {out}: {e.strerror}") from None
-    try:
+    with atomic_dir(out) as tmp:
         records, changed = _write_pairs(format, tmp, counts, size, seed, mask_variant, progress, difficulty)
         (tmp / CAPTION_FILE[format]).write_text(json.dumps({"images": records}), encoding="utf-8")
-        swap_dir_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     total = sum(counts.values())
     words = {t for r in records for s in r["sentences"] for t in s["tokens"]}
     return {

@@ -28,7 +28,7 @@ def run_convert_change_agent(args: argparse.Namespace) -> int:
           f"{summary['vocab_size']}; {summary['mapped']} tensors mapped, {summary['ignored']} unused reference "
           f"tensors dropped")
     if args.json:
-        from changeagent.data.io import write_text_atomic
+        from changeagent.fileio import write_text_atomic
 
         write_text_atomic(args.json, json.dumps(summary, indent=2) + "\n")
     return 0

@@ -129,11 +129,8 @@ def convert_change_agent(checkpoint: Path, vocab_path: Path, out: Path) -> dict[
     The folder is the normal `save_pretrained` one, with LEVIR-MCI as the dataset trained on and the
     reference normalisation as its statistics (`norm.levir_mci`). Returns a summary (parameters, mapped / ignored reference tensors).
     """
-    import shutil
-    import tempfile
-
-    from changeagent.data.io import swap_dir_into_place
     from changeagent.data.vocab import Vocabulary
+    from changeagent.fileio import atomic_dir
     from changeagent.models import save_pretrained  # the hub, through the package (no import cycle)
     from changeagent.models.factory import create_model
 
@@ -154,20 +151,11 @@ def convert_change_agent(checkpoint: Path, vocab_path: Path, out: Path) -> dict[
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ChangeAgentError(f"output {out} exists and is not a folder")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    except OSError as e:
-        raise ChangeAgentError(f"cannot create the output folder next to {out}: {e.strerror}") from None
-    try:
+    with atomic_dir(out) as tmp:
         # what it learnt from: the real LEVIR-MCI train split (Change-Agent's release); its own selection
         # score is not in the file
         training = {"datasets": {"levir_mci": {"synthetic": False, "root": None}}, "steps": None,
                     "selected_on": None, "run": None, "source": f"converted from {Path(checkpoint).name} (Change-Agent)"}
         save_pretrained(model, tmp, vocab=vocab, norm={"levir_mci": DATA_NORM}, datasets=["levir_mci"],
                         training=training)
-        swap_dir_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {"out": str(out), "params": model.param_counts(), "vocab_size": size, **counts}
