@@ -17,6 +17,7 @@ A recorded statistic that differs from the config's is used and said in one `not
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,17 @@ from changeagent.errors import ChangeAgentError
 Norm = dict[str, list[float]]
 
 
-def resolve_inputs(raw: dict[str, Any], *, checkpoint: str | Path | None = None, out: str | Path | None = None,
-                   norm: Norm | None = None) -> None:
-    """Complete the merged raw config `raw` in place (see the module docstring)."""
-    _init_from(raw)
+def resolve_inputs(raw: dict[str, Any], *, default_datasets: Sequence[str], checkpoint: str | Path | None = None,
+                   out: str | Path | None = None, norm: Norm | None = None) -> None:
+    """Complete the merged raw config `raw` in place (see the module docstring). `default_datasets`
+    are the datasets in use when `data.datasets` is unset (the schema's default, passed in by
+    `schema.validate`: this module sits below the schema and never imports it)."""
+    _init_from(raw, default_datasets)
     if checkpoint is not None:
-        _checkpoint(raw, Path(checkpoint), out)
+        _checkpoint(raw, default_datasets, Path(checkpoint), out)
     if norm is not None:
-        _apply(raw, {name: norm for name in _datasets(raw)}, "the decoding head's statistics", "index")
+        _apply(raw, default_datasets, {name: norm for name in _datasets(raw, default_datasets)},
+               "the decoding head's statistics", "index")
 
 
 def _section(raw: dict[str, Any], *keys: str) -> dict[str, Any]:
@@ -46,15 +50,15 @@ def _section(raw: dict[str, Any], *keys: str) -> dict[str, Any]:
     return node
 
 
-def _datasets(raw: dict[str, Any]) -> list[str]:
-    from changeagent.engine.schema import DataCommonCfg
-
+def _datasets(raw: dict[str, Any], default: Sequence[str]) -> list[str]:
+    """The datasets in use: `data.datasets`, or `default` when it is unset (or not a list: the
+    schema reports that)."""
     data = _section(raw, "data")
     given = data.get("datasets")
-    return list(given) if isinstance(given, list) else list(DataCommonCfg().datasets)
+    return list(given) if isinstance(given, list) else list(default)
 
 
-def _init_from(raw: dict[str, Any]) -> None:
+def _init_from(raw: dict[str, Any], default_datasets: Sequence[str]) -> None:
     from changeagent.models.hub import VOCAB, read_config, read_norms
 
     train = _section(raw, "train")
@@ -73,24 +77,25 @@ def _init_from(raw: dict[str, Any]) -> None:
     if norms is None:
         raise ChangeAgentError(f"train.init_from={path}: {source} records no normalisation statistics (`norm`); "
                                "fine-tuning needs the statistics the model was trained with")
-    _apply(raw, norms, f"the statistics {source} records", "train.init_from")
+    _apply(raw, default_datasets, norms, f"the statistics {source} records", "train.init_from")
 
 
-def _checkpoint(raw: dict[str, Any], checkpoint: Path, out: str | Path | None) -> None:
+def _checkpoint(raw: dict[str, Any], default_datasets: Sequence[str], checkpoint: Path,
+                out: str | Path | None) -> None:
     from changeagent.models.hub import read_norms, resolve_path
 
     norms, source = read_norms(checkpoint)
     if norms is None:
         data = _section(raw, "data")
-        unset = [n for n in _datasets(raw) if not ((data.get(n) or {}).get("mean") and (data.get(n) or {}).get("std"))]
+        unset = [n for n in _datasets(raw, default_datasets) if not ((data.get(n) or {}).get("mean") and (data.get(n) or {}).get("std"))]
         if unset:
             raise ChangeAgentError(f"{source} records no normalisation statistics (`norm`); give the statistics the "
                                    f"model was trained with as data.<id>.mean/std for {unset}")
     else:
-        _apply(raw, norms, f"the statistics {source} records", "eval")
+        _apply(raw, default_datasets, norms, f"the statistics {source} records", "eval")
     synth = _section(raw, "data", "synth")
     data = _section(raw, "data")
-    if not synth.get("dir") and any((data.get(n) or {}).get("synthetic") for n in _datasets(raw)):
+    if not synth.get("dir") and any((data.get(n) or {}).get("synthetic") for n in _datasets(raw, default_datasets)):
         # the training run's synthetic data, when it sits next to best/ (or last.pt)
         guess = resolve_path(checkpoint).parent / "synth"  # best/ or last.pt -> <run>/synth
         if guess.is_dir():
@@ -103,11 +108,12 @@ def _same(a: list[float], b: list[float]) -> bool:
     return len(a) == len(b) and all(abs(float(x) - float(y)) <= 1e-9 for x, y in zip(a, b))
 
 
-def _apply(raw: dict[str, Any], norms: dict[str, Norm], what: str, by: str) -> None:
+def _apply(raw: dict[str, Any], default_datasets: Sequence[str], norms: dict[str, Norm], what: str,
+           by: str) -> None:
     """data.<id>.mean/std of every dataset in use that `norms` has; a `note:` when the config said otherwise."""
     from changeagent.data.registry import dataset_ids, get_spec
 
-    for name in _datasets(raw):
+    for name in _datasets(raw, default_datasets):
         if name not in norms or name not in dataset_ids():
             continue  # not trained on it: the command says so itself (eval, init_from: no head for it)
         sec = _section(raw, "data", name)

@@ -312,7 +312,7 @@ def validate(cfg: DictConfig | dict[str, Any], *, checkpoint: str | Path | None 
     from changeagent.engine.resolve import resolve_inputs
 
     raw = to_dict(cfg) if isinstance(cfg, DictConfig) else copy.deepcopy(dict(cfg))
-    resolve_inputs(raw, checkpoint=checkpoint, out=out, norm=norm)
+    resolve_inputs(raw, default_datasets=DataCommonCfg().datasets, checkpoint=checkpoint, out=out, norm=norm)
     if not raw.get("model"):
         raw["model"] = load_model_config("fast")
     check_misplaced(raw)

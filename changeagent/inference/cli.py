@@ -246,12 +246,33 @@ def run_index(args: argparse.Namespace) -> int:
     elif mode == "scene":
         result = ix.index_scene(pred, args.scene[0], args.scene[1], args.out, align=args.align, name=args.name, **common)
     else:
-        result = ix.index_dataset(pred, args.config, list(args.overrides), args.split, args.out, **common)
+        datasets, source, workers = _split_readers(pred, args.config, list(args.overrides), args.split)
+        result = ix.index_dataset(pred, datasets, source, args.split, args.out, num_workers=workers, **common)
     rate = f", {result['items_per_s']} items/s" if result.get("items_per_s") else ""
     print(f"index {result['index']} ({result['kind']}): {result['count']} items, {result['indexed']} embedded now, "
           f"{result['already_done']} already done{rate}" + (f", approximate index {result['ann']}" if result["ann"] else ""))
     _write_json(args.json, result)
     return 0
+
+
+def _split_readers(pred: Any, config: str, overrides: list[str],
+                   split: str) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """`index -c CONFIG`: the readers of `split` for every dataset of a run config (real or synthetic),
+    each read with the statistics of the head that decodes it (resolved before validation); the
+    source the index header records; the config's loader workers. Composed here, at the command
+    line: the run config, its dataset roots and readers are the engine's, which inference never imports."""
+    from changeagent.engine.distributed import DistInfo
+    from changeagent.engine.loaders import make_dataset
+    from changeagent.engine.roots import dataset_roots
+    from changeagent.engine.schema import load_run_config
+
+    cfg = load_run_config(config, overrides, norm={"mean": [float(v) for v in pred.mean],
+                                                   "std": [float(v) for v in pred.std]})
+    roots = dataset_roots(cfg, DistInfo())
+    datasets = {n: make_dataset(n, roots[n], split, cfg, pred.vocab, train=False) for n in roots}
+    source = {"config": str(Path(config).resolve()), "overrides": list(overrides), "split": split,
+              "roots": {n: str(Path(r).resolve()) for n, r in roots.items()}}
+    return datasets, source, int(cfg.data.num_workers)
 
 
 def add_search_arguments(parser: argparse.ArgumentParser) -> None:

@@ -31,7 +31,7 @@ from changeagent.data.grounding.query import DATASET_SPACE, Query, cut
 from changeagent.errors import ChangeAgentError
 from changeagent.fileio import staged_files
 from changeagent.inference import outputs as out
-from changeagent.inference.raster import Picture
+from changeagent.inference.raster import Picture, both_valid
 from changeagent.inference.tiling import Grid, StripBlender, ceil_to, pad_to
 
 ROUTES = ("auto", "learned", "program")
@@ -170,14 +170,13 @@ def ground_pictures(pred: Any, pa: Picture, pb: Picture, expression: str, route:
                     progress: bool = False, check: Callable[[], None] | None = None) -> Grounding:
     """The answer for one read pair (see the module docstring)."""
     from changeagent.inference import postprocess as post
-    from changeagent.inference.predictor import _and
     from changeagent.metrics.grounding import REFERENCE_THRESHOLD, binarize
 
     route = choose_route(pred, route)
     query = read_expression(pred, expression, route)
     if route == "program" and query is None:  # choose_route admits program only on class-map heads
         raise AssertionError("program route without a parsed query")
-    valid = _and(pa.valid, pb.valid)
+    valid = both_valid(pa.valid, pb.valid)
     if valid is not None and not valid.any():
         raise ChangeAgentError(f"{pa.path} / {pb.path}: every pixel is nodata in one of the inputs")
     x = pred.prepare(pa, pb)

@@ -138,7 +138,7 @@ def index_pairs(pred: Predictor, a_dir: str | Path, b_dir: str | Path, out_dir: 
                 ann_params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Folder mode: every A/<name> with a B/<name>; item name = the file stem."""
     from changeagent.inference.pairs import list_pairs
-    from changeagent.inference.raster import read_pair
+    from changeagent.inference.raster import both_valid, read_pair
 
     pairs = list_pairs(a_dir, b_dir)
     source = {"a_dir": str(Path(a_dir).resolve()), "b_dir": str(Path(b_dir).resolve())}
@@ -151,7 +151,7 @@ def index_pairs(pred: Predictor, a_dir: str | Path, b_dir: str | Path, out_dir: 
         for stem, a, b in todo:
             pa, pb = read_pair(str(a), str(b), pred.bands, pred.in_channels, False)
             x, size, resampled = fit_to_tile(pred, pred.prepare(pa, pb))  # one stretch for both dates
-            valid = None if resampled or (pa.valid is None and pb.valid is None) else _and(pa.valid, pb.valid)
+            valid = None if resampled or (pa.valid is None and pb.valid is None) else both_valid(pa.valid, pb.valid)
             rec: dict[str, Any] = {"name": stem, "a": str(a), "b": str(b)}
             if pa.georeferenced:
                 rec.update(crs=pa.crs.to_string(), footprint=out.window_polygon(pa.transform, 0, 0, *pa.data.shape[1:]))
@@ -159,12 +159,6 @@ def index_pairs(pred: Predictor, a_dir: str | Path, b_dir: str | Path, out_dir: 
 
     counters = _embed_jobs(pred, store, jobs(), len(todo), progress, "index pairs")
     return _finish(store, counters, len(pairs) - len(todo), ann, ann_params)
-
-
-def _and(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
-    if a is None:
-        return b
-    return a if b is None else a & b
 
 
 def index_scene(pred: Predictor, a_path: str | Path, b_path: str | Path, out_dir: str | Path, *,
@@ -221,27 +215,18 @@ def index_scene(pred: Predictor, a_path: str | Path, b_path: str | Path, out_dir
     return _finish(store, counters, len(windows) - len(todo), ann, ann_params)
 
 
-def index_dataset(pred: Predictor, config: str | Path, overrides: list[str], split: str,
-                  out_dir: str | Path, *, progress: bool = True, overwrite: bool = False,
+def index_dataset(pred: Predictor, datasets: dict[str, Any], source: dict[str, Any], split: str,
+                  out_dir: str | Path, *, num_workers: int = 0, progress: bool = True, overwrite: bool = False,
                   ann: str | None = None, ann_params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Config mode: the `split` of every dataset of a run config (real or synthetic); item name
-    `<dataset>/<file name>`, with the pair's reference captions and change flag."""
+    """Config mode: the readers of one `split` (dataset id -> its reader, read with the statistics of
+    the head that decodes it); item name `<dataset>/<file name>`, with the pair's reference captions
+    and change flag. `source` (the run config, overrides, split and roots) goes into the index
+    header, so a resume with other data is refused. The command line builds the readers from a run
+    config (`inference.cli`: the engine's schema and loaders, which this layer does not import)."""
     from torch.utils.data import DataLoader, Subset
 
     from changeagent.data.joint import collate
-    from changeagent.engine.distributed import DistInfo
-    from changeagent.engine.loaders import make_dataset
-    from changeagent.engine.roots import dataset_roots
-    from changeagent.engine.schema import load_run_config
 
-    # every dataset is read with the statistics of the head that decodes it (resolved before validation)
-    cfg = load_run_config(config, overrides, norm={"mean": [float(v) for v in pred.mean],
-                                                   "std": [float(v) for v in pred.std]})
-    roots = dataset_roots(cfg, DistInfo())
-    datasets: dict[str, Any] = {n: make_dataset(n, roots[n], split, cfg, pred.vocab, train=False)
-                                for n in roots}
-    source = {"config": str(Path(config).resolve()), "overrides": list(overrides), "split": split,
-              "roots": {n: str(Path(r).resolve()) for n, r in roots.items()}}
     store = IndexStore.create_or_resume(out_dir, model_header(pred, "dataset", source), overwrite)
     save_text_encoder(pred, store.path)
     done = store.done_names()
@@ -252,7 +237,7 @@ def index_dataset(pred: Predictor, config: str | Path, overrides: list[str], spl
     def jobs() -> Iterator[Job]:
         for n, ds in datasets.items():
             loader = DataLoader(Subset(ds, todo[n]), batch_size=pred.batch_size, collate_fn=collate,
-                                num_workers=cfg.data.num_workers)
+                                num_workers=num_workers)
             for batch in loader:
                 image = batch["image"].numpy()
                 for i, fname in enumerate(batch["name"]):

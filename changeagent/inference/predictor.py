@@ -27,7 +27,7 @@ from changeagent.data.spec import DatasetSpec
 from changeagent.devices import resolve_device
 from changeagent.errors import ChangeAgentError
 from changeagent.inference import postprocess as post
-from changeagent.inference.raster import Picture, Scaler, read_pair, select_bands
+from changeagent.inference.raster import Picture, Scaler, both_valid, read_pair, select_bands
 from changeagent.inference.tiling import Grid, StripBlender, ceil_to, pad_to
 from changeagent.models.decode_cfg import DECODE
 from changeagent.tasks.registry import get_tasks
@@ -316,7 +316,7 @@ class Predictor:
         results: list[post.Prediction | None] = [None] * len(pairs)
         prepared, valids = [], []
         for pa, pb in pairs:
-            valid = _and(pa.valid, pb.valid)
+            valid = both_valid(pa.valid, pb.valid)
             if valid is not None and not valid.any():
                 raise ChangeAgentError(f"{pa.path} / {pb.path}: every pixel is nodata in one of the inputs")
             prepared.append(self.prepare(pa, pb))
@@ -362,8 +362,3 @@ class Predictor:
         pred.timings["post_s"] = time.perf_counter() - t0
         return pred
 
-
-def _and(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
-    if a is None:
-        return b
-    return a if b is None else a & b

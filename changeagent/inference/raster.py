@@ -50,6 +50,13 @@ class Picture:
         return self.crs is not None
 
 
+def both_valid(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    """Pixels valid on both dates: bool [H, W] (None means every pixel of that date is valid)."""
+    if a is None:
+        return b
+    return a if b is None else a & b
+
+
 def parse_bands(text: str | None) -> list[int] | None:
     """`"3,2,1"` -> [3, 2, 1] (1-based band numbers)."""
     if text is None or text == "":
