@@ -116,6 +116,9 @@ def evaluate(model: Any, loaders: dict[str, DataLoader], vocab: Any, info: DistI
     for dataset, loader in loaders.items():
         spec = opts.spec(dataset)
         tasks = [t for t in net.tasks if get_task(t).enabled_for(spec)]
+        # a dataset the model has no heads for (eval checked that its shared heads serve it: e.g. the
+        # change head of binary masks): no dataset given, so no dataset-specific part is looked up
+        known = dataset in getattr(net, "datasets", [dataset])
         folder = opts.predictions_dir / dataset if opts.predictions_dir is not None else None
         ctx = EvalContext(dataset=spec, vocab=vocab, options=opts, device=info.device, sync=sync,
                           predictions_dir=folder)
@@ -132,7 +135,7 @@ def evaluate(model: Any, loaders: dict[str, DataLoader], vocab: Any, info: DistI
                 inputs.update(get_task(t).eval_inputs(batch, data_ctx))
             autocast = torch.autocast(info.device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
             with autocast:
-                pred = model.predict(image, dataset=list(batch["dataset"]), tasks=tasks,
+                pred = model.predict(image, dataset=list(batch["dataset"]) if known else None, tasks=tasks,
                                      inputs=to_device(inputs, info.device), **decode)
             for metric in metrics.values():
                 metric.update(pred, batch)

@@ -41,10 +41,9 @@ def build_model(cfg: DictConfig, vocab: Vocabulary, device: torch.device, ckpt: 
         model = load_model(init)
         if model.vocab is None or model.vocab.word_to_id != vocab.word_to_id:
             raise ChangeAgentError(f"train.init_from={init}: its vocab.json differs from data.vocab={cfg.data.vocab}")
-        untrained = [n for n in specs if n not in model.datasets]
-        if untrained:
-            raise ChangeAgentError(f"train.init_from={init}: the model has no heads for {untrained} "
-                                   f"(it has {model.datasets}); set data.datasets accordingly")
+        mcfg = model_config(cfg, specs)
+        if mcfg["datasets"] != model.datasets:  # new datasets (engine.resolve added them): fresh heads for them
+            model = _grown(model, create_model(mcfg, len(vocab)), init)
     else:
         model = create_model(model_config(cfg, specs), len(vocab))
     attach_vocab(model, vocab)
@@ -65,3 +64,53 @@ def build_model(cfg: DictConfig, vocab: Vocabulary, device: torch.device, ckpt: 
     if cfg.model.channels_last:  # weights NHWC too, so convolutions need no layout conversion
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def _grown(source: Any, model: Any, init: Path) -> Any:
+    """`model` (the init folder's model config with more datasets) with every tensor of `source` that
+    fits: same name and shape (encoder, necks, the shared change head, the semantic heads it had, the
+    caption decoder), and the dataset-token rows of the datasets both have; the rest stays freshly
+    initialised. Says once which parts were loaded and which are fresh."""
+    from changeagent.engine.resolve import note
+    from changeagent.models.hub import restore_head_vocabularies
+
+    old, new = source.state_dict(), model.state_dict()
+    fresh: list[str] = []
+    took: list[str] = []
+    for name, t in new.items():
+        src = old.get(name)
+        if src is not None and src.shape == t.shape:
+            t.copy_(src)
+            took.append(name)
+        elif src is not None and name.endswith("dataset_embed.weight"):
+            # one row per dataset, then the "no dataset given" row: the rows of the datasets both models have
+            rows = [*source.datasets, None]
+            for i, d in enumerate([*model.datasets, None]):
+                if d in rows:
+                    t[i].copy_(src[rows.index(d)])
+                else:
+                    fresh.append(f"{name.rsplit('.', 1)[0]}[{d}]")
+            took.append(name)
+        else:
+            fresh.append(name.rsplit(".", 1)[0])  # its module, e.g. `mask_decoder.heads.second_cc`
+    restore_head_vocabularies(model, init)  # heads with their own word list keep the folder's
+    loaded = [p for p in model.parts() if any(n.startswith(f"{p}.") for n in took)]
+    added = [d for d in model.datasets if d not in source.datasets]
+    note(f"note: train.init_from={init}: loaded {', '.join(loaded) or 'nothing'}; fresh for {', '.join(added)}: "
+         + (", ".join(dict.fromkeys(fresh)) or "nothing (the shared heads serve them)"))
+    return model
+
+
+def inherited(cfg: DictConfig, specs: dict[str, DatasetSpec]) -> dict[str, dict[str, Any]]:
+    """The datasets a fine-tuned model keeps from `train.init_from` without training on them in this
+    run: {id: the summary its folder records}, for the new folder's record (its statistics are in
+    `cfg.data.<id>`, engine.resolve); {} without init_from."""
+    from changeagent.models.hub import read_config
+
+    if not cfg.train.init_from:
+        return {}
+    trained = read_config(Path(cfg.train.init_from)).get("datasets") or {}
+    if not isinstance(trained, dict):  # folders of format 1 list ids
+        trained = {n: {} for n in trained}
+    keep = list(cfg.model.get("datasets") or [])
+    return {n: dict(s) for n, s in trained.items() if n in keep and n not in specs}

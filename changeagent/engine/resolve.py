@@ -4,9 +4,10 @@
 that runs and `config show` (given the same `--checkpoint`, or a config with `train.init_from`)
 prints it. Nothing changes the config after validation. Inputs resolved:
 
-- `train.init_from` (a model folder or a run folder's best/): its model section replaces `model`, its
-  vocab.json becomes `data.vocab`, and the statistics it records per trained dataset become
-  `data.<id>.mean/std`, so fine-tuning reads the data exactly as the model was trained;
+- `train.init_from` (a model folder or a run folder's best/): its model section replaces `model` (its
+  `datasets` extended by the run's new ones), its vocab.json becomes `data.vocab`, and the
+  statistics it records per trained dataset become `data.<id>.mean/std` (also of the datasets it
+  keeps but this run does not train on), so fine-tuning reads the data exactly as the model was trained;
 - the checkpoint `eval` evaluates (`checkpoint=`): the statistics it records per dataset, and the
   training run's synthetic data folder when it sits next to the checkpoint;
 - an explicit normalisation for every dataset (`norm=`, `index -c CONFIG`: that of the decoding head).
@@ -71,6 +72,11 @@ def _init_from(raw: dict[str, Any], default_datasets: Sequence[str]) -> None:
     if not (path / VOCAB).is_file():
         raise ChangeAgentError(f"train.init_from={path}: no {VOCAB}; the model's vocabulary is needed to fine-tune")
     raw["model"] = {**config["model"], "encoder_weights": None}  # the weights come from the folder
+    # the model keeps every dataset it has heads for and gains the run's new ones (fresh heads,
+    # engine.model_init): fine-tuning a LEVIR-MCI model on LEVIR-CD trains its shared change head
+    had = list(raw["model"].get("datasets") or [])
+    if had:
+        raw["model"]["datasets"] = had + [n for n in _datasets(raw) if n not in had]
     _section(raw, "data")["vocab"] = str(path / VOCAB)
     train["init_from"] = str(path)
     norms, source = read_norms(path)
@@ -78,6 +84,14 @@ def _init_from(raw: dict[str, Any], default_datasets: Sequence[str]) -> None:
         raise ChangeAgentError(f"train.init_from={path}: {source} records no normalisation statistics (`norm`); "
                                "fine-tuning needs the statistics the model was trained with")
     _apply(raw, default_datasets, norms, f"the statistics {source} records", "train.init_from")
+    # the datasets it keeps without training on them here: their statistics stay the recorded ones,
+    # so the new model folder records them as it does the run's (engine.model_init.inherited)
+    from changeagent.data.registry import dataset_ids
+
+    for name, norm in norms.items():
+        if name not in _datasets(raw, default_datasets) and name in dataset_ids() and name in raw["model"].get("datasets", []):
+            sec = _section(raw, "data", name)
+            sec["mean"], sec["std"] = list(norm["mean"]), list(norm["std"])
 
 
 def _checkpoint(raw: dict[str, Any], default_datasets: Sequence[str], checkpoint: Path,

@@ -45,7 +45,7 @@ def capture(tr: Any) -> dict[str, Any] | None:
         "scaler": tr.scaler.state_dict(), "weighting": tr.weighting.state_dict(),
         "optimizer_stage": tr._opt_stage, **{k: getattr(tr, k) for k in COUNTERS}, "config": tr.c,
         "vocab": tr.data.vocab.word_to_id, "rng": rngs, "world_size": tr.info.world_size,
-        "datasets": {n: s.summary() for n, s in tr.data.specs.items()},  # classes for models.load
+        "datasets": tr.trained,  # classes for models.load (with those kept from train.init_from)
         "wandb_id": tr.wandb.run_id, "elapsed_s": time.monotonic() - tr.t0,
         "training": tr.training_record(None),
     }

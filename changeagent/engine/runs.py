@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from changeagent.config import config_dir
+from changeagent.data.registry import get_spec
 from changeagent.data.vocab import Vocabulary
 from changeagent.engine.device import set_threads
 from changeagent.engine.distributed import DistInfo, cleanup, init_distributed
@@ -21,6 +23,7 @@ from changeagent.engine.schema import load_run_config
 from changeagent.engine.selection import check_meteor
 from changeagent.errors import ChangeAgentError
 from changeagent.fileio import write_json_atomic, write_text_atomic
+from changeagent.tasks.registry import shared_tasks
 
 
 def load_for_eval(checkpoint: Path, device: torch.device) -> tuple[torch.nn.Module, Vocabulary, dict[str, Any] | None]:
@@ -55,10 +58,13 @@ def _evaluate(cfg: DictConfig, info: DistInfo, checkpoint: Path, split: str, out
         raise ChangeAgentError(f"checkpoint {checkpoint} does not exist")
     set_threads(cfg.run.threads)
     model, vocab, norm = load_for_eval(checkpoint, info.device)
-    untrained = [n for n in cfg.data.datasets if n not in getattr(model, "datasets", cfg.data.datasets)]
-    if untrained:
-        raise ChangeAgentError(f"checkpoint {checkpoint} was not trained on {untrained} (it knows "
-                               f"{getattr(model, 'datasets', [])}); set data.datasets accordingly")
+    heads = list(getattr(model, "datasets", cfg.data.datasets))
+    for name in cfg.data.datasets:  # a dataset it has no heads for: scored by its shared heads, or an error
+        if name not in heads:
+            _, msg = shared_tasks(list(getattr(model, "tasks", [])), get_spec(name), heads,
+                                  f"eval: checkpoint {checkpoint}")
+            if info.is_main:
+                print(f"note: {msg}", file=sys.stderr, flush=True)
     for name in cfg.data.datasets:  # the statistics it was trained with (engine.resolve put them in cfg)
         recorded = (norm or {}).get(name)
         if recorded is not None and (recorded["mean"] != list(cfg.data[name].mean)

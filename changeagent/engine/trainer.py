@@ -39,7 +39,7 @@ from changeagent.engine.distributed import (
 )
 from changeagent.engine.evaluator import EvalOptions, evaluate
 from changeagent.engine.loaders import build_train_data, train_loader
-from changeagent.engine.model_init import build_model
+from changeagent.engine.model_init import build_model, inherited
 from changeagent.engine.optim import (
     build_ema,
     build_stage,
@@ -121,6 +121,11 @@ class Trainer:
         self.model = build_model(cfg, self.data.vocab, info.device, self.ckpt, self.data.specs,
                                           init=init if self.ckpt is None else None)
         check_shared_layer(self.model, stages_of(cfg), cfg.loss.weighting.name)
+        # what best/ and last.pt record it was trained on: this run's datasets plus those it keeps
+        # from train.init_from (with the statistics recorded for them, in cfg by engine.resolve)
+        kept = inherited(cfg, self.data.specs)
+        self.trained: dict[str, Any] = {**kept, **{n: s.summary() for n, s in self.data.specs.items()}}
+        self.kept_norm = {n: {"mean": list(cfg.data[n].mean), "std": list(cfg.data[n].std)} for n in kept}
         self.loss_cfg = loss_config(self.c["loss"])  # typed once: compute_losses reads it every step
         self.task_ctx = TaskContext(vocab=self.data.vocab, max_len=cfg.data.max_len, train=True)
         self.ema = build_ema(self.model, cfg.train.ema)
@@ -377,10 +382,10 @@ class Trainer:
             self.wandb.log({**flatten({"val": results}), "val/score": score}, self.step)
             self.wandb.log_predictions(vis, self.step)
             if improved:
-                export_best(model, self.out, opts.norm,
+                export_best(model, self.out, {**self.kept_norm, **opts.norm},
                             {"step": self.step, "score": score, "select": ev.select, **results,
                              "eval": opts.record()},
-                            self.data.specs, training=self.training_record(score))
+                            self.trained, training=self.training_record(score))
                 self.wandb.log_summary({"best/score": score, "best/step": self.step})
         self._val_seconds = time.monotonic() - t
         self._val_total += self._val_seconds

@@ -121,7 +121,11 @@ class OnnxModel:
             raise ChangeAgentError(f"--onnx {self.folder}: the graph was exported for {self.traced_size} windows "
                                    f"(its H/W are not dynamic); got {h}x{w}: use --tile {self.traced_size[0]}")
         feeds: dict[str, np.ndarray] = {"image": image.float().cpu().numpy()}
-        if "dataset" in self.pair_inputs:
+        if "dataset" in self.pair_inputs and dataset is None:
+            # as the torch model: the token memory's last row means "no dataset given" (a head the model
+            # has none for, served by its shared heads alone)
+            feeds["dataset"] = np.full(b, len(self.datasets), np.int64)
+        elif "dataset" in self.pair_inputs:
             names = [dataset] * b if isinstance(dataset, str) else list(dataset or [])
             unknown = sorted({d for d in names if d not in self.datasets})
             if unknown or len(names) != b:

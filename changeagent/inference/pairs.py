@@ -26,7 +26,8 @@ from changeagent.inference import provenance
 from changeagent.inference.predictor import Predictor
 from changeagent.inference.raster import PLAIN_SUFFIXES, RASTER_SUFFIXES, Picture, read_pair
 
-NO_CAPTION_HEAD = "(no caption head: the model was trained without captions)"
+NO_CAPTION_HEAD = ("(no caption head: the model was trained without captions, or --head names a dataset "
+                   "it has no caption token for)")
 
 
 def pair_paths(out_dir: Path, stem: str, head: str, geo: bool) -> dict[str, Path]:

@@ -12,6 +12,7 @@ a tiled pair, into the pair's record from one pass over the pair scaled down to 
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +31,7 @@ from changeagent.inference import postprocess as post
 from changeagent.inference.raster import Picture, Scaler, both_valid, read_pair, select_bands
 from changeagent.inference.tiling import Grid, StripBlender, ceil_to, pad_to
 from changeagent.models.decode_cfg import DECODE
-from changeagent.tasks.registry import get_tasks
+from changeagent.tasks.registry import get_tasks, shared_tasks
 from changeagent.tasks.spec import TaskContext
 
 DEFAULT_TILE = 256
@@ -60,10 +61,13 @@ def head_norm(head: str, norm: dict[str, dict[str, Any]] | None, mean: Sequence[
     return m, s
 
 
-def trained_head(head: str | None, trained: dict[str, dict[str, Any]] | None, source: str) -> DatasetSpec:
-    """The spec of the head to predict with: `head`, which must be one the model was trained on;
-    by default the first trained dataset that supervises change masks (else the first one). A
-    folder that records no datasets needs `head` (its heads alone do not say what it learnt)."""
+def trained_head(head: str | None, trained: dict[str, dict[str, Any]] | None, source: str,
+                 shared: bool = False) -> DatasetSpec:
+    """The spec of the head to predict with: `head`, which must be one the model was trained on
+    (with `shared`, any registered dataset: the caller serves it by the shared heads,
+    `tasks.registry.shared_tasks`); by default the first trained dataset that supervises change
+    masks (else the first one). A folder that records no datasets needs `head` (its heads alone
+    do not say what it learnt)."""
     if not trained:
         if head is None:
             raise ChangeAgentError(f"{source}: the model folder records no datasets it was trained on "
@@ -72,6 +76,8 @@ def trained_head(head: str | None, trained: dict[str, dict[str, Any]] | None, so
     if head is None:
         with_mask = [n for n in trained if "change" in (trained[n].get("targets") or get_spec(n).targets)]
         head = (with_mask or list(trained))[0]
+    if head not in trained and shared:
+        return get_spec(head)
     if head not in trained:
         raise ChangeAgentError(f"{source}: the model was not trained on {head} (trained on {list(trained)}); "
                                f"use --head with one of those")
@@ -134,9 +140,17 @@ class Predictor:
         self.vocab: Any = vocab if vocab is not None else getattr(model, "vocab", None)
         if self.vocab is None:
             raise ChangeAgentError(f"{source}: no caption vocabulary (vocab.json) in the checkpoint")
-        self.spec = trained_head(head, datasets, source)
+        heads = list(getattr(model, "datasets", None) or [])
+        # a head the model has none for (--head levir_cd on a LEVIR-MCI model): its shared heads serve it
+        self.foreign = head is not None and bool(heads) and head not in heads
+        self.spec = trained_head(head, datasets, source, shared=self.foreign)
         head = self.spec.id
         self.tasks = trained_tasks(list(getattr(model, "tasks", [])), datasets)
+        if self.foreign:
+            names, msg = shared_tasks([t.name for t in self.tasks], self.spec, heads, source, verb="predicted")
+            self.tasks = [t for t in self.tasks if t.name in names]
+            note = f"{msg}; images normalised with its registry statistics" if mean is None else msg
+            print(f"note: {note}", file=sys.stderr, flush=True)
         dense = [t for t in self.tasks if t.dense_channels(self.spec)]
         if len(dense) > 1:
             raise ChangeAgentError(f"{source}: tasks {[t.name for t in dense]} all give per-pixel logits; "
@@ -146,7 +160,9 @@ class Predictor:
         self.task_ctx = TaskContext(vocab=self.vocab, max_len=max_len, train=False, dataset=self.spec)
         self.inputs = dict(inputs or {})
         self.in_channels = int(cfg.get("in_channels", 3))
-        self.mean, self.std = head_norm(head, norm, mean, std, self.in_channels, source)
+        # a foreign head's images are read as its dataset's are (eval reads them with data.<id>.mean/std)
+        recorded = {**(norm or {}), head: self.spec.norm} if self.foreign else norm
+        self.mean, self.std = head_norm(head, recorded, mean, std, self.in_channels, source)
         self.head, self.source = head, source
         self.tile = int(tile or cfg.get("image_size") or DEFAULT_TILE)
         Grid(self.tile, self.tile, self.tile, overlap)  # validates tile/overlap early
@@ -215,7 +231,8 @@ class Predictor:
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
         inputs = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for t in self.tasks
                   for k, v in t.predict_inputs(self.inputs, b, self.task_ctx).items()}
-        out = self.model.predict(x, dataset=[self.head] * b, inputs=inputs, **self.decode)
+        names = None if self.foreign else [self.head] * b  # foreign: no dataset-specific part is looked up
+        out = self.model.predict(x, dataset=names, inputs=inputs, **self.decode)
         try:
             logits = self.dense.dense(out, self.spec) if self.dense is not None else None
             fields = [{k: v for t in self.tasks for k, v in t.window(out, i, self.task_ctx).items()} for i in range(b)]

@@ -99,9 +99,14 @@ class MaskTask(TaskSpec):
     loss_config = MaskLossCfg
     columns = (("miou", "MIoU"), ("oa", "OA"), ("precision", "P"), ("recall", "R"), ("f1", "F1"), ("iou", "IoU"),
                ("sek", "SeK"), ("fscd", "Fscd"), ("score", "Score"))
+    shared_part = "the shared change head"
 
     def enabled_for(self, dataset: DatasetSpec) -> bool:
         return dataset.has_mask
+
+    def own_part(self, dataset: DatasetSpec) -> str | None:
+        """Class maps need the dataset's semantic head; binary change masks the shared change head alone."""
+        return "a semantic head" if dataset.dates else None
 
     def loss(self, out: Mapping[str, Any], batch: Mapping[str, Any], inputs: Mapping[str, Tensor],
              cfg: Any) -> dict[str, Tensor]:

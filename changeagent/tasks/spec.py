@@ -13,6 +13,7 @@ registry and never test a task's name.
 The hooks and the objects they see:
 
     spec.enabled_for(dataset: DatasetSpec) -> bool          # items of this dataset carry its target
+    spec.own_part(dataset) -> str | None                    # a part trained on that dataset its head needs
     spec.derive(sample, rng, ctx: TaskContext) -> dict      # keys it adds to a raw sample (numpy/tensors)
     spec.collate_pad: {key: pad value}                      # variable-shape keys it adds, padded per batch
     spec.train_inputs(batch, key: StepKey, ctx) -> dict     # model inputs of a training step
@@ -153,11 +154,19 @@ class TaskSpec:
     collate_pad: ClassVar[Mapping[str, int]] = {}
     columns: ClassVar[tuple[tuple[str, str], ...]] = ()
     tables: ClassVar[tuple[TaskTable, ...]] = ()
+    shared_part: ClassVar[str] = ""  # what serves a dataset the model was not trained on ("": nothing)
 
     # -- data ------------------------------------------------------------------------------------
     def enabled_for(self, dataset: DatasetSpec) -> bool:
         """Whether items of `dataset` carry this task's target (directly or through `derive`)."""
         return True
+
+    def own_part(self, dataset: DatasetSpec) -> str | None:
+        """The part its head needs trained on `dataset` itself (e.g. "a semantic head"), or None when
+        `shared_part` serves it: a model not trained on `dataset` can score it only through tasks
+        that return None. The default is conservative: heads that read the token memory see the
+        dataset's own token."""
+        return f"a {self.name} head trained on it"
 
     def derive(self, sample: dict[str, Any], rng: np.random.Generator, ctx: TaskContext) -> dict[str, Any]:
         """Targets derived from a raw sample (its keys: docs/design.md "Samples"), before collate.
