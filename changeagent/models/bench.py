@@ -56,6 +56,22 @@ def random_inputs(model: Any, batch: int, length: int, gen: torch.Generator, dev
     return {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in out.items()}  # texts stay texts
 
 
+def predict_inputs(model: Any, batch: int, length: int, gen: torch.Generator, dev: torch.device) -> dict[str, Any]:
+    """The random inputs `model.predict` reads at inference (questions, expressions): `random_inputs`
+    without the teacher-forced captions, which only training reads."""
+    return {k: v for k, v in random_inputs(model, batch, length, gen, dev).items()
+            if any(k in (*model.head(t).inputs, *getattr(model.head(t), "extra_inputs", ())) for t in model.tasks)
+            and k not in ("captions", "retrieval_captions")}
+
+
+def bench_predict(model: Any, image: torch.Tensor, names: list[str], inputs: dict[str, Any], decode_len: int,
+                  tasks: list[str] | None = None) -> dict[str, Any]:
+    """The call the benchmark times: the heads of `tasks` (None: every head) from one encoder pass of
+    image [B, 2, C, H, W], greedy captions of exactly `decode_len` tokens (tests/models compare it)."""
+    with torch.inference_mode():
+        return dict(model.predict(image, names, tasks=tasks, inputs=inputs, max_len=decode_len, min_len=decode_len))
+
+
 def plain_loss(out: Any) -> torch.Tensor:
     """A stand-in for the task losses (changeagent.tasks): the mean square of every float output of
     every head, so the backward pass reaches each head as a real training step does."""
@@ -123,14 +139,11 @@ def run_benchmark(cfg: dict[str, Any], vocab_size: int = 468, batch: int = 8, si
         pairs = torch.randn(b, 2, channels, size, size, generator=gen).to(dev)
         ids = [model.datasets[i % len(model.datasets)] for i in range(b)]
 
-        extra = {k: v for k, v in random_inputs(model, b, caption_len, gen, dev).items()
-                 if any(k in (*model.head(t).inputs, *getattr(model.head(t), "extra_inputs", ())) for t in model.tasks)
-                 and k not in ("captions", "retrieval_captions")}  # inputs a head needs at inference (questions)
+        extra = predict_inputs(model, b, caption_len, gen, dev)
 
         def infer(image: torch.Tensor = pairs, names: list[str] = ids, tasks: list[str] | None = None,
                   extra: dict[str, Any] = extra) -> None:
-            with torch.inference_mode():  # the heads of `tasks` (None: every head) from one encoder pass
-                model.predict(image, names, tasks=tasks, inputs=extra, max_len=decode_len, min_len=decode_len)
+            bench_predict(model, image, names, extra, decode_len, tasks)
 
         s = _timed(infer, steps, max(1, warmup // 2), dev, f"predict b{b}")
         result[f"infer_s_per_step_b{b}"] = s

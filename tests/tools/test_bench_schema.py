@@ -42,7 +42,7 @@ def test_bench_json_has_every_task_per_configuration(tmp_path, monkeypatch):
     data = json.loads((out / "bench.json").read_text())
     assert data["settings"]["batches"] == [1, 2] and set(data["models"]) == {"tiny"}
     row = data["models"]["tiny"]
-    assert row["tasks"] == ["mask", "caption", "retrieval"]
+    assert row["tasks"] == ["mask", "caption", "retrieval", "qa", "grounding"]  # fast's five
     assert row["train"]["batch"] == 2 and row["train"]["peak_rss_mb"] > 0
     for b in ("1", "2"):
         r = row["infer"][b]
