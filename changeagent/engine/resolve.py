@@ -76,7 +76,7 @@ def _init_from(raw: dict[str, Any], default_datasets: Sequence[str]) -> None:
     # engine.model_init): fine-tuning a LEVIR-MCI model on LEVIR-CD trains its shared change head
     had = list(raw["model"].get("datasets") or [])
     if had:
-        raw["model"]["datasets"] = had + [n for n in _datasets(raw) if n not in had]
+        raw["model"]["datasets"] = had + [n for n in _datasets(raw, default_datasets) if n not in had]
     _section(raw, "data")["vocab"] = str(path / VOCAB)
     train["init_from"] = str(path)
     norms, source = read_norms(path)
