@@ -39,7 +39,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 # the shared bottom layer: the root package and its top-level helper modules
 BASE = ("changeagent", "changeagent.config", "changeagent.typed", "changeagent.lazy", "changeagent.errors",
-        "changeagent.paths", "changeagent.devices")
+        "changeagent.paths", "changeagent.devices", "changeagent.fileio")
 # inside models: the saved-model owner and the tools that read or write model folders sit above the
 # model code, which never depends on them (a saved model is rebuilt from its config alone)
 HUB = "changeagent.models.hub"

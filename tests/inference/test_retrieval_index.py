@@ -187,7 +187,7 @@ def test_index_uses_the_trained_head_and_refuses_an_untrained_one(tmp_path, pair
     ck = save_tiny(tmp_path / "second_only", datasets=["second_cc"], **SMALL)
     code, _, err = run_cli("index", "-k", ck, "--a-dir", pairs[0], "--b-dir", pairs[1], "-o", tmp_path / "bad",
                            "--head", "levir_mci", *FAST)
-    assert code == 2 and "not trained on levir_mci" in err and not (tmp_path / "bad").exists()
+    assert code == 2 and "no heads for levir_mci" in err and not (tmp_path / "bad").exists()
     code, _, err = run_cli("index", "-k", ck, "--a-dir", pairs[0], "--b-dir", pairs[1], "-o", tmp_path / "ok",
                            "--json", tmp_path / "s.json", *FAST)
     assert code == 0, err
