@@ -153,16 +153,21 @@ def swap_dir_into_place(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _temp_dir(final: Path) -> Path:
+    """An empty temporary folder beside `final`, named as `clean_stale_temps` parses it."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=f".{os.getpid()}.tmp", dir=final.parent))
+    except OSError as e:
+        raise ChangeAgentError(f"cannot write {final}: {e.strerror or e}") from None
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside `final`; on success it replaces `final` whole, on error
     it is deleted and `final` (old or absent) is untouched."""
     final = Path(final)
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=f".{os.getpid()}.tmp", dir=final.parent))
-    except OSError as e:
-        raise ChangeAgentError(f"cannot write {final}: {e.strerror or e}") from None
+    tmp = _temp_dir(final)
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
@@ -183,11 +188,7 @@ def staged_files(final: str | Path) -> Iterator[Path]:
     For a set of outputs added to a shared folder (one `ground` answer among others): no file of the
     set appears under its final name before all of them are complete."""
     final = Path(final)
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=f".{os.getpid()}.tmp", dir=final.parent))
-    except OSError as e:
-        raise ChangeAgentError(f"cannot write {final}: {e.strerror or e}") from None
+    tmp = _temp_dir(final)
     try:
         yield tmp
         files = [p for p in tmp.iterdir() if p.is_file()]

@@ -5,27 +5,18 @@ and `make real-tiles` train and test on the same held-out images."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 from shared_data import DATA
+from tool_loader import load_tool
 
 TILES = DATA / "real_tiles"
-_TOOL = Path(__file__).resolve().parents[1] / "tools" / "real_tiles.py"
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("real_tiles", _TOOL)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while it loads
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def build_real_levir_cd(root: Path, crop: int = 256, limit: int | None = None) -> Path:
     """Write the protocol's split under `root` and return its crop-layout folder (`root/all`).
     `limit` keeps at most that many crops per split, taken evenly over the list (small tests)."""
-    _tool().build_split(TILES, root, crop, limit)
+    load_tool("real_tiles").build_split(TILES, root, crop, limit)
     return root / "all"

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from tool_loader import load_tool
 
 pytestmark = pytest.mark.slow  # five child processes that each import torch: ~1-2 min on 2 cores
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_tool", ROOT / "tools" / "bench.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_bench_json_has_every_task_per_configuration(tmp_path, monkeypatch):
@@ -35,7 +28,7 @@ def test_bench_json_has_every_task_per_configuration(tmp_path, monkeypatch):
     cfg.write_text(yaml.safe_dump(tiny))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     out = tmp_path / "bench"
-    bench = _load()
+    bench = load_tool("bench")
     code = bench.main(["--out", str(out), "--models", str(cfg), "--size", "32", "--batch", "2", "--batches", "1,2",
                        "--threads", "1", "--steps", "1", "--decode-len", "2", "--skip-inference", "--skip-app"])
     assert code == 0

@@ -3,11 +3,12 @@ reference): the plumbing (children, JSON, table), the ratios ours / reference an
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+from tool_loader import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,16 +108,10 @@ def fake_reference(root: Path, encoder: str = ENCODER) -> Path:
     return root
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_tool_vs", ROOT / "tools" / "bench.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_missing_folder_or_other_code_is_an_error(tmp_path, capsys):
-    bench = _bench()
+    bench = load_tool("bench")
     assert bench.main(["--out", str(tmp_path / "o"), "--vs", str(tmp_path / "nope"), "--skip-app"]) == 2
     assert "error: --vs" in capsys.readouterr().err and not (tmp_path / "o").exists()  # nothing ran
     other = tmp_path / "other" / "Multi_change" / "model"
@@ -144,7 +139,7 @@ def test_vs_times_the_reference_beside_ours(tmp_path):
     """Only the reference here (--models ''): its two children, the JSON row and the table rows."""
     ref = fake_reference(tmp_path / "ref")
     out = tmp_path / "bench"
-    code = _bench().main(["--out", str(out), "--models", "", "--vs", str(ref), "--size", "64", "--batch", "2",
+    code = load_tool("bench").main(["--out", str(out), "--models", "", "--vs", str(ref), "--size", "64", "--batch", "2",
                           "--threads", "1", "--steps", "1", "--decode-len", "5", "--skip-inference", "--skip-app"])
     assert code == 0
     data = json.loads((out / "bench.json").read_text())
@@ -162,7 +157,7 @@ def test_vs_times_the_reference_beside_ours(tmp_path):
 
 
 def test_ratios_are_ours_over_the_reference(tmp_path):
-    bench = _bench()
+    bench = load_tool("bench")
     args = bench.argparse.Namespace(vs=tmp_path, skip_train=False)
     for name, res in {"reference_train": {"batch": 8, "train_s_per_pair": 2.0, "peak_rss_mb": 4000.0},
                       "reference_infer": {"infer_s_per_pair_b1": 0.5, "peak_rss_mb": 1000.0, "tokens": 9}}.items():

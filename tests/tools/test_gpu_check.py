@@ -11,15 +11,11 @@ from pathlib import Path
 
 import pytest
 from shared_data import DATA, FIXTURES
+from tool_loader import load_tool
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("gpu_check", TOOLS / "gpu_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _args(tmp_path, *extra):
@@ -32,7 +28,7 @@ def _args(tmp_path, *extra):
 
 @pytest.mark.timeout(600)
 def test_dry_run_exercises_every_section(tmp_path):
-    assert _load().main(_args(tmp_path, "--skip", "mci_fixture")) == 0
+    assert load_tool("gpu_check").main(_args(tmp_path, "--skip", "mci_fixture")) == 0
     doc = json.loads((tmp_path / "gpu.json").read_text())
     assert doc["dry_run"] and doc["device"] == "cpu" and doc["summary"]["ok"]
     checks = {(c["section"], c["name"]): c for c in doc["checks"]}
@@ -71,7 +67,7 @@ def test_dry_run_exercises_every_section(tmp_path):
 
 
 def test_failed_equivalence_exits_nonzero(tmp_path, monkeypatch):
-    mod = _load()
+    mod = load_tool("gpu_check")
     monkeypatch.syspath_prepend(str(TOOLS))
     from gpucheck import equivalence
 

@@ -3,31 +3,23 @@ check catches a leaky split, the all-change detector, and the whole protocol run
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from shared_data import DATA
+from tool_loader import load_tool
 
-TOOLS = Path(__file__).resolve().parents[2] / "tools"
 TILES = DATA / "real_tiles"
 pytestmark = pytest.mark.skipif(not (TILES / "LEVIR-CD").is_dir(), reason=f"{TILES} not available")
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("real_tiles", TOOLS / "real_tiles.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while it loads
-    spec.loader.exec_module(mod)
-    return mod
 
 
-rt = _load()
+rt = load_tool("real_tiles")
 
 
 @pytest.fixture(scope="module")
