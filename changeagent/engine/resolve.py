@@ -74,9 +74,10 @@ def _init_from(raw: dict[str, Any], default_datasets: Sequence[str]) -> None:
     raw["model"] = {**config["model"], "encoder_weights": None}  # the weights come from the folder
     # the model keeps every dataset it has heads for and gains the run's new ones (fresh heads,
     # engine.model_init): fine-tuning a LEVIR-MCI model on LEVIR-CD trains its shared change head
+    in_use = _datasets(raw, default_datasets)
     had = list(raw["model"].get("datasets") or [])
     if had:
-        raw["model"]["datasets"] = had + [n for n in _datasets(raw, default_datasets) if n not in had]
+        raw["model"]["datasets"] = had + [n for n in in_use if n not in had]
     _section(raw, "data")["vocab"] = str(path / VOCAB)
     train["init_from"] = str(path)
     norms, source = read_norms(path)
@@ -88,8 +89,9 @@ def _init_from(raw: dict[str, Any], default_datasets: Sequence[str]) -> None:
     # so the new model folder records them as it does the run's (engine.model_init.inherited)
     from changeagent.data.registry import dataset_ids
 
+    kept = [n for n in raw["model"].get("datasets", []) if n not in in_use and n in dataset_ids()]
     for name, norm in norms.items():
-        if name not in _datasets(raw, default_datasets) and name in dataset_ids() and name in raw["model"].get("datasets", []):
+        if name in kept:
             sec = _section(raw, "data", name)
             sec["mean"], sec["std"] = list(norm["mean"]), list(norm["std"])
 
