@@ -151,7 +151,7 @@ def index_pairs(pred: Predictor, a_dir: str | Path, b_dir: str | Path, out_dir: 
         for stem, a, b in todo:
             pa, pb = read_pair(str(a), str(b), pred.bands, pred.in_channels, False)
             x, size, resampled = fit_to_tile(pred, pred.prepare(pa, pb))  # one stretch for both dates
-            valid = None if resampled or (pa.valid is None and pb.valid is None) else both_valid(pa.valid, pb.valid)
+            valid = None if resampled else both_valid(pa.valid, pb.valid)
             rec: dict[str, Any] = {"name": stem, "a": str(a), "b": str(b)}
             if pa.georeferenced:
                 rec.update(crs=pa.crs.to_string(), footprint=out.window_polygon(pa.transform, 0, 0, *pa.data.shape[1:]))
